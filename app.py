@@ -1,0 +1,21 @@
+"""climate-bot's entry point.
+
+`gunicorn app:app` serves the app in production; each worker process also runs the delivery worker
+and the scheduler (safe: they lease rows in SQLite). `python app.py` runs everything in this one
+process, listening on $PORT.
+"""
+
+import sys
+
+from bot.cli import configure_logging, serve_forever, settings_or_exit
+
+configure_logging()
+settings = settings_or_exit()
+
+if __name__ == "__main__":
+    serve_forever(settings)
+    sys.exit(0)
+
+from bot.web import create_app  # noqa: E402
+
+app = create_app(settings, start_background=True)

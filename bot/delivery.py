@@ -1,0 +1,213 @@
+"""The delivery worker: drains the outbox into Slack, never losing or doubling a message.
+
+Each row is leased in SQLite, so several workers (gunicorn processes, or web + `climate-bot worker`)
+can run at once. The first row of a card posts it and stores its ts; later rows post a reply in its
+thread or update it in place, rendered from the state current at delivery time.
+
+A post that failed ambiguously (time-out, 5xx, crash after Slack accepted it) is retried only after
+looking for the message it may have left: every post carries our outbox id in its metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+
+from bot import cards
+from bot.model import Change, Message, OrderState, OrderUpdate, ProductState, ProductUpdate
+from bot.slack_api import NotInChannel, Permanent, RateLimited, SlackGateway, Transient
+from bot.storage import OutboxRow, Storage
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 300.0
+# A transient error that never heals is parked after this many attempts (about two hours).
+MAX_ATTEMPTS = 30
+
+
+def backoff(attempts: int) -> float:
+    """Seconds to wait before retry number `attempts`: exponential, capped, with jitter.
+
+    Retries are persisted in the outbox (they survive restarts), so this is computed from the
+    stored attempt count rather than by an in-process retry loop.
+    """
+    base = min(MAX_BACKOFF_SECONDS, 2.0 ** min(attempts, 16))
+    return base / 2 + random.uniform(0, base / 2)
+
+
+class Deliverer:
+    """Delivers outbox rows one at a time; `run_once` is one step, `run` the loop."""
+
+    def __init__(self, storage: Storage, slack: SlackGateway, *, now=time.time) -> None:
+        self.storage = storage
+        self.slack = slack
+        self.now = now
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, *, idle_seconds: float = 1.0) -> None:
+        """Deliver until `stop()`; sleeps until woken by a new event or the next row is due."""
+        while not self._stop.is_set():
+            try:
+                if self.run_once():
+                    continue
+            except Exception:  # keep the worker alive; the row's lease expires and it is retried
+                log.exception("delivery step failed")
+            due = self.storage.next_delivery_at()
+            wait = idle_seconds if due is None else min(idle_seconds, max(0.0, due - self.now()))
+            self.wake.wait(max(wait, 0.01))
+            self.wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+
+    def run_once(self) -> bool:
+        """Deliver one row if one is ready; True if a row was handled."""
+        row = self.storage.lease_next(self.owner)
+        if row is None:
+            return False
+        self.deliver(row)
+        return True
+
+    def drain(self, *, timeout: float = 30.0) -> None:
+        """Deliver until nothing is ready (for tests and one-shot commands)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.run_once():
+            pass
+
+    # -- one row ---------------------------------------------------------------------------
+
+    def deliver(self, row: OutboxRow) -> None:
+        try:
+            channel, ts = self._send(row)
+        except RateLimited as exc:
+            self.storage.hold_channel(row.channel, exc.retry_after)
+            self.storage.reschedule(row, delay=exc.retry_after, error=str(exc))
+        except NotInChannel:
+            self._join_and_retry(row)
+        except Permanent as exc:
+            self._park(row, str(exc))
+        except Transient as exc:
+            if row.attempts >= MAX_ATTEMPTS:
+                self._park(row, f"gave up after {row.attempts} attempts: {exc}")
+            else:
+                self.storage.reschedule(row, delay=backoff(row.attempts), error=str(exc))
+        else:
+            self.storage.complete(row, card_channel=channel, ts=ts)
+
+    def _join_and_retry(self, row: OutboxRow) -> None:
+        try:
+            self.slack.join(row.channel)
+        except Permanent as exc:
+            self._park(row, f"not_in_channel, and joining failed: {exc}")
+            return
+        except (Transient, RateLimited) as exc:
+            self.storage.reschedule(row, delay=backoff(row.attempts), error=str(exc))
+            return
+        self.storage.reschedule(row, delay=0, error="joined the channel")
+
+    def _park(self, row: OutboxRow, error: str) -> None:
+        log.error("delivery %s for %s parked: %s", row.id, row.card_key, error)
+        self.storage.fail(row, error)
+
+    def _send(self, row: OutboxRow) -> tuple[str | None, str | None]:
+        marker = {"db": self.storage.instance_id, "outbox": row.id}
+        if row.kind == "card" and row.card_ts:
+            self.slack.update_message(row.channel, row.card_ts, self.render_card(row.card_key))
+            return None, None
+        thread_ts = row.card_ts if row.kind == "reply" else None
+        if row.attempts > 1 and row.first_attempt_at is not None:
+            found = self.slack.find_marked(
+                row.channel, marker, oldest=row.first_attempt_at - 5, thread_ts=thread_ts
+            )
+            if found:
+                log.info("outbox %s was already posted as %s; not posting again", row.id, found)
+                return row.channel, found
+        if row.kind == "card":
+            return self.slack.post_message(
+                row.channel, self.render_card(row.card_key), marker=marker
+            )
+        return self.slack.post_message(
+            row.channel, self.render_reply(row), thread_ts=thread_ts, marker=marker
+        )
+
+    # -- rendering from state --------------------------------------------------------------
+
+    def render_card(self, key: str) -> Message:
+        kind, object_id = key.split(":", 1)
+        if kind == "order":
+            return cards.order_card(self.order_state(object_id), int(self.now()))
+        return cards.product_card(self.product_state(object_id))
+
+    def render_reply(self, row: OutboxRow) -> Message:
+        event = self.storage.event(row.event_id or "")
+        if event is None:
+            raise Permanent("event_missing", f"event {row.event_id} is not recorded")
+        obj = event["data"]["object"]
+        late = bool(row.facts.get("late"))
+        if row.card_key.startswith("order:"):
+            change = row.facts.get("change")
+            return cards.order_reply(
+                OrderUpdate(
+                    event_type=event["type"],
+                    event_created=event["created"],
+                    order=obj,
+                    product=self._product_of(obj),
+                    change=Change(**change) if change else None,
+                    late=late,
+                )
+            )
+        return cards.product_reply(
+            ProductUpdate(
+                event_type=event["type"],
+                event_created=event["created"],
+                product=obj,
+                old_prices=row.facts.get("old_prices"),
+                late=late,
+            )
+        )
+
+    def order_state(self, order_id: str) -> OrderState:
+        row = self.storage.order_row(order_id)
+        if row is None:
+            raise Permanent("order_missing", f"no snapshot of {order_id}")
+        order = row["snapshot"]
+        return OrderState(
+            order=order,
+            product=self._product_of(order),
+            headline_event=row["headline_event"],
+            change=Change(**row["change"]) if row["change"] else None,
+            account=row["account"],
+        )
+
+    def product_state(self, product_id: str) -> ProductState:
+        row = self.storage.product_row(product_id)
+        if row is None:
+            raise Permanent("product_missing", f"no snapshot of {product_id}")
+        return ProductState(
+            product=row["snapshot"], headline_event=row["headline_event"], account=row["account"]
+        )
+
+    def _product_of(self, order: dict) -> dict | None:
+        product = order.get("product")
+        if isinstance(product, dict):
+            return product
+        if isinstance(product, str):
+            row = self.storage.product_row(product)
+            return row["snapshot"] if row else None
+        return None
+
+
+def start_worker_thread(deliverer: Deliverer) -> threading.Thread:
+    """Run the delivery loop in a daemon thread of this process."""
+    thread = threading.Thread(target=deliverer.run, name="climate-bot-delivery", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,230 @@
+"""Where a verified Stripe event becomes state and queued Slack work, in ONE transaction.
+
+Events arrive late, twice and out of order. An event id seen before is a no-op. A snapshot only
+moves forward by the event's `created` (ties broken by how far along the lifecycle the event is),
+so a late `delayed` after `delivered` is kept in the history and told in the thread, but never
+reverts the card.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from bot.model import FINAL_STATUSES, HANDLED_EVENTS, ORDER_EVENTS, Change
+from bot.storage import Storage, card_key
+
+# How far along its lifecycle an event puts an object; breaks ties between events of one second.
+RANK = {
+    "climate.order.created": 0,
+    "climate.order.delayed": 1,
+    "climate.order.product_substituted": 1,
+    "climate.order.delivered": 2,
+    "climate.order.canceled": 2,
+    "climate.product.created": 0,
+    "climate.product.pricing_updated": 1,
+}
+
+
+class Outcome(Enum):
+    QUEUED = "queued"  # applied (or recorded as late) and Slack work queued
+    DUPLICATE = "duplicate"  # this event id was recorded before: nothing to do
+    IGNORED = "ignored"  # recorded, but not an event climate-bot posts about
+
+
+@dataclass(frozen=True)
+class Received:
+    outcome: Outcome
+    late: bool = False
+
+
+class MalformedEvent(ValueError):
+    """The body is signed but is not a Stripe event climate-bot can read."""
+
+
+def parse_event(raw: bytes) -> dict[str, Any]:
+    """Parse and shape-check a webhook body; raise MalformedEvent with the reason."""
+    try:
+        event = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedEvent(f"body is not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise MalformedEvent("body is not a JSON object")
+    if not isinstance(event.get("id"), str) or not event["id"]:
+        raise MalformedEvent("event has no id")
+    if not isinstance(event.get("type"), str):
+        raise MalformedEvent("event has no type")
+    if not isinstance(event.get("created"), int):
+        raise MalformedEvent("event has no integer created")
+    if event["type"] in HANDLED_EVENTS:
+        obj = (
+            (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
+        )
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            raise MalformedEvent("event carries no data.object with an id")
+        expected = "climate.order" if event["type"] in ORDER_EVENTS else "climate.product"
+        if obj.get("object") != expected:
+            raise MalformedEvent(f"data.object is not a {expected}")
+    return event
+
+
+def receive_event(storage: Storage, event: dict[str, Any], raw: str, *, channel: str) -> Received:
+    """Record `event`, apply it to its snapshot and queue the Slack work, atomically."""
+    etype = event["type"]
+    handled = etype in HANDLED_EVENTS
+    obj = event["data"]["object"] if handled else None
+    kind = None if obj is None else ("order" if etype in ORDER_EVENTS else "product")
+    account = event.get("account") if isinstance(event.get("account"), str) else None
+    with storage.transaction():
+        fresh = storage.insert_event(
+            event_id=event["id"],
+            type=etype,
+            object_kind=kind,
+            object_id=obj["id"] if obj else None,
+            created=event["created"],
+            livemode=bool(event.get("livemode")),
+            account=account,
+            handled=handled,
+            payload=raw,
+        )
+        if not fresh:
+            return Received(Outcome.DUPLICATE)
+        if obj is None:
+            return Received(Outcome.IGNORED)
+        if kind == "order":
+            late = _apply_order(storage, event, obj, account, channel)
+        else:
+            late = _apply_product(storage, event, obj, account, channel)
+        if late:
+            storage.mark_event_late(event["id"])
+        return Received(Outcome.QUEUED, late=late)
+
+
+def _is_newer(event: dict[str, Any], row: dict[str, Any] | None) -> bool:
+    if row is None:
+        return True
+    mine = (event["created"], RANK[event["type"]])
+    return mine >= (row["snapshot_created"], row["snapshot_rank"])
+
+
+def _apply_order(
+    storage: Storage,
+    event: dict[str, Any],
+    order: dict[str, Any],
+    account: str | None,
+    channel: str,
+) -> bool:
+    key = card_key("order", order["id"])
+    row = storage.order_row(order["id"])
+    newer = _is_newer(event, row)
+    # A late event must not resurrect buttons on a delivered or cancelled order.
+    if newer and row is not None and row["status"] in FINAL_STATUSES:
+        newer = order.get("status") in FINAL_STATUSES
+    previous = row["snapshot"] if row else None
+    change = _change_of(event, order, previous, storage)
+    if newer:
+        kept = row["change"] if row else None
+        new_change = change or kept
+        storage.save_order(
+            order,
+            account=account,
+            snapshot_created=event["created"],
+            snapshot_rank=RANK[event["type"]],
+            headline_event=event["type"],
+            change=new_change,
+            decision_deadline=(Change(**new_change).decision_deadline if new_change else None),
+        )
+    facts = {"late": not newer, "change": change}
+    _queue(storage, key, event, facts, channel)
+    return not newer
+
+
+def _apply_product(
+    storage: Storage,
+    event: dict[str, Any],
+    product: dict[str, Any],
+    account: str | None,
+    channel: str,
+) -> bool:
+    key = card_key("product", product["id"])
+    row = storage.product_row(product["id"])
+    newer = _is_newer(event, row)
+    old_prices = None
+    if event["type"] == "climate.product.pricing_updated":
+        prev = (event["data"].get("previous_attributes") or {}).get("current_prices_per_metric_ton")
+        if prev is None and row is not None and newer:
+            prev = row["snapshot"].get("current_prices_per_metric_ton")
+        old_prices = prev if isinstance(prev, dict) else None
+    if newer:
+        storage.save_product(
+            product,
+            account=account,
+            snapshot_created=event["created"],
+            snapshot_rank=RANK[event["type"]],
+            headline_event=event["type"],
+        )
+    _queue(storage, key, event, {"late": not newer, "old_prices": old_prices}, channel)
+    return not newer
+
+
+def _queue(
+    storage: Storage, key: str, event: dict[str, Any], facts: dict[str, Any], channel: str
+) -> None:
+    """The first event about an object posts its card; every later one replies and updates it."""
+    if storage.card_exists_or_queued(key):
+        storage.enqueue(key, "reply", channel=channel, event_id=event["id"], facts=facts)
+        if not facts["late"]:
+            storage.enqueue(key, "card", channel=channel)
+    else:
+        storage.enqueue(key, "card", channel=channel, event_id=event["id"])
+
+
+def _change_of(
+    event: dict[str, Any],
+    order: dict[str, Any],
+    previous: dict[str, Any] | None,
+    storage: Storage,
+) -> dict[str, Any] | None:
+    """What a delay or substitution changed, from the previous snapshot or previous_attributes."""
+    prev_attrs = event["data"].get("previous_attributes") or {}
+    if event["type"] == "climate.order.delayed":
+        old_year = prev_attrs.get("expected_delivery_year")
+        if old_year is None and previous is not None:
+            old_year = previous.get("expected_delivery_year")
+        new_year = order.get("expected_delivery_year")
+        if old_year == new_year:
+            old_year = None
+        return {
+            "kind": "delayed",
+            "at": _int(order.get("delayed_at")) or event["created"],
+            "old_year": old_year if isinstance(old_year, int) else None,
+            "new_year": new_year if isinstance(new_year, int) else None,
+        }
+    if event["type"] == "climate.order.product_substituted":
+        old = prev_attrs.get("product")
+        if old is None and previous is not None:
+            old = previous.get("product")
+        new = order.get("product")
+        return {
+            "kind": "product_substituted",
+            "at": _int(order.get("product_substituted_at")) or event["created"],
+            "old_product": _product_ref(old, storage),
+            "new_product": _product_ref(new, storage),
+        }
+    return None
+
+
+def _product_ref(product: Any, storage: Storage) -> dict[str, Any] | None:
+    """A product as fully as known: the expanded object, our snapshot, or just its id."""
+    if isinstance(product, dict):
+        return product
+    if isinstance(product, str):
+        row = storage.product_row(product)
+        return row["snapshot"] if row else {"id": product}
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

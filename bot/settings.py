@@ -1,0 +1,127 @@
+"""Configuration: one typed settings object, read from the environment and `.env` at start-up.
+
+The real environment wins over `.env`. Every missing or malformed variable is reported at once in a
+readable `SettingsError`, so an operator fixes the whole file in one go.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# What each variable means, for error messages (the README has the same table).
+DESCRIPTIONS = {
+    "STRIPE_WEBHOOK_SECRET": "signing secret of the Stripe webhook endpoint (whsec_…)",
+    "STRIPE_API_KEY": "Stripe secret or restricted key (sk_… or rk_…)",
+    "SLACK_BOT_TOKEN": "Slack bot token (xoxb-…)",
+    "SLACK_SIGNING_SECRET": "Slack app signing secret",
+    "SLACK_CHANNEL": "ID of the channel that receives notifications (C…, G…)",
+    "DATABASE_PATH": "SQLite file",
+    "SLACK_API_URL": "base URL of the Slack Web API",
+    "STRIPE_API_BASE": "base URL of the Stripe API",
+    "PORT": "port of `python app.py`",
+}
+
+
+class SettingsError(Exception):
+    """Raised when the configuration is incomplete or malformed; its text lists every problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"climate-bot cannot start; fix the configuration:\n{lines}")
+
+
+class Settings(BaseSettings):
+    """All of climate-bot's configuration, validated."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    STRIPE_WEBHOOK_SECRET: str = Field(min_length=1, repr=False)
+    STRIPE_API_KEY: str = Field(min_length=1, repr=False)
+    SLACK_BOT_TOKEN: str = Field(min_length=1, repr=False)
+    SLACK_SIGNING_SECRET: str = Field(min_length=1, repr=False)
+    SLACK_CHANNEL: str = Field(min_length=1)
+    DATABASE_PATH: str = "climate-bot.db"
+    SLACK_API_URL: str = "https://slack.com/api/"
+    STRIPE_API_BASE: str = "https://api.stripe.com"
+    PORT: int = Field(default=3000, ge=1, le=65535)
+
+    @field_validator("STRIPE_WEBHOOK_SECRET")
+    @classmethod
+    def _webhook_secret(cls, v: str) -> str:
+        if not v.startswith("whsec_"):
+            raise ValueError("must start with whsec_")
+        return v
+
+    @field_validator("STRIPE_API_KEY")
+    @classmethod
+    def _stripe_key(cls, v: str) -> str:
+        if not re.match(r"^(sk|rk)_(test|live)_\w+$", v):
+            raise ValueError("must be a secret (sk_test_…/sk_live_…) or restricted (rk_…) key")
+        return v
+
+    @field_validator("SLACK_BOT_TOKEN")
+    @classmethod
+    def _bot_token(cls, v: str) -> str:
+        if not v.startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return v
+
+    @field_validator("SLACK_CHANNEL")
+    @classmethod
+    def _channel(cls, v: str) -> str:
+        if not re.match(r"^[CG][A-Z0-9]{2,}$", v):
+            raise ValueError("must be a channel ID such as C0123ABCD (not a #name)")
+        return v
+
+    @field_validator("SLACK_API_URL", "STRIPE_API_BASE")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+    @field_validator("SLACK_API_URL")
+    @classmethod
+    def _slack_url_slash(cls, v: str) -> str:
+        return v if v.endswith("/") else v + "/"
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.DATABASE_PATH)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env"
+) -> Settings:
+    """Build the settings from `env` (default: the process environment) and `env_file`.
+
+    Raises SettingsError naming every missing or malformed variable.
+    """
+    try:
+        if env is None:
+            return Settings(_env_file=env_file)  # type: ignore[call-arg]
+        # Explicit mappings (tests, the demo) bypass the process environment entirely.
+        return Settings.model_validate({k: v for k, v in env.items() if k in DESCRIPTIONS})
+    except ValidationError as exc:
+        raise SettingsError(_problems(exc)) from None
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        what = DESCRIPTIONS.get(name, "")
+        if err["type"] == "missing":
+            problems.append(f"{name} is not set ({what})")
+        else:
+            reason = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{name} is malformed: {reason} ({what})")
+    return problems

@@ -1,0 +1,204 @@
+"""The one module that talks to Slack's Web API and knows its errors.
+
+The rest of climate-bot sees our own exceptions, a typed taxonomy that says what to do next:
+wait and retry (`RateLimited`, `Transient`), join and retry (`NotInChannel`), or park the work
+and tell an operator (`Permanent`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.model import Message
+
+log = logging.getLogger(__name__)
+
+# Errors that will not heal by retrying: the work is parked and /healthz says why.
+PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "is_archived",
+        "is_inactive",
+        "invalid_auth",
+        "not_authed",
+        "token_revoked",
+        "token_expired",
+        "account_inactive",
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "msg_too_long",
+        "msg_blocks_too_long",
+        "no_text",
+        "missing_scope",
+        "restricted_action",
+        "restricted_action_read_only_channel",
+        "restricted_action_thread_only_channel",
+        "restricted_action_non_threadable_channel",
+        "team_access_not_granted",
+        "cant_update_message",
+        "message_not_found",
+        "edit_window_closed",
+        "invalid_metadata_format",
+        "invalid_metadata_schema",
+        "metadata_too_large",
+        "method_not_supported_for_channel_type",
+        "channel_is_limited_access",
+        "too_many_members",
+    }
+)
+
+# Marks our own messages so a retry after an ambiguous failure can find what was already posted.
+METADATA_EVENT = "climate_bot_outbox"
+
+
+class SlackError(Exception):
+    """Base of every Slack failure climate-bot handles."""
+
+    def __init__(self, error: str, detail: str = "") -> None:
+        self.error = error
+        super().__init__(f"{error}: {detail}" if detail else error)
+
+
+class RateLimited(SlackError):
+    """HTTP 429: wait `retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__("ratelimited", f"retry after {retry_after:g}s")
+
+
+class Transient(SlackError):
+    """5xx, time-out, dropped connection, Slack's own hiccups: back off and retry."""
+
+
+class NotInChannel(SlackError):
+    """The bot is not a member of the channel: join it, then retry."""
+
+
+class Permanent(SlackError):
+    """Will not heal by retrying (archived channel, revoked token, rejected blocks …)."""
+
+
+class SlackGateway:
+    """Slack Web API calls climate-bot makes, raising the taxonomy above."""
+
+    def __init__(self, token: str, base_url: str, *, timeout: int = 10) -> None:
+        # No client-side retries: failed deliveries are retried from the persisted outbox,
+        # after checking whether an ambiguous attempt did reach Slack.
+        self.client = WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[])
+
+    def _call(self, method: str, **params: Any) -> dict[str, Any]:
+        try:
+            response = self.client.api_call(method, json=params)
+        except SlackApiError as exc:
+            raise classify(exc) from None
+        except (OSError, TimeoutError) as exc:  # URLError, connection reset, socket time-out
+            raise Transient("connection_error", str(exc)) from None
+        return response.data if isinstance(response.data, dict) else {}
+
+    def _form_call(self, method: str, **params: Any) -> dict[str, Any]:
+        try:
+            response = self.client.api_call(method, params=params)
+        except SlackApiError as exc:
+            raise classify(exc) from None
+        except (OSError, TimeoutError) as exc:
+            raise Transient("connection_error", str(exc)) from None
+        return response.data if isinstance(response.data, dict) else {}
+
+    def post_message(
+        self,
+        channel: str,
+        message: Message,
+        *,
+        thread_ts: str | None = None,
+        marker: dict[str, Any] | None = None,
+    ) -> tuple[str, str]:
+        """Post a message (a card, or a reply when `thread_ts` is given); return (channel, ts)."""
+        params: dict[str, Any] = {
+            "channel": channel,
+            "text": message.text,
+            "blocks": message.blocks,
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
+        if thread_ts:
+            params["thread_ts"] = thread_ts
+        if marker:
+            params["metadata"] = {"event_type": METADATA_EVENT, "event_payload": marker}
+        data = self._call("chat.postMessage", **params)
+        return data["channel"], data["ts"]
+
+    def update_message(self, channel: str, ts: str, message: Message) -> None:
+        """Replace a card's text and blocks in place."""
+        self._call("chat.update", channel=channel, ts=ts, text=message.text, blocks=message.blocks)
+
+    def join(self, channel: str) -> None:
+        self._form_call("conversations.join", channel=channel)
+
+    def find_marked(
+        self, channel: str, marker: dict[str, Any], *, oldest: float, thread_ts: str | None = None
+    ) -> str | None:
+        """The ts of a message we posted with `marker`, if an earlier attempt did reach Slack."""
+        method = "conversations.replies" if thread_ts else "conversations.history"
+        params: dict[str, Any] = {
+            "channel": channel,
+            "oldest": f"{oldest:.6f}",
+            "include_all_metadata": True,
+            "limit": 200,
+        }
+        if thread_ts:
+            params["ts"] = thread_ts
+        cursor = None
+        for _ in range(20):  # bounded: the window since the first attempt is short
+            if cursor:
+                params["cursor"] = cursor
+            data = self._form_call(method, **params)
+            for msg in data.get("messages", []):
+                meta = msg.get("metadata") or {}
+                if meta.get("event_type") == METADATA_EVENT and meta.get("event_payload") == marker:
+                    return msg["ts"]
+            cursor = (data.get("response_metadata") or {}).get("next_cursor")
+            if not data.get("has_more") or not cursor:
+                return None
+        return None
+
+    def auth_test(self) -> dict[str, Any]:
+        return self._form_call("auth.test")
+
+    def schedule_and_delete(self, channel: str, post_at: int) -> None:
+        """Prove the bot may post in `channel` without posting: schedule, then delete, a message."""
+        data = self._call(
+            "chat.scheduleMessage", channel=channel, post_at=post_at, text="climate-bot check"
+        )
+        self._call(
+            "chat.deleteScheduledMessage",
+            channel=channel,
+            scheduled_message_id=data["scheduled_message_id"],
+        )
+
+
+def classify(exc: SlackApiError) -> SlackError:
+    """Turn a slack_sdk error into what climate-bot should do about it."""
+    response = exc.response
+    status = getattr(response, "status_code", 200)
+    data = response.data if isinstance(getattr(response, "data", None), dict) else {}
+    error = data.get("error") or f"http_{status}"
+    if status == 429 or error in ("ratelimited", "rate_limited"):
+        headers = getattr(response, "headers", {}) or {}
+        raw = headers.get("Retry-After") or headers.get("retry-after") or "1"
+        try:
+            retry_after = max(float(raw), 0.0)
+        except ValueError:
+            retry_after = 1.0
+        return RateLimited(retry_after)
+    if error == "not_in_channel":
+        return NotInChannel(error)
+    if error in PERMANENT_ERRORS:
+        detail = "; ".join((data.get("response_metadata") or {}).get("messages", []))
+        return Permanent(error, detail)
+    # 5xx, HTML error pages, fatal_error, internal_error, service_unavailable, unknown errors
+    return Transient(error)

@@ -1,0 +1,83 @@
+"""`POST /slack/events`: the Bolt app that answers Slack — buttons, `/climate`, events.
+
+One Request URL serves slash commands, interactivity and the Events API (see manifest.yml).
+Listeners acknowledge first and do slow work after.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Request, Response
+from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt.context import BoltContext
+from slack_bolt.request.internals import build_context
+from slack_sdk import WebClient
+
+from bot.model import ACCEPT_ACTION, CANCEL_ACTION
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+USAGE = (
+    "*Usage:* `/climate <subcommand>`\n"
+    "• `status <order_id>` — an order as Stripe has it now\n"
+    "• `orders` — recent orders\n"
+    "• `products` — what Frontier sells now\n"
+    "• `pending` — orders awaiting a decision\n"
+    "• `history <order_id>` — everything that happened to an order\n"
+    "• `help` — this message\n"
+    "Example: `/climate status climorder_1Pgc73B7WZ01zgkWaebIwEZ7`"
+)
+
+DECISIONS_NOT_READY = (
+    "Deciding from Slack is not available yet in this version of climate-bot. "
+    "Until it is, accept by doing nothing, or cancel the order in the Stripe Dashboard "
+    "(the card links to it) before the deadline."
+)
+
+
+def build_bolt_app(settings: Settings) -> App:
+    """The Bolt app with every listener climate-bot registers."""
+    client = WebClient(token=settings.SLACK_BOT_TOKEN, base_url=settings.SLACK_API_URL)
+    app = App(
+        signing_secret=settings.SLACK_SIGNING_SECRET,
+        client=client,
+        # auth.test at construction would need the network at import time; Bolt defers it to
+        # the first request instead.
+        token_verification_enabled=False,
+    )
+
+    @app.action(ACCEPT_ACTION)
+    @app.action(CANCEL_ACTION)
+    def decision_clicked(ack, respond):
+        ack()
+        respond(text=DECISIONS_NOT_READY, response_type="ephemeral", replace_original=False)
+
+    @app.command("/climate")
+    def climate_command(ack):
+        ack(text=USAGE)
+
+    return app
+
+
+def dispatch(app: App, request: Request) -> Response:
+    """Hand a Flask request to Bolt, working around Bolt's "payload" parsing bug.
+
+    Bolt parses any form body containing the letters "payload" as an interaction payload, so
+    `/climate status payload-x` would be lost (FACTS §1). For slash commands we give Bolt the
+    already-parsed form; the signature is still checked on the raw body.
+    """
+    raw = request.get_data(as_text=True)
+    bolt_request = BoltRequest(
+        body=raw, query=request.query_string.decode("utf-8"), headers=dict(request.headers)
+    )
+    if isinstance(bolt_request.body, dict) and not bolt_request.body and "command=" in raw:
+        form = {k: v for k, v in request.form.items()}
+        if "command" in form and "payload" not in form:
+            bolt_request.body = form
+            bolt_request.context = build_context(BoltContext({}), form)
+    response: BoltResponse = app.dispatch(bolt_request)
+    return Response(
+        response.body, status=response.status, headers=response.first_headers_without_set_cookie()
+    )

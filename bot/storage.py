@@ -1,0 +1,533 @@
+"""Storage: every SQL statement climate-bot runs lives here, behind verbs.
+
+SQLite in WAL mode with ``synchronous=NORMAL`` (survives a process crash; see DESIGN.md for the
+measurements). One connection per thread; writes that must be atomic run inside ``transaction()``,
+which takes SQLite's write lock up front (``BEGIN IMMEDIATE``) so two processes never interleave.
+The schema is managed by sqlite-utils' ``Migrations``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("climate-bot")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.execute("""CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""")
+    db.execute(
+        """CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            object_kind TEXT,
+            object_id TEXT,
+            created INTEGER NOT NULL,
+            livemode INTEGER NOT NULL,
+            account TEXT,
+            handled INTEGER NOT NULL,
+            late INTEGER NOT NULL DEFAULT 0,
+            received_at REAL NOT NULL,
+            payload TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX events_by_object ON events (object_id, created)")
+    db.execute("CREATE INDEX events_by_received ON events (received_at)")
+    db.execute(
+        """CREATE TABLE orders (
+            id TEXT PRIMARY KEY,
+            account TEXT,
+            livemode INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            created INTEGER NOT NULL,
+            snapshot TEXT NOT NULL,
+            snapshot_created INTEGER NOT NULL,
+            snapshot_rank INTEGER NOT NULL,
+            headline_event TEXT NOT NULL,
+            change TEXT,
+            decision_deadline INTEGER,
+            window_closed INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX orders_by_created ON orders (created)")
+    db.execute("CREATE INDEX orders_by_deadline ON orders (decision_deadline)")
+    db.execute(
+        """CREATE TABLE products (
+            id TEXT PRIMARY KEY,
+            account TEXT,
+            livemode INTEGER NOT NULL,
+            snapshot TEXT NOT NULL,
+            snapshot_created INTEGER NOT NULL,
+            snapshot_rank INTEGER NOT NULL,
+            headline_event TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE cards (
+            key TEXT PRIMARY KEY,
+            channel TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            posted_at REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            card_key TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            event_id TEXT,
+            facts TEXT,
+            channel TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            available_at REAL NOT NULL,
+            lease_owner TEXT,
+            lease_until REAL,
+            first_attempt_at REAL,
+            last_error TEXT,
+            created_at REAL NOT NULL,
+            done_at REAL,
+            posted_ts TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX outbox_pending ON outbox (status, card_key, id)")
+    db.execute("""CREATE TABLE pacing (channel TEXT PRIMARY KEY, next_post_at REAL NOT NULL)""")
+
+
+@dataclass
+class OutboxRow:
+    """One thing Slack must be told, as leased by a delivery worker."""
+
+    id: int
+    card_key: str
+    kind: str  # "card": post or update the card; "reply": a reply in the card's thread
+    event_id: str | None
+    facts: dict[str, Any]
+    channel: str
+    attempts: int
+    first_attempt_at: float | None
+    card_ts: str | None  # the card's ts when the card exists
+    lease_owner: str
+
+
+@dataclass
+class Failure:
+    """A delivery parked after a permanent error."""
+
+    id: int
+    card_key: str
+    kind: str
+    last_error: str
+    created_at: float
+
+
+def card_key(kind: str, object_id: str) -> str:
+    """The key of the one card an order or product ever has."""
+    return f"{kind}:{object_id}"
+
+
+class Storage:
+    """The database, opened per application; thread-safe through per-thread connections."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrate()
+        self.instance_id = self._instance_id()
+
+    # -- connections and transactions ------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding SQLite's write lock from the start."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    def _migrate(self) -> None:
+        # Several gunicorn workers start at once; a file lock lets exactly one apply migrations.
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            migrations.apply(sqlite_utils.Database(self.conn))
+
+    def _instance_id(self) -> str:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('instance_id', ?)",
+                (secrets.token_hex(8),),
+            )
+            return conn.execute("SELECT value FROM meta WHERE key = 'instance_id'").fetchone()[0]
+
+    # -- events ----------------------------------------------------------------------------
+
+    def insert_event(
+        self,
+        *,
+        event_id: str,
+        type: str,
+        object_kind: str | None,
+        object_id: str | None,
+        created: int,
+        livemode: bool,
+        account: str | None,
+        handled: bool,
+        payload: str,
+    ) -> bool:
+        """Record an event; False when its id was already recorded (a redelivery)."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO events (id, type, object_kind, object_id, created, livemode,"
+            " account, handled, received_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                event_id,
+                type,
+                object_kind,
+                object_id,
+                created,
+                int(livemode),
+                account,
+                int(handled),
+                time.time(),
+                payload,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def mark_event_late(self, event_id: str) -> None:
+        self.conn.execute("UPDATE events SET late = 1 WHERE id = ?", (event_id,))
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        """The recorded event envelope as Stripe sent it."""
+        row = self.conn.execute("SELECT payload FROM events WHERE id = ?", (event_id,)).fetchone()
+        return json.loads(row["payload"]) if row else None
+
+    def count_events(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM events").fetchone()[0]
+
+    def last_event_received_at(self) -> float | None:
+        return self.conn.execute("SELECT max(received_at) FROM events").fetchone()[0]
+
+    # -- orders and products ---------------------------------------------------------------
+
+    def order_row(self, order_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+        return _decode(row, "snapshot", "change")
+
+    def save_order(
+        self,
+        order: dict[str, Any],
+        *,
+        account: str | None,
+        snapshot_created: int,
+        snapshot_rank: int,
+        headline_event: str,
+        change: dict[str, Any] | None,
+        decision_deadline: int | None,
+    ) -> None:
+        """Make `order` the snapshot of its order (the caller decided it is newer)."""
+        self.conn.execute(
+            "INSERT INTO orders (id, account, livemode, status, created, snapshot,"
+            " snapshot_created, snapshot_rank, headline_event, change, decision_deadline,"
+            " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (id) DO UPDATE SET account = excluded.account,"
+            " livemode = excluded.livemode, status = excluded.status,"
+            " created = excluded.created, snapshot = excluded.snapshot,"
+            " snapshot_created = excluded.snapshot_created,"
+            " snapshot_rank = excluded.snapshot_rank,"
+            " headline_event = excluded.headline_event, change = excluded.change,"
+            " window_closed = CASE WHEN excluded.decision_deadline IS orders.decision_deadline"
+            " THEN orders.window_closed ELSE 0 END,"
+            " decision_deadline = excluded.decision_deadline, updated_at = excluded.updated_at",
+            (
+                order["id"],
+                account,
+                int(bool(order.get("livemode"))),
+                str(order.get("status")),
+                int(order.get("created") or 0),
+                json.dumps(order),
+                snapshot_created,
+                snapshot_rank,
+                headline_event,
+                json.dumps(change) if change else None,
+                decision_deadline,
+                time.time(),
+            ),
+        )
+
+    def close_expired_windows(self, now: float) -> list[str]:
+        """Mark every open decision window that has passed as closed; return those order ids.
+
+        A compare-and-set: when several processes run the scheduler, each window closes once.
+        """
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM orders WHERE decision_deadline <= ? AND window_closed = 0",
+                (now,),
+            ).fetchall()
+        ]
+        closed = []
+        for order_id in ids:
+            cur = self.conn.execute(
+                "UPDATE orders SET window_closed = 1 WHERE id = ? AND window_closed = 0",
+                (order_id,),
+            )
+            if cur.rowcount == 1:
+                closed.append(order_id)
+        return closed
+
+    def product_row(self, product_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM products WHERE id = ?", (product_id,)).fetchone()
+        return _decode(row, "snapshot")
+
+    def save_product(
+        self,
+        product: dict[str, Any],
+        *,
+        account: str | None,
+        snapshot_created: int,
+        snapshot_rank: int,
+        headline_event: str,
+    ) -> None:
+        """Make `product` the snapshot of its product (the caller decided it is newer)."""
+        self.conn.execute(
+            "INSERT INTO products (id, account, livemode, snapshot, snapshot_created,"
+            " snapshot_rank, headline_event, updated_at) VALUES (?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (id) DO UPDATE SET account = excluded.account,"
+            " livemode = excluded.livemode, snapshot = excluded.snapshot,"
+            " snapshot_created = excluded.snapshot_created,"
+            " snapshot_rank = excluded.snapshot_rank,"
+            " headline_event = excluded.headline_event, updated_at = excluded.updated_at",
+            (
+                product["id"],
+                account,
+                int(bool(product.get("livemode"))),
+                json.dumps(product),
+                snapshot_created,
+                snapshot_rank,
+                headline_event,
+                time.time(),
+            ),
+        )
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        key: str,
+        kind: str,
+        *,
+        channel: str,
+        event_id: str | None = None,
+        facts: dict[str, Any] | None = None,
+    ) -> int | None:
+        """Queue what Slack must be told about a card.
+
+        A "card" row is skipped when an untouched one is already queued for the same card: it will
+        render the state current at delivery time, which includes this change.
+        """
+        now = time.time()
+        if kind == "card":
+            waiting = self.conn.execute(
+                "SELECT 1 FROM outbox WHERE card_key = ? AND kind = 'card'"
+                " AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL",
+                (key,),
+            ).fetchone()
+            if waiting:
+                return None
+        cur = self.conn.execute(
+            "INSERT INTO outbox (card_key, kind, event_id, facts, channel, available_at,"
+            " created_at) VALUES (?,?,?,?,?,?,?)",
+            (key, kind, event_id, json.dumps(facts or {}), channel, now, now),
+        )
+        return cur.lastrowid
+
+    def card_exists_or_queued(self, key: str) -> bool:
+        """True once a card for `key` is posted or queued to be posted."""
+        if self.conn.execute("SELECT 1 FROM cards WHERE key = ?", (key,)).fetchone():
+            return True
+        return bool(
+            self.conn.execute(
+                "SELECT 1 FROM outbox WHERE card_key = ? AND kind = 'card' LIMIT 1", (key,)
+            ).fetchone()
+        )
+
+    def lease_next(
+        self, owner: str, *, lease_seconds: float = 60.0, pace_seconds: float = 1.0
+    ) -> OutboxRow | None:
+        """Lease the oldest deliverable row, or None.
+
+        Rows of one card go strictly in order; a reply waits for its card; a row that posts a new
+        message waits for its channel's pacing slot (Slack allows about one message per second
+        per channel). Leasing takes the write lock, so two workers never take the same row.
+        """
+        now = time.time()
+        with self.transaction() as conn:
+            row = conn.execute(
+                """
+                SELECT o.*, c.ts AS card_ts FROM outbox o
+                LEFT JOIN cards c ON c.key = o.card_key
+                WHERE o.status = 'pending' AND o.available_at <= :now
+                  AND (o.lease_until IS NULL OR o.lease_until < :now)
+                  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.card_key = o.card_key
+                                  AND p.status = 'pending' AND p.id < o.id)
+                  AND (o.kind = 'card' OR c.ts IS NOT NULL)
+                  AND (
+                    (o.kind = 'card' AND c.ts IS NOT NULL)
+                    OR coalesce((SELECT next_post_at FROM pacing WHERE channel = o.channel), 0)
+                       <= :now
+                  )
+                ORDER BY o.id LIMIT 1
+                """,
+                {"now": now},
+            ).fetchone()
+            if row is None:
+                return None
+            posts = row["kind"] == "reply" or row["card_ts"] is None
+            if posts:
+                conn.execute(
+                    "INSERT INTO pacing (channel, next_post_at) VALUES (?, ?)"
+                    " ON CONFLICT (channel) DO UPDATE SET next_post_at = excluded.next_post_at",
+                    (row["channel"], now + pace_seconds),
+                )
+            conn.execute(
+                "UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
+                " first_attempt_at = coalesce(first_attempt_at, ?) WHERE id = ?",
+                (owner, now + lease_seconds, now, row["id"]),
+            )
+        return OutboxRow(
+            id=row["id"],
+            card_key=row["card_key"],
+            kind=row["kind"],
+            event_id=row["event_id"],
+            facts=json.loads(row["facts"] or "{}"),
+            channel=row["channel"],
+            attempts=row["attempts"] + 1,
+            first_attempt_at=row["first_attempt_at"],
+            card_ts=row["card_ts"],
+            lease_owner=owner,
+        )
+
+    def next_delivery_at(self) -> float | None:
+        """When the earliest pending row becomes available (for the worker's sleep)."""
+        return self.conn.execute(
+            "SELECT min(max(available_at, coalesce(lease_until, 0))) FROM outbox"
+            " WHERE status = 'pending'"
+        ).fetchone()[0]
+
+    def complete(self, row: OutboxRow, *, card_channel: str | None = None, ts: str | None = None):
+        """Mark a row delivered; for a newly posted card, remember where it is — atomically."""
+        with self.transaction() as conn:
+            if row.kind == "card" and row.card_ts is None and ts:
+                conn.execute(
+                    "INSERT OR IGNORE INTO cards (key, channel, ts, posted_at) VALUES (?,?,?,?)",
+                    (row.card_key, card_channel or row.channel, ts, time.time()),
+                )
+            conn.execute(
+                "UPDATE outbox SET status = 'done', done_at = ?, posted_ts = ?,"
+                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                (time.time(), ts, row.id, row.lease_owner),
+            )
+
+    def reschedule(self, row: OutboxRow, *, delay: float, error: str) -> None:
+        """Give a row back to be tried again after `delay` seconds."""
+        self.conn.execute(
+            "UPDATE outbox SET available_at = ?, last_error = ?, lease_owner = NULL,"
+            " lease_until = NULL WHERE id = ? AND lease_owner = ?",
+            (time.time() + delay, error, row.id, row.lease_owner),
+        )
+
+    def hold_channel(self, channel: str, seconds: float) -> None:
+        """Keep every worker from posting to `channel` for `seconds` (Slack said Retry-After)."""
+        self.conn.execute(
+            "INSERT INTO pacing (channel, next_post_at) VALUES (?, ?) ON CONFLICT (channel)"
+            " DO UPDATE SET next_post_at = max(next_post_at, excluded.next_post_at)",
+            (channel, time.time() + seconds),
+        )
+
+    def fail(self, row: OutboxRow, error: str) -> None:
+        """Park a row after a permanent error; it stays visible until replayed."""
+        self.conn.execute(
+            "UPDATE outbox SET status = 'failed', last_error = ?, lease_owner = NULL,"
+            " lease_until = NULL WHERE id = ? AND lease_owner = ?",
+            (error, row.id, row.lease_owner),
+        )
+
+    def failures(self) -> list[Failure]:
+        rows = self.conn.execute(
+            "SELECT id, card_key, kind, last_error, created_at FROM outbox"
+            " WHERE status = 'failed' ORDER BY id"
+        ).fetchall()
+        return [Failure(**dict(r)) for r in rows]
+
+    def retry_failed(self) -> int:
+        """Put every parked row back in the queue (after an operator fixed the cause)."""
+        cur = self.conn.execute(
+            "UPDATE outbox SET status = 'pending', available_at = ?, attempts = 0"
+            " WHERE status = 'failed'",
+            (time.time(),),
+        )
+        return cur.rowcount
+
+    def outbox_counts(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def card(self, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM cards WHERE key = ?", (key,)).fetchone()
+        return dict(row) if row else None
+
+
+def _decode(row: sqlite3.Row | None, *json_columns: str) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for col in json_columns:
+        if out.get(col) is not None:
+            out[col] = json.loads(out[col])
+    return out

@@ -1,0 +1,101 @@
+"""The Flask application factory: one app serving Stripe, Slack and health checks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, jsonify, request
+from slack_bolt import App
+
+from bot import receiving
+from bot.delivery import Deliverer, start_worker_thread
+from bot.scheduler import Scheduler, start_scheduler_thread
+from bot.settings import Settings, load_settings
+from bot.slack_api import SlackGateway
+from bot.slack_app import build_bolt_app, dispatch
+from bot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClimateBot:
+    """The resources one app holds: settings, storage, the Bolt app, the worker and scheduler."""
+
+    settings: Settings
+    storage: Storage
+    bolt: App
+    deliverer: Deliverer
+    scheduler: Scheduler
+    threads: list[Any] = field(default_factory=list)
+
+    def start_background(self) -> None:
+        """Run the delivery worker and the scheduler as threads of this process."""
+        if not self.threads:
+            self.threads = [
+                start_worker_thread(self.deliverer),
+                start_scheduler_thread(self.scheduler),
+            ]
+
+    def stop_background(self) -> None:
+        self.deliverer.stop()
+        self.scheduler.stop()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        self.threads = []
+
+    def health(self) -> dict[str, Any]:
+        failures = self.storage.failures()
+        reasons = [f"delivery {f.id} ({f.card_key}) failed: {f.last_error}" for f in failures[:10]]
+        if len(failures) > 10:
+            reasons.append(f"and {len(failures) - 10} more failed deliveries")
+        return {
+            "status": "degraded" if failures else "ok",
+            "reasons": reasons,
+            "outbox": self.storage.outbox_counts(),
+            "last_event_received_at": self.storage.last_event_received_at(),
+            "checked_at": time.time(),
+        }
+
+
+def build_bot(settings: Settings) -> ClimateBot:
+    storage = Storage(settings.database_path)
+    slack = SlackGateway(settings.SLACK_BOT_TOKEN, settings.SLACK_API_URL)
+    deliverer = Deliverer(storage, slack)
+    scheduler = Scheduler(storage, settings.SLACK_CHANNEL, wake=deliverer.wake.set)
+    return ClimateBot(settings, storage, build_bolt_app(settings), deliverer, scheduler)
+
+
+def create_app(
+    config: Mapping[str, str] | Settings | None = None, *, start_background: bool = False
+) -> Flask:
+    """Build the app. `config` overrides the environment (tests pass their own settings).
+
+    With `start_background`, this process also runs the delivery worker and the scheduler.
+    """
+    settings = config if isinstance(config, Settings) else load_settings(config)
+    bot = build_bot(settings)
+    app = Flask("climate-bot")
+    app.config["MAX_CONTENT_LENGTH"] = receiving.MAX_BODY_BYTES
+    app.extensions["climate-bot"] = bot
+    app.register_blueprint(receiving.blueprint)
+
+    @app.post("/slack/events")
+    def slack_events():
+        return dispatch(bot.bolt, request)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(bot.health())
+
+    @app.errorhandler(413)
+    def too_large(_exc):
+        return jsonify(error=f"body larger than {receiving.MAX_BODY_BYTES} bytes"), 413
+
+    if start_background:
+        bot.start_background()
+    return app
