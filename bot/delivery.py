@@ -42,9 +42,12 @@ def backoff(attempts: int) -> float:
 class Deliverer:
     """Delivers outbox rows one at a time; `run_once` is one step, `run` the loop."""
 
-    def __init__(self, storage: Storage, slack: SlackGateway, *, now=time.time) -> None:
+    def __init__(
+        self, storage: Storage, slack: SlackGateway, *, pace_seconds: float = 1.0, now=time.time
+    ) -> None:
         self.storage = storage
         self.slack = slack
+        self.pace_seconds = pace_seconds  # Slack allows about one message per second per channel
         self.now = now
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.wake = threading.Event()
@@ -71,7 +74,7 @@ class Deliverer:
 
     def run_once(self) -> bool:
         """Deliver one row if one is ready; True if a row was handled."""
-        row = self.storage.lease_next(self.owner)
+        row = self.storage.lease_next(self.owner, pace_seconds=self.pace_seconds)
         if row is None:
             return False
         self.deliver(row)

@@ -1,0 +1,98 @@
+"""Shared fixtures: a clean environment, fake Slack and Stripe servers, and the bot served over HTTP."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from bot.fakes import stripe_objects
+from bot.fakes.slack import FakeSlack
+from bot.fakes.stripe import FakeStripe
+from bot.settings import Settings, load_settings
+from bot.web import ClimateBot, create_app
+
+WEBHOOK_SECRET = "whsec_test_secret"
+SIGNING_SECRET = "slack-signing-secret"
+STRIPE_KEY = "sk_test_fake"
+BOT_TOKEN = "xoxb-test-token"
+CHANNEL = "C0CLIMATE"
+
+LEAKY_PREFIXES = ("SLACK_", "STRIPE_", "DATABASE_", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path) -> None:
+    """A developer's shell (or a .env in the repo) must not leak into tests."""
+    for name in list(os.environ):
+        if name.startswith(LEAKY_PREFIXES) or name in ("PORT", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    with FakeSlack(bot_token=BOT_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_stripe() -> Iterator[FakeStripe]:
+    with FakeStripe(api_key=STRIPE_KEY) as fake:
+        yield fake
+
+
+def env_for(tmp_path, fake_slack: FakeSlack, fake_stripe: FakeStripe) -> dict[str, str]:
+    return {
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_API_KEY": STRIPE_KEY,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_CHANNEL": CHANNEL,
+        "DATABASE_PATH": str(tmp_path / "climate-bot.db"),
+        "SLACK_API_URL": fake_slack.api_url,
+        "STRIPE_API_BASE": fake_stripe.url,
+    }
+
+
+@pytest.fixture
+def settings(tmp_path, fake_slack, fake_stripe) -> Settings:
+    return load_settings(env_for(tmp_path, fake_slack, fake_stripe))
+
+
+@dataclass
+class RunningBot:
+    """The bot's Flask app served over real HTTP on loopback, with its worker driven by hand."""
+
+    url: str
+    bot: ClimateBot
+
+    def send_event(self, event: dict | str, *, timestamp: int | None = None, secret=WEBHOOK_SECRET):
+        body, headers = stripe_objects.webhook_request(event, secret, timestamp=timestamp)
+        return requests.post(self.url + "/stripe/webhook", data=body, headers=headers, timeout=10)
+
+    def deliver(self) -> None:
+        """Drain the outbox once, as the worker would, and wait for nothing else."""
+        self.bot.deliverer.drain()
+
+
+@pytest.fixture
+def running(settings) -> Iterator[RunningBot]:
+    app = create_app(settings)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    bot = app.extensions["climate-bot"]
+    bot.deliverer.pace_seconds = 0  # pacing has its own test; here it would only slow drains
+    try:
+        yield RunningBot(f"http://127.0.0.1:{server.server_port}", bot)
+    finally:
+        server.shutdown()
+        bot.stop_background()
+        bot.storage.close()

@@ -1,0 +1,184 @@
+"""POST /stripe/webhook: only signed, well-formed events get in; each is recorded once, atomically."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import requests
+import stripe
+
+from bot.fakes import stripe_objects as so
+from tests.conftest import WEBHOOK_SECRET
+
+
+def count(bot, sql: str) -> int:
+    return bot.storage.conn.execute(sql).fetchone()[0]
+
+
+def test_signed_event_is_recorded_queued_and_acknowledged(running, fake_slack, fake_stripe):
+    event = so.event("climate.order.created", so.order())
+    response = running.send_event(event)
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "queued"
+    assert count(running.bot, "SELECT count(*) FROM events") == 1
+    assert count(running.bot, "SELECT count(*) FROM orders") == 1
+    assert count(running.bot, "SELECT count(*) FROM outbox WHERE status = 'pending'") == 1
+    # Nothing reaches Slack or Stripe on the receiving path.
+    assert fake_slack.calls == []
+    assert fake_stripe.calls == []
+
+
+def test_missing_signature_is_refused_and_nothing_written(running):
+    body = json.dumps(so.event("climate.order.created", so.order()))
+    response = requests.post(
+        running.url + "/stripe/webhook", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "Stripe-Signature" in response.json()["error"]
+    assert count(running.bot, "SELECT count(*) FROM events") == 0
+
+
+def test_signature_with_the_wrong_secret_is_refused(running):
+    response = running.send_event(
+        so.event("climate.order.created", so.order()), secret="whsec_someone_else"
+    )
+    assert response.status_code == 400
+    assert count(running.bot, "SELECT count(*) FROM events") == 0
+
+
+def test_tampered_body_is_refused(running):
+    event = so.event("climate.order.created", so.order())
+    body, headers = so.webhook_request(event, WEBHOOK_SECRET)
+    tampered = body.replace(b'"livemode": false', b'"livemode": true', 1)
+    assert tampered != body
+    response = requests.post(running.url + "/stripe/webhook", data=tampered, headers=headers)
+    assert response.status_code == 400
+    assert count(running.bot, "SELECT count(*) FROM events") == 0
+
+
+def test_stale_signature_is_refused(running):
+    event = so.event("climate.order.created", so.order())
+    response = running.send_event(event, timestamp=int(time.time()) - 301)
+    assert response.status_code == 400
+    assert "tolerance" in response.json()["error"]
+    assert count(running.bot, "SELECT count(*) FROM events") == 0
+
+
+def test_signed_but_malformed_json_is_refused(running):
+    response = running.send_event('{"id": "evt_1", "type": ')
+    assert response.status_code == 400
+    assert "not JSON" in response.json()["error"]
+    assert count(running.bot, "SELECT count(*) FROM events") == 0
+
+
+def test_signed_json_that_is_not_an_event_is_refused(running):
+    for body in ("[]", '{"type": "climate.order.created"}', '{"id": "evt_1", "type": 5}'):
+        response = running.send_event(body)
+        assert response.status_code == 400, body
+    climate_without_object = so.event("climate.order.created", so.order())
+    climate_without_object["data"]["object"] = {"id": "x", "object": "plan"}
+    assert running.send_event(climate_without_object).status_code == 400
+    assert count(running.bot, "SELECT count(*) FROM events") == 0
+
+
+def test_oversize_body_is_refused_with_413(running):
+    event = so.event("climate.order.created", so.order(metadata={"pad": "x" * 500}))
+    body = json.dumps(event) + " " * (1024 * 1024)
+    response = running.send_event(body)
+    assert response.status_code == 413
+    assert count(running.bot, "SELECT count(*) FROM events") == 0
+
+
+def test_unknown_event_type_is_recorded_but_posts_nothing(running, fake_slack):
+    plan_event = so.event("plan.created", {"id": "plan_1", "object": "plan"})
+    response = running.send_event(plan_event)
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "ignored"
+    assert count(running.bot, "SELECT count(*) FROM events WHERE handled = 0") == 1
+    assert count(running.bot, "SELECT count(*) FROM outbox") == 0
+    running.deliver()
+    assert fake_slack.calls_to("chat.postMessage") == []
+
+
+def test_redelivered_event_is_acknowledged_and_posted_once(running, fake_slack):
+    event = so.event("climate.order.created", so.order())
+    assert running.send_event(event).json()["outcome"] == "queued"
+    running.deliver()
+    for _ in range(3):
+        response = running.send_event(event)
+        assert response.status_code == 200
+        assert response.json()["outcome"] == "duplicate"
+    running.deliver()
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    assert count(running.bot, "SELECT count(*) FROM outbox") == 1
+
+
+def test_event_snapshot_and_outbox_are_one_transaction(running, fake_slack):
+    """If queueing fails, the event is not recorded either, so Stripe's redelivery is not lost."""
+    db = sqlite3.connect(running.bot.settings.DATABASE_PATH)
+    db.execute(
+        "CREATE TRIGGER outbox_broken BEFORE INSERT ON outbox BEGIN"
+        " SELECT RAISE(ABORT, 'disk trouble'); END"
+    )
+    db.commit()
+    event = so.event("climate.order.created", so.order())
+    response = running.send_event(event)
+    assert response.status_code == 500
+    assert count(running.bot, "SELECT count(*) FROM events") == 0
+    assert count(running.bot, "SELECT count(*) FROM orders") == 0
+    db.execute("DROP TRIGGER outbox_broken")
+    db.commit()
+    db.close()
+    # Stripe retries the same event: now it gets in, exactly once.
+    assert running.send_event(event).json()["outcome"] == "queued"
+    running.deliver()
+    assert len(fake_slack.messages("C0CLIMATE")) == 1
+
+
+def test_account_and_livemode_are_recorded(running):
+    event = so.event("climate.order.created", so.order(livemode=True), account="acct_123")
+    assert running.send_event(event).status_code == 200
+    row = running.bot.storage.conn.execute("SELECT account, livemode FROM events").fetchone()
+    assert (row["account"], row["livemode"]) == ("acct_123", 1)
+    order = running.bot.storage.order_row(event["data"]["object"]["id"])
+    assert order["account"] == "acct_123"
+
+
+def test_every_climate_event_type_is_handled(running, fake_slack):
+    product = so.product()
+    order = so.order(product=product["id"])
+    events = [
+        so.event("climate.product.created", product, created=100),
+        so.event("climate.product.pricing_updated", product, created=200),
+        so.event("climate.order.created", order, created=100),
+        so.event("climate.order.delayed", so.delayed(order, 2029, at=150), created=150),
+        so.event(
+            "climate.order.product_substituted",
+            so.substituted(order, "climsku_other", at=160),
+            created=160,
+        ),
+        so.event("climate.order.delivered", so.order(status="delivered", id=order["id"]), created=300),
+    ]
+    canceled = so.order(status="canceled")
+    events.append(so.event("climate.order.canceled", canceled, created=100))
+    for event in events:
+        assert running.send_event(event).json()["outcome"] == "queued", event["type"]
+    running.deliver()
+    top = fake_slack.messages("C0CLIMATE")
+    assert len(top) == 3  # the product's card, the order's card, the cancelled order's card
+    order_card = next(m for m in top if order["id"] in json.dumps(m.blocks))
+    assert len(fake_slack.replies("C0CLIMATE", order_card.ts)) == 3
+
+
+def test_stripe_signature_check_uses_the_sdk_tolerance():
+    """Pin the SDK behaviour the receiver relies on: an old timestamp fails verification."""
+    body = json.dumps(so.event("climate.order.created", so.order()))
+    old = stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET, int(time.time()) - 400)
+    try:
+        stripe.WebhookSignature.verify_header(body, old, WEBHOOK_SECRET, tolerance=300)
+    except stripe.SignatureVerificationError:
+        pass
+    else:
+        raise AssertionError("a 400-second-old signature was accepted")
