@@ -13,6 +13,7 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.context import BoltContext
 from slack_bolt.request.internals import build_context
 from slack_sdk import WebClient
+from slack_sdk.signature import SignatureVerifier
 
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION
 from bot.settings import Settings
@@ -61,7 +62,7 @@ def build_bolt_app(settings: Settings) -> App:
     return app
 
 
-def dispatch(app: App, request: Request) -> Response:
+def dispatch(app: App, request: Request, *, signing_secret: str) -> Response:
     """Hand a Flask request to Bolt, working around Bolt's "payload" parsing bug.
 
     Bolt parses any form body containing the letters "payload" as an interaction payload, so
@@ -69,9 +70,17 @@ def dispatch(app: App, request: Request) -> Response:
     already-parsed form; the signature is still checked on the raw body.
     """
     raw = request.get_data(as_text=True)
-    bolt_request = BoltRequest(
-        body=raw, query=request.query_string.decode("utf-8"), headers=dict(request.headers)
-    )
+    headers = dict(request.headers)
+    # Bolt checks the signature too, but only after parsing the body, and a forged body that is
+    # not JSON would crash its parser: check first, so forgeries get 401 and junk gets 400.
+    if not SignatureVerifier(signing_secret).is_valid_request(raw, headers):
+        return Response('{"error": "invalid request"}', status=401, mimetype="application/json")
+    try:
+        bolt_request = BoltRequest(
+            body=raw, query=request.query_string.decode("utf-8"), headers=headers
+        )
+    except ValueError:  # includes json.JSONDecodeError
+        return Response('{"error": "malformed payload"}', status=400, mimetype="application/json")
     if isinstance(bolt_request.body, dict) and not bolt_request.body and "command=" in raw:
         form = {k: v for k, v in request.form.items()}
         if "command" in form and "payload" not in form:

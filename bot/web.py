@@ -86,7 +86,7 @@ def create_app(
 
     @app.post("/slack/events")
     def slack_events():
-        return dispatch(bot.bolt, request)
+        return dispatch(bot.bolt, request, signing_secret=settings.SLACK_SIGNING_SECRET)
 
     @app.get("/healthz")
     def healthz():

@@ -69,7 +69,10 @@ def test_sigkill_mid_burst_loses_nothing_and_posts_no_card_twice(tmp_path, fake_
     log = tmp_path / "bot.log"
     orders = [so.order() for _ in range(10)]
     events = [so.event("climate.order.created", o, created=1000) for o in orders]
-    delays = [so.event("climate.order.delayed", so.delayed(o, 2030, at=2000), created=2000) for o in orders[:4]]
+    delays = [
+        so.event("climate.order.delayed", so.delayed(o, 2030, at=2000), created=2000)
+        for o in orders[:4]
+    ]
 
     proc = start_bot(env, tmp_path, log)
     acknowledged = [e for e in events[:6] + delays[:2] if post(env, e) == 200]
@@ -89,15 +92,23 @@ def test_sigkill_mid_burst_loses_nothing_and_posts_no_card_twice(tmp_path, fake_
         for event in events + delays:
             assert post(env, event) == 200
         wait_until(
-            lambda: len(fake_slack.messages(CHANNEL)) == len(orders)
-            and sum(len(fake_slack.replies(CHANNEL, m.ts)) for m in fake_slack.messages(CHANNEL))
-            == len(delays),
+            lambda: (
+                len(fake_slack.messages(CHANNEL)) == len(orders)
+                and sum(
+                    len(fake_slack.replies(CHANNEL, m.ts)) for m in fake_slack.messages(CHANNEL)
+                )
+                == len(delays)
+            ),
             60,
             "not every acknowledged event was delivered",
         )
         wait_until(
-            lambda: requests.get(f"http://127.0.0.1:{env['PORT']}/healthz").json()["outbox"]
-            .get("pending", 0) == 0,
+            lambda: (
+                requests.get(f"http://127.0.0.1:{env['PORT']}/healthz")
+                .json()["outbox"]
+                .get("pending", 0)
+                == 0
+            ),
             30,
             "the outbox did not drain",
         )

@@ -29,7 +29,9 @@ def test_first_event_posts_the_card_and_later_ones_reply_and_update_it(running, 
     assert "New carbon removal order" in json.dumps(card.blocks)
     assert card.updates == 0
 
-    running.send_event(so.event("climate.order.delayed", so.delayed(order, 2030, at=2000), created=2000))
+    running.send_event(
+        so.event("climate.order.delayed", so.delayed(order, 2030, at=2000), created=2000)
+    )
     running.deliver()
     card = card_of(fake_slack, order["id"])
     assert card.updates == 1
@@ -52,7 +54,9 @@ def test_product_card_then_price_change_in_its_thread(running, fake_slack):
             "climate.product.pricing_updated",
             repriced,
             created=2000,
-            previous_attributes={"current_prices_per_metric_ton": product["current_prices_per_metric_ton"]},
+            previous_attributes={
+                "current_prices_per_metric_ton": product["current_prices_per_metric_ton"]
+            },
         )
     )
     running.deliver()
@@ -67,7 +71,9 @@ def test_late_delayed_after_delivered_does_not_bring_the_buttons_back(running, f
     delivered = so.order(status="delivered", id=order["id"])
     running.send_event(so.event("climate.order.created", order, created=1000))
     running.send_event(so.event("climate.order.delivered", delivered, created=3000))
-    running.send_event(so.event("climate.order.delayed", so.delayed(order, 2030, at=2000), created=2000))
+    running.send_event(
+        so.event("climate.order.delayed", so.delayed(order, 2030, at=2000), created=2000)
+    )
     running.deliver()
     card = card_of(fake_slack, order["id"])
     blocks = json.dumps(card.blocks)
@@ -168,7 +174,9 @@ def test_reply_waits_for_a_card_that_failed_and_follows_it_after_retry(running, 
     fake_slack.fail_next("chat.postMessage", error="channel_not_found")
     order = so.order()
     running.send_event(so.event("climate.order.created", order, created=1000))
-    running.send_event(so.event("climate.order.delayed", so.delayed(order, 2030, at=2000), created=2000))
+    running.send_event(
+        so.event("climate.order.delayed", so.delayed(order, 2030, at=2000), created=2000)
+    )
     running.deliver()
     assert fake_slack.messages(CHANNEL) == []
     assert running.bot.storage.outbox_counts() == {"failed": 1, "pending": 1}  # the reply

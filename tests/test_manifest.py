@@ -29,7 +29,9 @@ def schema(relative: str) -> dict:
 
 
 def test_manifest_is_valid_against_slacks_schema(manifest):
-    validator = jsonschema.Draft7Validator(schema("manifest-schema/schemas/manifest.schema.1.0.0.json"))
+    validator = jsonschema.Draft7Validator(
+        schema("manifest-schema/schemas/manifest.schema.1.0.0.json")
+    )
     errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(manifest)]
     assert errors == []
 

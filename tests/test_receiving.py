@@ -159,7 +159,9 @@ def test_every_climate_event_type_is_handled(running, fake_slack):
             so.substituted(order, "climsku_other", at=160),
             created=160,
         ),
-        so.event("climate.order.delivered", so.order(status="delivered", id=order["id"]), created=300),
+        so.event(
+            "climate.order.delivered", so.order(status="delivered", id=order["id"]), created=300
+        ),
     ]
     canceled = so.order(status="canceled")
     events.append(so.event("climate.order.canceled", canceled, created=100))
@@ -175,7 +177,9 @@ def test_every_climate_event_type_is_handled(running, fake_slack):
 def test_stripe_signature_check_uses_the_sdk_tolerance():
     """Pin the SDK behaviour the receiver relies on: an old timestamp fails verification."""
     body = json.dumps(so.event("climate.order.created", so.order()))
-    old = stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET, int(time.time()) - 400)
+    old = stripe.WebhookSignature.generate_signature_header(
+        body, WEBHOOK_SECRET, int(time.time()) - 400
+    )
     try:
         stripe.WebhookSignature.verify_header(body, old, WEBHOOK_SECRET, tolerance=300)
     except stripe.SignatureVerificationError:

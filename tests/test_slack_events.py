@@ -1,0 +1,74 @@
+"""POST /slack/events: signed requests only; clicks and /climate answer honestly and never 5xx."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+
+from bot.fakes import stripe_objects as so
+from bot.fakes.slack import (
+    RESPONSE_URL_METHOD,
+    block_actions_body,
+    sign_slack_request,
+    slash_command_body,
+)
+from bot.model import ACCEPT_ACTION, CANCEL_ACTION
+from tests.conftest import CHANNEL, SIGNING_SECRET
+
+
+def post_slack(running, body: str, *, timestamp: int | None = None, secret=SIGNING_SECRET):
+    headers = sign_slack_request(body, secret, timestamp=timestamp)
+    return requests.post(running.url + "/slack/events", data=body, headers=headers, timeout=10)
+
+
+def test_click_on_a_decision_button_answers_that_deciding_is_not_available_yet(running, fake_slack):
+    order = so.order()
+    running.send_event(
+        so.event("climate.order.delayed", so.delayed(order, 2030, at=int(time.time())))
+    )
+    running.deliver()
+    [card] = fake_slack.messages(CHANNEL)
+    for action in (ACCEPT_ACTION, CANCEL_ACTION):
+        url = fake_slack.new_response_url()
+        body = block_actions_body(
+            action_id=action, value=order["id"], message=card, response_url=url
+        )
+        assert post_slack(running, body).status_code == 200
+        fake_slack.wait_for(
+            lambda c, u=url: (
+                c.method == RESPONSE_URL_METHOD and c.path.endswith(u.rsplit("/", 1)[1])
+            )
+        )
+        [answer] = fake_slack.responses(url)
+        assert "not available yet" in answer["text"]
+        assert answer.get("replace_original") is False
+    # The card is untouched: still one message, never updated by a click.
+    assert fake_slack.messages(CHANNEL)[0].updates == 0
+
+
+def test_forged_click_gets_401_and_does_nothing(running, fake_slack):
+    url = fake_slack.new_response_url()
+    body = block_actions_body(action_id=CANCEL_ACTION, value="climorder_x", response_url=url)
+    assert post_slack(running, body, secret="not-the-secret").status_code == 401
+    assert fake_slack.responses(url) == []
+
+
+def test_replayed_click_older_than_five_minutes_gets_401(running, fake_slack):
+    url = fake_slack.new_response_url()
+    body = block_actions_body(action_id=CANCEL_ACTION, value="climorder_x", response_url=url)
+    assert post_slack(running, body, timestamp=int(time.time()) - 301).status_code == 401
+
+
+def test_malformed_interaction_payload_never_5xx(running):
+    for body in ("payload=%7Bnot-json", "payload=", "garbage", json.dumps({"type": "nope"})):
+        assert post_slack(running, body).status_code < 500, body
+
+
+def test_climate_command_answers_usage_even_with_payload_in_the_text(running, fake_slack):
+    for text in ("help", "frobnicate", "status payload-x"):
+        url = fake_slack.new_response_url()
+        response = post_slack(running, slash_command_body(text=text, response_url=url))
+        assert response.status_code == 200, text
+        assert "/climate" in response.text and "status <order_id>" in response.text
