@@ -1,9 +1,12 @@
 """Small pure helpers that turn Stripe values into safe, readable Slack text.
 
-Every helper that shows a value from Stripe returns *mrkdwn-safe* text: it never contains a raw ``&``,
-``<`` or ``>``, so a caller can drop it into a mrkdwn text object without escaping it again. The
-exceptions are ``slack_date`` (it returns Slack's own ``<!date…>`` markup on purpose), ``plain_date``
-and ``dashboard_url`` (our own text, with every Stripe-supplied part URL-quoted).
+Every helper that shows a value from Stripe returns *mrkdwn-safe* text: it never contains a raw
+``&``, ``<`` or ``>``, so a caller can drop it into a mrkdwn text object without escaping it again.
+The exceptions are ``slack_date`` (Slack's own ``<!date…>`` markup, on purpose), ``plain_date`` and
+``dashboard_url`` (our own text, with every Stripe-supplied part URL-quoted).
+
+User-visible sentences are literals passed through ``_`` so that moving them to gettext catalogs
+later is a change of that one function, not of every call site.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ _ENTITIES = ("&amp;", "&lt;", "&gt;")
 _LONGEST_ENTITY = max(len(entity) for entity in _ENTITIES)
 
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+# Stripe amounts are 64-bit integers; anything far beyond that is not money we can show.
+_MAX_AMOUNT_BITS = 128
 
 # A tonne figure with more significant digits or a wilder exponent than this is not a quantity
 # Stripe sends; formatting it in full could produce megabytes of digits.
@@ -52,6 +57,11 @@ _DASHBOARD_PATHS = {"order": "climate/orders/", "product": "climate/products/"}
 DEFAULT_DATE_FALLBACK = "%-d %b %Y %H:%M UTC"
 
 
+def _(message: str) -> str:
+    """Mark a user-visible string for translation; English only until the catalogs exist."""
+    return message
+
+
 def escape_mrkdwn(text: str) -> str:
     """Escape Slack's three control characters so external text cannot mention, link or ping.
 
@@ -76,31 +86,64 @@ def truncate(text: str, limit: int) -> str:
     return cut.rstrip() + ELLIPSIS
 
 
+def single_line(text: str) -> str:
+    """Collapse newlines and runs of whitespace into single spaces and drop invisible characters,
+    so that external text cannot start a line of its own and pass for part of a message."""
+    return "".join(char for char in " ".join(text.split()) if char.isprintable())
+
+
 def _safe(value: object, limit: int) -> str:
-    """Show an unexpected value as escaped, bounded text."""
-    return truncate(escape_mrkdwn(str(value)), limit)
+    """Show an unexpected value as escaped, bounded, single-line text."""
+    try:
+        text = str(value)
+    except ValueError:  # an int too long for str(): nothing from Stripe, so nothing to show
+        return ELLIPSIS
+    return truncate(escape_mrkdwn(single_line(text)), limit)
+
+
+# Stripe's own definition of "the currency's smallest unit" (docs: currencies, zero-decimal and
+# three-decimal). It differs from ISO/CLDR for a few currencies (HUF, TWD, ISK are two-decimal in
+# Stripe's API; UGX is zero-decimal), and Stripe's amounts are what we convert.
+STRIPE_ZERO_DECIMAL = frozenset(
+    "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split()  # noqa: SIM905
+)
+STRIPE_THREE_DECIMAL = frozenset(["BHD", "JOD", "KWD", "OMR", "TND"])
+
+
+def minor_unit_exponent(code: str) -> int:
+    """How many decimals Stripe's integer amounts carry in currency `code` (upper case)."""
+    if code in STRIPE_ZERO_DECIMAL:
+        return 0
+    if code in STRIPE_THREE_DECIMAL:
+        return 3
+    return 2
 
 
 def format_money(amount_minor: int, currency: str, locale: str = "en") -> str:
     """Format an amount in the currency's smallest unit, e.g. ``72187, "usd"`` → ``"$721.87"``.
 
-    The number of decimals comes from Babel's currency data (0 for JPY, 3 for BHD), never a fixed
-    100. An amount that is not an integer is shown escaped as-is instead of raising.
+    Minor units are converted with Stripe's exponent for the currency (0 for JPY, 3 for BHD), never
+    a fixed 100; Babel formats the value for the locale. An amount that is not an integer is shown
+    escaped as-is instead of raising.
     """
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
         return _safe(amount_minor, _MALFORMED_LIMIT)
+    if amount_minor.bit_length() > _MAX_AMOUNT_BITS:
+        return _("an implausibly large amount")
     code = currency.upper() if isinstance(currency, str) else ""
     if not _CURRENCY_CODE.fullmatch(code):
         # Not an ISO code, so its precision is unknown: show the minor units and the code verbatim.
-        return "{amount} {code}".format(
-            amount=format_decimal(amount_minor, locale=locale), code=_safe(currency, 12)
-        )
-    precision = get_currency_precision(code)
+        return f"{format_decimal(amount_minor, locale=locale)} {_safe(currency, 12)}"
+    precision = minor_unit_exponent(code)
     # Babel quantizes in the current decimal context; huge amounts need more than 28 digits.
     with localcontext() as context:
         context.prec = max(28, len(str(abs(amount_minor))) + precision + 4)
         value = Decimal(amount_minor).scaleb(-precision)
-        return escape_mrkdwn(format_currency(value, code, locale=locale))
+        # Show every decimal Stripe's amount has, even where CLDR rounds cash amounts (HUF, TWD).
+        cldr_has_them = get_currency_precision(code) >= precision
+        return escape_mrkdwn(
+            format_currency(value, code, locale=locale, currency_digits=cldr_has_them)
+        )
 
 
 def format_tonnes(value: str | Decimal, locale: str = "en") -> str:
@@ -123,24 +166,26 @@ def format_tonnes(value: str | Decimal, locale: str = "en") -> str:
     with localcontext() as context:
         context.prec = 2 * _MAX_TONNE_DIGITS + _MAX_TONNE_EXPONENT
         text = format_decimal(number, locale=locale, decimal_quantization=False)
-    return "{tonnes} t".format(tonnes=escape_mrkdwn(text))
+    return _("{tonnes} t").format(tonnes=escape_mrkdwn(text))
 
 
 def format_percent_change(old: int, new: int) -> str:
     """Describe the change from ``old`` to ``new`` as "+5.2%" / "−3.0%", or "n/a" when old is 0."""
     if isinstance(old, bool) or isinstance(new, bool):
-        return "n/a"
+        return _("n/a")
     if not isinstance(old, int) or not isinstance(new, int) or old == 0:
-        return "n/a"
+        return _("n/a")
+    if max(old.bit_length(), new.bit_length()) > _MAX_AMOUNT_BITS:
+        return _("n/a")
     with localcontext() as context:
         context.prec = len(str(abs(old))) + len(str(abs(new))) + 10
         change = ((Decimal(new) - Decimal(old)) * 100 / abs(old)).quantize(
             Decimal("0.1"), rounding=ROUND_HALF_UP
         )
     if change > 0:
-        return "+{change}%".format(change=change)
+        return f"+{change}%"
     if change < 0:
-        return "{minus}{change}%".format(minus=MINUS, change=-change)
+        return f"{MINUS}{-change}%"
     return "0.0%"
 
 
@@ -168,7 +213,7 @@ def slack_date(
     fallback = moment.strftime(fallback_format.replace("%-d", str(moment.day)))
     # The fallback ends the markup at the first ">" and "|" separates parts, so neither may appear.
     fallback = escape_mrkdwn(fallback).replace("|", "¦")
-    return "<!date^{ts}^{token}|{fallback}>".format(ts=ts, token=token, fallback=fallback)
+    return f"<!date^{ts}^{token}|{fallback}>"
 
 
 def plain_date(ts: int) -> str:
@@ -182,20 +227,20 @@ def plain_date(ts: int) -> str:
 def removal_pathway_label(value: str | None) -> str:
     """Name a supplier's removal pathway; values Stripe adds later are humanised from snake_case."""
     if not isinstance(value, str) or not value.strip():
-        return "Unknown removal pathway"
+        return _("Unknown removal pathway")
     if value in _PATHWAYS:
-        return _PATHWAYS[value]
-    words = " ".join(value.replace("_", " ").split())
+        return _(_PATHWAYS[value])
+    words = single_line(value.replace("_", " "))
     return truncate(escape_mrkdwn(words[:1].upper() + words[1:]), _PATHWAY_LIMIT)
 
 
 def cancellation_reason_text(reason: str | None) -> str:
     """Say why an order was cancelled, as a clause that reads after "Cancelled because"."""
     if not isinstance(reason, str) or not reason.strip():
-        return "no reason was given"
+        return _("no reason was given")
     if reason in _CANCELLATION_REASONS:
-        return _CANCELLATION_REASONS[reason]
-    return "Stripe gave the reason “{reason}”".format(reason=_safe(reason, _REASON_LIMIT))
+        return _(_CANCELLATION_REASONS[reason])
+    return _("Stripe gave the reason “{reason}”").format(reason=_safe(reason, _REASON_LIMIT))
 
 
 def dashboard_url(

@@ -96,7 +96,7 @@ class ProductUpdate:
 
 @dataclass(frozen=True)
 class Message:
-    """A Slack message: Block Kit blocks plus the plain-text fallback Slack shows in notifications."""
+    """A Slack message: Block Kit blocks plus the plain-text fallback for notifications."""
 
     text: str
     blocks: list[dict[str, Any]] = field(default_factory=list)

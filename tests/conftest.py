@@ -1,4 +1,4 @@
-"""Shared fixtures: a clean environment, fake Slack and Stripe servers, and the bot served over HTTP."""
+"""Shared fixtures: a clean environment, fake Slack and Stripe, the bot served over HTTP."""
 
 from __future__ import annotations
 

@@ -27,10 +27,10 @@ def free_port() -> int:
 
 
 def start_bot(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
-    out = open(log, "ab")
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "app.py")], cwd=cwd, env=env, stdout=out, stderr=out
-    )
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py")], cwd=cwd, env=env, stdout=out, stderr=out
+        )
     url = f"http://127.0.0.1:{env['PORT']}/healthz"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""POST /stripe/webhook: only signed, well-formed events get in; each is recorded once, atomically."""
+"""POST /stripe/webhook: only signed, well-formed events get in, each recorded once, atomically."""
 
 from __future__ import annotations
 

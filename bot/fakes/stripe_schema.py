@@ -1,10 +1,10 @@
 """Validate Stripe Climate payloads against the vendored OpenAPI subset.
 
-Used by tests (and by the fake Stripe server's own tests) to prove that an object, an error body or
-a webhook event has exactly the shape Stripe documents. The recipe is the one in
-``shared/stripe/README.md``: convert OpenAPI 3.0 ``nullable`` into JSON Schema ``null``, register the
-document under a made-up URI and validate with Draft 4 (which, like OpenAPI 3.0, ignores keywords
-placed next to a ``$ref``).
+Used by tests (and by the fake Stripe server's own tests) to prove that an object, an error body
+or a webhook event has exactly the shape Stripe documents. The recipe is the one in
+``shared/stripe/README.md``: convert OpenAPI 3.0 ``nullable`` into JSON Schema ``null``, register
+the document under a made-up URI and validate with Draft 4 (which, like OpenAPI 3.0, ignores
+keywords placed next to a ``$ref``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def load_spec() -> dict[str, Any]:
 
 
 def load_fixtures() -> dict[str, Any]:
-    """Return a fresh copy of the vendored upstream fixtures (``resources`` / ``beta_resources``)."""
+    """Return a fresh copy of the vendored upstream fixtures (``resources``, ``beta_resources``)."""
     return copy.deepcopy(_raw_fixtures())
 
 
@@ -176,10 +176,8 @@ def validate_response(method: str, path: str, status: int, body: Any) -> list[st
     """
     path = path.split("?", 1)[0]
     spec_paths = _raw_spec()["paths"]
-    for regex, template in _path_patterns():
-        if regex.match(path):
-            break
-    else:
+    template = next((t for regex, t in _path_patterns() if regex.match(path)), None)
+    if template is None:
         raise KeyError(f"no path in the spec matches {path!r}")
     operation = spec_paths[template].get(method.lower())
     if operation is None:

@@ -1,0 +1,1033 @@
+"""Pure renderers: an order's or product's state → the Slack message that shows it.
+
+Handlers change state, then call these to (re)build the card or a thread reply; nothing here does
+I/O or reads the clock (``now`` is passed in). Every Stripe-supplied string is hostile: it is
+escaped before it reaches mrkdwn and cut to a fixed size, and every list is summarised, so a card
+stays within Slack's Block Kit limits whatever Stripe sends. ``limit_problems`` checks that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from slack_sdk.models.blocks import Block
+
+from bot.formatting import (
+    ELLIPSIS,
+    _,
+    cancellation_reason_text,
+    dashboard_url,
+    escape_mrkdwn,
+    format_money,
+    format_percent_change,
+    format_tonnes,
+    plain_date,
+    removal_pathway_label,
+    single_line,
+    slack_date,
+    truncate,
+)
+from bot.model import (
+    ACCEPT_ACTION,
+    CANCEL_ACTION,
+    FINAL_STATUSES,
+    Change,
+    Message,
+    OrderState,
+    OrderUpdate,
+    ProductState,
+    ProductUpdate,
+)
+
+# Slack's documented limits (docs.slack.dev/reference/block-kit), checked by limit_problems.
+MAX_BLOCKS = 50
+MAX_HEADER = 150
+MAX_SECTION_TEXT = 3000
+MAX_FIELDS = 10
+MAX_FIELD_TEXT = 2000
+MAX_CONTEXT_ELEMENTS = 10
+MAX_CONTEXT_TEXT = 3000
+MAX_ACTIONS_ELEMENTS = 25
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2000
+MAX_BUTTON_URL = 3000
+MAX_ID = 255
+MAX_CONFIRM_TITLE = 100
+MAX_CONFIRM_TEXT = 300
+MAX_CONFIRM_BUTTON = 30
+# Slack cuts top-level text past 40,000 and chat.update rejects more than 4,000; we keep far less.
+MAX_TEXT = 3000
+# Undocumented: Slack answers msg_blocks_too_long somewhere around 13,000 chars of block text.
+MAX_MESSAGE_BLOCK_TEXT = 12_000
+
+# How much of each Stripe string we show. With these, the largest possible card stays under
+# ~8,000 chars of block text, well inside MAX_MESSAGE_BLOCK_TEXT.
+NAME_LIMIT = 80
+ID_LIMIT = 100
+PLACE_LIMIT = 40
+URL_LIMIT = 500  # a longer URL is shown as text rather than as a link
+SHOWN_URL_LIMIT = 80
+LIST_BUDGET = 2500  # characters of one bulleted list in a section
+PRICE_BUDGET = 1500
+SUPPLIER_BUDGET_SHORT = 1200
+TEXT_LIMIT = 600  # the notification text; anything longer is noise in a notification
+
+DELIVERIES_SHOWN = 20
+SUPPLIERS_SHOWN = 15
+PRICES_SHOWN = 20
+SUPPLIER_NAMES_SHOWN = 3
+
+_LINKABLE = re.compile(r"https?://[^\s<>|\x00-\x1f\x7f]+", re.IGNORECASE)
+
+_ORDER_HEADLINES = {
+    "climate.order.created": "New carbon removal order",
+    "climate.order.delayed": "Order delayed",
+    "climate.order.product_substituted": "Product substituted",
+    "climate.order.delivered": "Order delivered",
+    "climate.order.canceled": "Order cancelled",
+}
+# While the team can still cancel, the header says so.
+_DECISION_HEADLINES = {
+    "delayed": "Order delayed — decision needed",
+    "product_substituted": "Product substituted — decision needed",
+}
+_PRODUCT_HEADLINES = {
+    "climate.product.created": "New product from Frontier",
+    "climate.product.pricing_updated": "Product price changed",
+}
+_ORDER_STATUSES = {
+    "open": "Open (not yet confirmed)",
+    "awaiting_funds": "Awaiting funds",
+    "confirmed": "Confirmed",
+    "delivered": "Delivered",
+    "canceled": "Cancelled",
+}
+_TEST_PREFIX = "[TEST] "
+_TEST_NOTE = "Test mode — no real money moved"
+
+
+# --- reading hostile Stripe objects ---------------------------------------------------------------
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _raw(value: Any) -> str:
+    """A Stripe value as unescaped text: for plain_text objects, button values and hashing."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except ValueError:  # an int too long for str(): not something Stripe sends
+        return ELLIPSIS
+
+
+def _text(value: Any, limit: int = NAME_LIMIT) -> str:
+    """A Stripe value as one line of mrkdwn-safe text of at most ``limit`` characters."""
+    return truncate(escape_mrkdwn(single_line(_raw(value))), limit)
+
+
+def _code(value: Any, limit: int = ID_LIMIT) -> str:
+    """An id in a code span, so it reads as an identifier (and mrkdwn styling inside is inert)."""
+    shown = _text(value, limit)
+    if not shown:
+        return _("(no id)")
+    return shown if "`" in shown else f"`{shown}`"
+
+
+def _year(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if value is None:
+        return _("not set")
+    return _text(value, 12)
+
+
+def _utc_year(ts: Any) -> int | None:
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        return None
+    try:
+        return datetime.fromtimestamp(ts, tz=UTC).year
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _money(amount: Any, currency: Any) -> str:
+    if amount is None:
+        return _("an unknown amount")
+    return format_money(amount, _raw(currency))
+
+
+def _is_test(obj: dict[str, Any]) -> bool:
+    # Anything but an explicit livemode=true is marked as test: better a false "test" label
+    # than a test order that looks like real money.
+    return obj.get("livemode") is not True
+
+
+def _link(url: Any, label: str) -> str | None:
+    """``<url|label>`` for a plain http(s) URL, or None when the URL cannot be shown as a link.
+
+    ``label`` must already be mrkdwn-safe; a ``|`` in it would end the URL part early, so it is
+    replaced by a look-alike.
+    """
+    if not isinstance(url, str) or len(url) > URL_LIMIT or not _LINKABLE.fullmatch(url):
+        return None
+    return "<{url}|{label}>".format(url=url.replace("&", "&amp;"), label=label.replace("|", "¦"))
+
+
+def _link_or_text(url: Any, label: str) -> str:
+    """A link when possible; else the label followed by the URL as inert text; else the label."""
+    link = _link(url, label)
+    if link is not None:
+        return link
+    if url is None or _raw(url) == "":
+        return label
+    return f"{label}: {_text(url, SHOWN_URL_LIMIT)}"
+
+
+def _bounded_lines(
+    lines: Iterable[str],
+    count: int,
+    budget: int,
+    shown: int,
+    more: Callable[[int], str],
+) -> list[str]:
+    """Keep the first lines that fit in ``budget`` characters (at most ``shown`` of them), and
+    say how many were left out with ``more(hidden)``.
+
+    Lines are never cut, so links inside them stay whole.
+    """
+    kept: list[str] = []
+    used = 0
+    reserve = len(more(count)) + 1
+    for index, line in enumerate(lines):
+        last = index == count - 1
+        cost = len(line) + 1
+        if len(kept) >= shown or used + cost + (0 if last else reserve) > budget:
+            break
+        kept.append(line)
+        used += cost
+    hidden = count - len(kept)
+    if hidden > 0:
+        kept.append(more(hidden))
+    return kept
+
+
+# --- products and suppliers -------------------------------------------------------------------
+
+
+def _supplier_name(supplier: dict[str, Any]) -> str:
+    name = _text(supplier.get("name"))
+    if name:
+        return name
+    return _code(supplier.get("id")) if _raw(supplier.get("id")) else _("Unnamed supplier")
+
+
+def _location(location: dict[str, Any]) -> str:
+    parts = (location.get("city"), location.get("region"), location.get("country"))
+    return ", ".join(_text(part, PLACE_LIMIT) for part in parts if _raw(part).strip())
+
+
+def _supplier_line(supplier: Any) -> str:
+    """One bullet: linked name, pathway, first location."""
+    supplier = _dict(supplier)
+    name = _supplier_name(supplier)
+    line = "• {name} — {pathway}".format(
+        name=_link(supplier.get("info_url"), name) or name,
+        pathway=removal_pathway_label(supplier.get("removal_pathway")),
+    )
+    locations = [_dict(location) for location in _list(supplier.get("locations"))]
+    place = _location(locations[0]) if locations else ""
+    if place:
+        line += " — " + place
+    if len(locations) > 1:
+        line += " " + _("(and {count} more locations)").format(count=len(locations) - 1)
+    return line
+
+
+def _supplier_names(suppliers: list[Any]) -> str:
+    """A short inline list: "Charm Industrial, Heirloom and 3 more"."""
+    names = [_supplier_name(_dict(supplier)) for supplier in suppliers[:SUPPLIER_NAMES_SHOWN]]
+    text = ", ".join(names)
+    if len(suppliers) > SUPPLIER_NAMES_SHOWN:
+        text += " " + _("and {count} more").format(count=len(suppliers) - SUPPLIER_NAMES_SHOWN)
+    return text
+
+
+def _product_name(product: dict[str, Any], product_id: Any = None) -> str:
+    return _text(product.get("name")) or _code(product.get("id") or product_id)
+
+
+def _product_label(product: Any) -> str:
+    """Name a product with its first suppliers; it may be just ``{"id": …}``."""
+    product = _dict(product)
+    if not product:
+        return _("an unknown product")
+    suppliers = _list(product.get("suppliers"))
+    name = _product_name(product)
+    if not suppliers:
+        return name
+    return f"{name} ({_supplier_names(suppliers)})"
+
+
+def _order_product(state_product: Any, order: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The product snapshot to show (state's, else the expanded one on the order) and its id."""
+    expanded = order.get("product")
+    product = _dict(state_product) or _dict(expanded)
+    product_id = product.get("id") or (expanded if isinstance(expanded, str) else None)
+    return product, product_id
+
+
+# --- blocks ---------------------------------------------------------------------------------------
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    # verbatim: Slack must not turn names into links or mentions; our own <…> markup still works.
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _plain(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": truncate(text, limit), "emoji": True}
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": _plain(text, MAX_HEADER)}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(text)}
+
+
+def _fields(fields: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "type": "section",
+        "fields": [_mrkdwn(f"*{label}*\n{value}") for label, value in fields[:MAX_FIELDS]],
+    }
+
+
+def _context(*texts: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [_mrkdwn(text) for text in texts[:MAX_CONTEXT_ELEMENTS]]}
+
+
+def _message(text: str, named_blocks: list[tuple[str, dict[str, Any]]]) -> Message:
+    """Give every block an id that is unique in the message and new whenever anything changes.
+
+    A hash of the whole rendered message makes Slack re-render every block of an updated card
+    (and drop stale button state) instead of reusing what it has under an old id.
+    """
+    text = truncate(text, TEXT_LIMIT) or _("Carbon removal update")
+    content = json.dumps([text, named_blocks], sort_keys=True, ensure_ascii=False, default=str)
+    digest = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    blocks = [{**block, "block_id": f"{name}.{digest}"} for name, block in named_blocks]
+    return Message(text=text, blocks=blocks)
+
+
+def _dashboard_context(
+    kind: Literal["order", "product"], obj: dict[str, Any], account: Any
+) -> dict[str, Any] | None:
+    object_id = _raw(obj.get("id"))
+    if not object_id:
+        return None
+    url = dashboard_url(
+        kind,
+        object_id,
+        livemode=not _is_test(obj),
+        account=_raw(account) or None,
+    )
+    link = _link(url, _("Open in Stripe Dashboard"))
+    return _context(link) if link else None
+
+
+def _late_sentence() -> str:
+    return _("This update is older than what the card shows; the card was not changed.")
+
+
+def _reply(lines: list[str], summary: str, late: bool, event_created: Any) -> Message:
+    """A thread reply: the lines in one section, and for a late event a note saying so, in the
+    blocks and in the notification text."""
+    blocks: list[tuple[str, dict[str, Any]]] = [("reply", _section("\n".join(lines)))]
+    if not late:
+        return _message(summary, blocks)
+    note = _("{late} Event time: {when}.").format(
+        late=_late_sentence(), when=slack_date(event_created, "{date_long} {time}")
+    )
+    blocks.append(("late", _context(note)))
+    summary = truncate(summary, TEXT_LIMIT - len(_late_sentence()) - 1)
+    return _message(f"{summary} {_late_sentence()}", blocks)
+
+
+# --- orders ---------------------------------------------------------------------------------------
+
+
+def _status_text(status: Any) -> str:
+    if isinstance(status, str) and status in _ORDER_STATUSES:
+        return _(_ORDER_STATUSES[status])
+    words = " ".join(_raw(status).replace("_", " ").split())
+    return _text(words[:1].upper() + words[1:], 40) or _("Unknown")
+
+
+def _beneficiary(order: dict[str, Any]) -> str:
+    return _text(_dict(order.get("beneficiary")).get("public_name")) or _("Your account")
+
+
+def _expected_delivery(order: dict[str, Any]) -> str:
+    year = order.get("expected_delivery_year")
+    created_year = _utc_year(order.get("created"))
+    shown = _year(year)
+    if isinstance(year, int) and created_year is not None and year < created_year:
+        # Stripe: a delivery year before the purchase means spot inventory, delivered in 30 days.
+        shown += " " + _("(spot purchase)")
+    return shown
+
+
+def _refund(order: dict[str, Any]) -> str:
+    """What Stripe refunds for a cancelled order: fees are kept only when the team cancelled."""
+    currency = order.get("currency")
+    if order.get("cancellation_reason") == "requested":
+        return _("Refund: {amount} (Frontier's fees are not refunded)").format(
+            amount=_money(order.get("amount_subtotal"), currency)
+        )
+    return _("Refund: {amount}").format(amount=_money(order.get("amount_total"), currency))
+
+
+def _change_facts(change: Change, order: dict[str, Any], product: dict[str, Any]) -> str:
+    """One sentence: what moved, old → new."""
+    if change.kind == "delayed":
+        new_year = change.new_year
+        if new_year is None:
+            new_year = order.get("expected_delivery_year")
+        if change.old_year is not None and new_year is not None:
+            return _("Delivery moved from {old_year} to {new_year}").format(
+                old_year=_year(change.old_year), new_year=_year(new_year)
+            )
+        if new_year is not None:
+            return _("Delivery moved to {new_year}").format(new_year=_year(new_year))
+        return _("Delivery was delayed")
+    return _("{old} → {new}").format(
+        old=_product_label(change.old_product),
+        new=_product_label(change.new_product or product or None),
+    )
+
+
+def _default_sentence(change: Change) -> str:
+    if change.kind == "delayed":
+        return _("No answer means the delay is accepted.")
+    return _("No answer means the substitution is accepted.")
+
+
+def _decision_open(state: OrderState, now: int) -> bool:
+    """Buttons are offered only inside the 30-day window and only while the order is not final."""
+    change = state.change
+    order = _dict(state.order)
+    return (
+        change is not None
+        and order.get("status") not in FINAL_STATUSES
+        and isinstance(now, int)
+        and now < change.decision_deadline
+    )
+
+
+def _decision_actions(change: Change, order: dict[str, Any]) -> dict[str, Any] | None:
+    order_id = _raw(order.get("id"))
+    # A value we had to cut would name a different order; Stripe ids are at most 255 characters.
+    if not order_id or len(order_id) > MAX_ID:
+        return None
+    accept = _("Accept delay") if change.kind == "delayed" else _("Accept substitution")
+    refund = _money(order.get("amount_total"), order.get("currency"))
+    confirm_text = _("Cancel order {order_id} and get a full refund of {amount}?").format(
+        order_id=truncate(single_line(order_id), ID_LIMIT), amount=truncate(refund, 60)
+    )
+    return {
+        "type": "actions",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": ACCEPT_ACTION,
+                "text": _plain(accept, MAX_BUTTON_TEXT),
+                "style": "primary",
+                "value": order_id,
+            },
+            {
+                "type": "button",
+                "action_id": CANCEL_ACTION,
+                "text": _plain(_("Cancel order"), MAX_BUTTON_TEXT),
+                "style": "danger",
+                "value": order_id,
+                "confirm": {
+                    "title": _plain(_("Cancel this order?"), MAX_CONFIRM_TITLE),
+                    "text": _plain(confirm_text, MAX_CONFIRM_TEXT),
+                    "confirm": _plain(_("Cancel order"), MAX_CONFIRM_BUTTON),
+                    "deny": _plain(_("Keep it"), MAX_CONFIRM_BUTTON),
+                    "style": "danger",
+                },
+            },
+        ],
+    }
+
+
+def _delivery_line(detail: Any) -> str:
+    detail = _dict(detail)
+    line = "• {supplier} — {tonnes}".format(
+        supplier=_supplier_name(_dict(detail.get("supplier"))),
+        tonnes=format_tonnes(detail.get("metric_tons")),
+    )
+    if detail.get("registry_url") is not None:
+        line += " — " + _link_or_text(detail.get("registry_url"), _("Registry entry"))
+    return line
+
+
+def _remaining(lines: list[str]) -> int:
+    """What is left of a list's budget after the lines already in its section."""
+    return min(LIST_BUDGET, MAX_SECTION_TEXT - 100 - sum(len(line) + 1 for line in lines))
+
+
+def _delivery_lines(order: dict[str, Any], budget: int) -> list[str]:
+    details = _list(order.get("delivery_details"))
+    return _bounded_lines(
+        (_delivery_line(detail) for detail in details),
+        len(details),
+        budget,
+        DELIVERIES_SHOWN,
+        lambda hidden: _("and {count} more deliveries").format(count=hidden),
+    )
+
+
+def _certificate_line(order: dict[str, Any]) -> str | None:
+    if order.get("certificate") is None:
+        return None
+    return _link_or_text(order.get("certificate"), _("Delivery certificate"))
+
+
+def order_card(state: OrderState, now: int) -> Message:
+    """Render the order's living card from its current state; ``now`` decides whether the
+    decision buttons are still offered. Called for the first post and for every update."""
+    order = _dict(state.order)
+    product, product_id = _order_product(state.product, order)
+    change = state.change
+    status = order.get("status")
+    final = status in FINAL_STATUSES
+    test = _is_test(order)
+    decision_open = _decision_open(state, now)
+    actions = _decision_actions(change, order) if change and decision_open else None
+
+    headline = _(_ORDER_HEADLINES.get(state.headline_event, "Carbon removal order"))
+    if actions is not None and change is not None:
+        headline = _(_DECISION_HEADLINES[change.kind])
+    blocks: list[tuple[str, dict[str, Any]]] = [
+        ("header", _header((_TEST_PREFIX if test else "") + headline))
+    ]
+    if test:
+        blocks.append(("test", _context(_(_TEST_NOTE))))
+
+    currency = order.get("currency")
+    tonnes = format_tonnes(order.get("metric_tons"))
+    total = _money(order.get("amount_total"), currency)
+    blocks.append(
+        (
+            "facts",
+            _fields(
+                [
+                    (_("Order"), _code(order.get("id"))),
+                    (_("Status"), _status_text(status)),
+                    (_("Beneficiary"), _beneficiary(order)),
+                    (_("Carbon removal"), tonnes),
+                    (_("Total"), total),
+                    (_("Expected delivery"), _expected_delivery(order)),
+                    (_("Product"), _product_name(product, product_id)),
+                ]
+            ),
+        )
+    )
+    blocks.append(
+        (
+            "amounts",
+            _context(
+                _("Subtotal {subtotal} · Frontier fees {fees}").format(
+                    subtotal=_money(order.get("amount_subtotal"), currency),
+                    fees=_money(order.get("amount_fees"), currency),
+                )
+            ),
+        )
+    )
+
+    suppliers = _list(product.get("suppliers"))
+    if suppliers:
+        lines = _bounded_lines(
+            (_supplier_line(supplier) for supplier in suppliers),
+            len(suppliers),
+            SUPPLIER_BUDGET_SHORT,
+            SUPPLIERS_SHOWN,
+            lambda hidden: _("and {count} more suppliers").format(count=hidden),
+        )
+        blocks.append(("suppliers", _section("\n".join([_("*Suppliers*"), *lines]))))
+
+    if change is not None:
+        facts = _change_facts(change, order, product)
+        deadline = change.decision_deadline
+        if final:
+            blocks.append(("history", _context(_("Earlier: {facts}.").format(facts=facts))))
+        else:
+            if decision_open:
+                facts = _("*{facts}*\nDecide by {deadline}. {default}").format(
+                    facts=facts,
+                    deadline=slack_date(deadline, "{date_long} {time}"),
+                    default=_default_sentence(change),
+                )
+            else:
+                facts = _("*{facts}*").format(facts=facts)
+            blocks.append(("change", _section(facts)))
+            if actions is not None:
+                blocks.append(("decision", actions))
+            elif not decision_open:
+                closed = (
+                    _("Decision window closed {date} — the delay was accepted by default.")
+                    if change.kind == "delayed"
+                    else _(
+                        "Decision window closed {date} — the substitution was accepted by default."
+                    )
+                )
+                blocks.append(
+                    ("closed", _context(closed.format(date=slack_date(deadline, "{date_long}"))))
+                )
+
+    certificate = _certificate_line(order)
+    if certificate is not None or _list(order.get("delivery_details")):
+        lines = [_("*Delivered*")]
+        if certificate is not None:
+            lines.append(certificate)
+        lines.extend(_delivery_lines(order, _remaining(lines)))
+        blocks.append(("delivery", _section("\n".join(lines))))
+
+    if status == "canceled":
+        blocks.append(
+            (
+                "cancellation",
+                _section(
+                    _("*Cancelled* because {reason}.\n{refund}").format(
+                        reason=cancellation_reason_text(order.get("cancellation_reason")),
+                        refund=_refund(order),
+                    )
+                ),
+            )
+        )
+
+    dashboard = _dashboard_context("order", order, state.account)
+    if dashboard is not None:
+        blocks.append(("dashboard", dashboard))
+
+    return _message(
+        (_TEST_PREFIX if test else "") + _order_summary(state, order, product, tonnes, total, now),
+        blocks,
+    )
+
+
+def _order_summary(
+    state: OrderState,
+    order: dict[str, Any],
+    product: dict[str, Any],
+    tonnes: str,
+    total: str,
+    now: int,
+) -> str:
+    """The notification sentence: plain words, no links."""
+    order_id = _text(order.get("id"), ID_LIMIT) or _("(no id)")
+    event = state.headline_event
+    change = state.change
+    if event in ("climate.order.delayed", "climate.order.product_substituted") and change:
+        if change.kind == "delayed":
+            summary = _("Order {order_id} delayed: {facts}.")
+        else:
+            summary = _("Order {order_id}: product substituted, {facts}.")
+        summary = summary.format(order_id=order_id, facts=_change_facts(change, order, product))
+        if _decision_open(state, now):
+            summary += " " + _("Decide by {date}.").format(
+                date=plain_date(change.decision_deadline)
+            )
+        return summary
+    if event == "climate.order.delivered":
+        return _("Order {order_id} delivered: {tonnes}.").format(order_id=order_id, tonnes=tonnes)
+    if event == "climate.order.canceled":
+        return _("Order {order_id} cancelled because {reason}. {refund}.").format(
+            order_id=order_id,
+            reason=cancellation_reason_text(order.get("cancellation_reason")),
+            refund=_refund(order),
+        )
+    if event == "climate.order.created":
+        return _("New carbon removal order {order_id}: {tonnes} for {total}.").format(
+            order_id=order_id, tonnes=tonnes, total=total
+        )
+    return _("Carbon removal order {order_id}: {status}.").format(
+        order_id=order_id, status=_status_text(order.get("status"))
+    )
+
+
+def order_reply(update: OrderUpdate) -> Message:
+    """Render the short thread reply that says what one order event did."""
+    order = _dict(update.order)
+    product, _product_id = _order_product(update.product, order)
+    change = update.change
+    currency = order.get("currency")
+    tonnes = format_tonnes(order.get("metric_tons"))
+    event = update.event_type
+    lines: list[str] = []
+
+    if event == "climate.order.created":
+        lines.append(
+            _("Order placed: {tonnes} for {total}").format(
+                tonnes=tonnes, total=_money(order.get("amount_total"), currency)
+            )
+        )
+    elif event in ("climate.order.delayed", "climate.order.product_substituted"):
+        if change is None:
+            lines.append(
+                _("Delivery delayed; now expected in {year}.").format(
+                    year=_year(order.get("expected_delivery_year"))
+                )
+                if event == "climate.order.delayed"
+                else _("Product substituted: now {product}.").format(
+                    product=_product_label(product or None)
+                )
+            )
+        else:
+            facts = _change_facts(change, order, product)
+            if change.kind == "product_substituted":
+                facts = _("Product substituted: {facts}").format(facts=facts)
+            lines.append(
+                _("{facts}. Decide by {deadline}. {default}").format(
+                    facts=facts,
+                    deadline=slack_date(change.decision_deadline, "{date_long} {time}"),
+                    default=_default_sentence(change),
+                )
+            )
+    elif event == "climate.order.delivered":
+        lines.append(_("Delivered: {tonnes}.").format(tonnes=tonnes))
+        certificate = _certificate_line(order)
+        if certificate is not None:
+            lines.append(certificate)
+        if _list(order.get("delivery_details")):
+            lines.extend(_delivery_lines(order, _remaining(lines)))
+    elif event == "climate.order.canceled":
+        lines.append(
+            _("Cancelled because {reason}. {refund}.").format(
+                reason=cancellation_reason_text(order.get("cancellation_reason")),
+                refund=_refund(order),
+            )
+        )
+    else:
+        lines.append(_("Order updated ({event}).").format(event=_text(event, NAME_LIMIT)))
+
+    text = _("Order {order_id}: {what}").format(
+        order_id=_text(order.get("id"), ID_LIMIT) or _("(no id)"),
+        what=_strip_markup(lines[0]),
+    )
+    return _reply(lines, text, update.late, update.event_created)
+
+
+_MARKUP = re.compile(r"<(?:!date\^[^|>]*\|([^>]*)|[^|>]*\|([^>]*))>")
+
+
+def _strip_markup(line: str) -> str:
+    """Replace our own ``<…|label>`` markup by its label, for the notification text."""
+    return _MARKUP.sub(lambda match: match.group(1) or match.group(2) or "", line).replace("*", "")
+
+
+# --- products -------------------------------------------------------------------------------------
+
+
+def _prices(product: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    prices = _dict(product.get("current_prices_per_metric_ton"))
+    return {_raw(code): _dict(price) for code, price in prices.items()}
+
+
+def _currency_label(code: str) -> str:
+    return _text(code.upper(), 12) or "?"
+
+
+def _delivery_year(product: dict[str, Any], now: int | None) -> str:
+    year = product.get("delivery_year")
+    if year is None:
+        return _("Not set (spot inventory)")
+    reference = _utc_year(now) if now is not None else _utc_year(product.get("created"))
+    shown = _year(year)
+    if isinstance(year, int) and reference is not None and year < reference:
+        # Stripe: a past delivery year means spot inventory with guaranteed delivery.
+        shown += " " + _("(spot inventory, guaranteed delivery)")
+    return shown
+
+
+def _price_lines(prices: dict[str, dict[str, Any]]) -> list[str]:
+    codes = sorted(prices)
+    return _bounded_lines(
+        (
+            _("{currency}: {total} per tonne").format(
+                currency=_currency_label(code),
+                total=_money(prices[code].get("amount_total"), code),
+            )
+            for code in codes
+        ),
+        len(codes),
+        PRICE_BUDGET,
+        PRICES_SHOWN,
+        lambda hidden: _("and {count} more currencies").format(count=hidden),
+    )
+
+
+def product_card(state: ProductState, now: int | None = None) -> Message:
+    """Render a product's card. ``now`` (optional) tells whether the delivery year is past;
+    without it the product's own ``created`` year is the reference."""
+    product = _dict(state.product)
+    test = _is_test(product)
+    headline = _(_PRODUCT_HEADLINES.get(state.headline_event, "Carbon removal product"))
+    blocks: list[tuple[str, dict[str, Any]]] = [
+        ("header", _header((_TEST_PREFIX if test else "") + headline))
+    ]
+    if test:
+        blocks.append(("test", _context(_(_TEST_NOTE))))
+    name = _product_name(product)
+    tonnes = format_tonnes(product.get("metric_tons_available"))
+    blocks.append(
+        (
+            "facts",
+            _fields(
+                [
+                    (_("Product"), name),
+                    (_("Delivery year"), _delivery_year(product, now)),
+                    (_("Tonnes available"), tonnes),
+                    (_("Product id"), _code(product.get("id"))),
+                ]
+            ),
+        )
+    )
+    prices = _prices(product)
+    price_lines = _price_lines(prices) if prices else [_("No prices listed")]
+    blocks.append(("prices", _section("\n".join([_("*Price per tonne*"), *price_lines]))))
+
+    suppliers = _list(product.get("suppliers"))
+    if suppliers:
+        lines = _bounded_lines(
+            (_supplier_line(supplier) for supplier in suppliers),
+            len(suppliers),
+            LIST_BUDGET,
+            SUPPLIERS_SHOWN,
+            lambda hidden: _("and {count} more suppliers").format(count=hidden),
+        )
+        blocks.append(("suppliers", _section("\n".join([_("*Suppliers*"), *lines]))))
+
+    dashboard = _dashboard_context("product", product, state.account)
+    if dashboard is not None:
+        blocks.append(("dashboard", dashboard))
+
+    text = _("{headline}: {name}, {tonnes} available.").format(
+        headline=headline, name=name, tonnes=tonnes
+    )
+    return _message((_TEST_PREFIX if test else "") + text, blocks)
+
+
+def _price_change_lines(
+    old_prices: dict[str, dict[str, int]] | None, new_prices: dict[str, dict[str, Any]]
+) -> list[str]:
+    if old_prices is None:
+        # Without the earlier prices there is nothing to compare; list the new ones.
+        return [_("New prices:"), *_price_lines(new_prices)] if new_prices else []
+    old = {_raw(code): _dict(price) for code, price in _dict(old_prices).items()}
+    codes = sorted(set(old) | set(new_prices))
+
+    def line(code: str) -> str:
+        currency = _currency_label(code)
+        before = old.get(code, {}).get("amount_total")
+        after = new_prices.get(code, {}).get("amount_total")
+        if code not in new_prices:
+            return _("{currency}: no longer offered (was {old} per tonne)").format(
+                currency=currency, old=_money(before, code)
+            )
+        if code not in old:
+            return _("{currency}: now offered at {new} per tonne").format(
+                currency=currency, new=_money(after, code)
+            )
+        if before == after:
+            return _("{currency}: {new} per tonne (unchanged)").format(
+                currency=currency, new=_money(after, code)
+            )
+        return _("{currency}: {old} → {new} per tonne ({change})").format(
+            currency=currency,
+            old=_money(before, code),
+            new=_money(after, code),
+            change=format_percent_change(before, after),
+        )
+
+    return _bounded_lines(
+        (line(code) for code in codes),
+        len(codes),
+        PRICE_BUDGET,
+        PRICES_SHOWN,
+        lambda hidden: _("and {count} more currencies").format(count=hidden),
+    )
+
+
+def product_reply(update: ProductUpdate) -> Message:
+    """Render the thread reply for one product event: the price change, or the listing."""
+    product = _dict(update.product)
+    name = _product_name(product)
+    tonnes = format_tonnes(product.get("metric_tons_available"))
+    prices = _prices(product)
+    if update.event_type == "climate.product.pricing_updated":
+        lines = _price_change_lines(update.old_prices, prices) or [_("No prices listed")]
+        lines.append(_("Tonnes available: {tonnes}").format(tonnes=tonnes))
+        text = _("Price change for {name}: {first}").format(
+            name=name, first=_strip_markup(lines[0])
+        )
+    elif update.event_type == "climate.product.created":
+        lines = [_("Listed: {name}, {tonnes} available.").format(name=name, tonnes=tonnes)]
+        text = lines[0]
+    else:
+        lines = [_("Product updated ({event}).").format(event=_text(update.event_type, NAME_LIMIT))]
+        text = _("{name}: {what}").format(name=name, what=lines[0])
+
+    return _reply(lines, text, update.late, update.event_created)
+
+
+# --- checking limits ------------------------------------------------------------------------------
+
+
+def _text_objects(value: Any) -> Iterable[dict[str, Any]]:
+    """Every text object (plain_text or mrkdwn) anywhere inside a block."""
+    if isinstance(value, dict):
+        if value.get("type") in ("plain_text", "mrkdwn") and "text" in value:
+            yield value
+        for child in value.values():
+            yield from _text_objects(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _text_objects(child)
+
+
+def _length(text_object: Any) -> int:
+    text = _dict(text_object).get("text")
+    return len(text) if isinstance(text, str) else 0
+
+
+def _too_long(problems: list[str], where: str, text_object: Any, limit: int) -> None:
+    if _length(text_object) > limit:
+        problems.append(f"{where}: {_length(text_object)} characters, more than Slack's {limit}")
+
+
+def _check_plain(problems: list[str], where: str, text_object: Any, limit: int) -> None:
+    if _dict(text_object).get("type") != "plain_text":
+        problems.append(f"{where}: must be a plain_text object")
+    _too_long(problems, where, text_object, limit)
+
+
+def _check_button(problems: list[str], where: str, button: dict[str, Any]) -> None:
+    _check_plain(problems, f"{where} text", button.get("text"), MAX_BUTTON_TEXT)
+    for key, limit in (("value", MAX_BUTTON_VALUE), ("action_id", MAX_ID), ("url", MAX_BUTTON_URL)):
+        value = button.get(key)
+        if isinstance(value, str) and len(value) > limit:
+            problems.append(f"{where} {key}: {len(value)} characters, more than Slack's {limit}")
+    if "confirm" in button:
+        confirm = _dict(button.get("confirm"))
+        for key, limit in (
+            ("title", MAX_CONFIRM_TITLE),
+            ("text", MAX_CONFIRM_TEXT),
+            ("confirm", MAX_CONFIRM_BUTTON),
+            ("deny", MAX_CONFIRM_BUTTON),
+        ):
+            _check_plain(problems, f"{where} confirm {key}", confirm.get(key), limit)
+
+
+def _check_block(problems: list[str], where: str, block: dict[str, Any]) -> None:
+    kind = block.get("type")
+    if kind == "header":
+        _check_plain(problems, f"{where} text", block.get("text"), MAX_HEADER)
+    elif kind == "section":
+        if "text" in block:
+            _too_long(problems, f"{where} text", block.get("text"), MAX_SECTION_TEXT)
+        fields = _list(block.get("fields"))
+        if len(fields) > MAX_FIELDS:
+            problems.append(f"{where}: {len(fields)} fields, more than Slack's {MAX_FIELDS}")
+        for index, field in enumerate(fields):
+            _too_long(problems, f"{where} field {index}", field, MAX_FIELD_TEXT)
+    elif kind == "context":
+        elements = _list(block.get("elements"))
+        if len(elements) > MAX_CONTEXT_ELEMENTS:
+            problems.append(
+                f"{where}: {len(elements)} elements, more than Slack's {MAX_CONTEXT_ELEMENTS}"
+            )
+        for index, element in enumerate(elements):
+            _too_long(problems, f"{where} element {index}", element, MAX_CONTEXT_TEXT)
+    elif kind == "actions":
+        elements = _list(block.get("elements"))
+        if len(elements) > MAX_ACTIONS_ELEMENTS:
+            problems.append(
+                f"{where}: {len(elements)} elements, more than Slack's {MAX_ACTIONS_ELEMENTS}"
+            )
+        action_ids = [_dict(element).get("action_id") for element in elements]
+        if len(set(action_ids)) != len(action_ids):
+            problems.append(f"{where}: action_ids are not unique")
+        for index, element in enumerate(elements):
+            if _dict(element).get("type") == "button":
+                _check_button(problems, f"{where} button {index}", element)
+
+
+def limit_problems(message: Message) -> list[str]:
+    """List, in words, every way ``message`` breaks a Slack limit; an empty list means it is fine.
+
+    Checks Slack's documented limits, the ones ``slack_sdk`` does not enforce (50 blocks, field
+    length, the whole-message text cap), empty text objects, and runs each block through
+    ``slack_sdk``'s own validation.
+    """
+    problems: list[str] = []
+    text = message.text
+    if not isinstance(text, str) or not text.strip():
+        problems.append("text: the notification fallback is empty")
+    elif len(text) > MAX_TEXT:
+        problems.append(f"text: {len(text)} characters, more than {MAX_TEXT}")
+    blocks = message.blocks
+    if len(blocks) > MAX_BLOCKS:
+        problems.append(f"message: {len(blocks)} blocks, more than Slack's {MAX_BLOCKS}")
+    block_ids: set[str] = set()
+    total = 0
+    for index, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            problems.append(f"block {index}: not an object")
+            continue
+        where = f"block {index} ({block.get('type')})"
+        block_id = block.get("block_id")
+        if block_id is not None:
+            if not isinstance(block_id, str) or not block_id or len(block_id) > MAX_ID:
+                problems.append(f"{where}: block_id must be 1–{MAX_ID} characters")
+            elif block_id in block_ids:
+                problems.append(f"{where}: block_id {block_id!r} is used twice")
+            else:
+                block_ids.add(block_id)
+        for text_object in _text_objects(block):
+            value = text_object.get("text")
+            if not isinstance(value, str) or not value.strip():
+                problems.append(f"{where}: a text object is empty")
+            total += _length(text_object)
+        _check_block(problems, where, block)
+        try:
+            parsed = Block.parse(block)
+            if parsed is None:
+                problems.append(f"{where}: slack_sdk does not know this block type")
+            else:
+                parsed.to_dict()
+        except Exception as error:  # any validation failure is a problem to report, not a crash
+            problems.append(f"{where}: {error}")
+    if total >= MAX_MESSAGE_BLOCK_TEXT:
+        problems.append(
+            f"message: {total} characters of block text;"
+            f" Slack rejects around {MAX_MESSAGE_BLOCK_TEXT}"
+        )
+    return problems

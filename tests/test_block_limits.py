@@ -1,0 +1,375 @@
+"""Whatever Stripe sends, every message stays within Slack's limits and no Stripe text can ping,
+mention or link: property tests over schema-shaped but hostile orders and products."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.cards import limit_problems, order_card, order_reply, product_card, product_reply
+from bot.formatting import (
+    escape_mrkdwn,
+    format_money,
+    format_tonnes,
+    minor_unit_exponent,
+    truncate,
+)
+from bot.model import (
+    DECISION_WINDOW_SECONDS,
+    ORDER_EVENTS,
+    PRODUCT_EVENTS,
+    Change,
+    Message,
+    OrderState,
+    OrderUpdate,
+    ProductState,
+    ProductUpdate,
+)
+
+PROPERTY_SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example],
+)
+
+HOSTILE_FRAGMENTS = [
+    "<!channel>",
+    "<!here|here>",
+    "<@U123ABC>",
+    "<#C123>",
+    "<https://evil.example|click>",
+    "<http://evil.example>",
+    "&amp;",
+    "&lt;",
+    "&",
+    "<",
+    ">",
+    "|",
+    "*",
+    "`",
+    "\n",
+    "\u202e",
+    "💥",
+    "é",
+]
+
+fragment = st.one_of(st.sampled_from(HOSTILE_FRAGMENTS), st.text(max_size=12))
+# Mostly short text full of Slack control characters, sometimes up to 10,000 characters long.
+hostile_text = st.one_of(
+    st.lists(fragment, max_size=6).map("".join),
+    st.tuples(fragment, st.integers(0, 10_000)).map(lambda pair: (pair[0] * pair[1])[:10_000]),
+)
+maybe_text = st.one_of(st.none(), hostile_text)
+urls = st.one_of(
+    st.none(),
+    hostile_text,
+    st.sampled_from(
+        [
+            "https://registry.example/entry?a=1&b=2",
+            "http://x",
+            "https://x.example/<!channel>",
+            "https://x.example|click",
+            "javascript:alert(1)",
+            "HTTPS://LOUD.EXAMPLE/",
+        ]
+    ),
+    hostile_text.map(lambda text: "https://x.example/" + text),
+)
+unix_time = st.integers(0, 2**33)
+amount = st.integers(-(10**6), 10**18)
+currency = st.one_of(
+    st.sampled_from(["usd", "jpy", "bhd", "eur", "gbp", "chf", "kwd", "isk", "currency"]),
+    hostile_text,
+)
+decimal_string = st.one_of(
+    st.sampled_from(["0.01", "1000000", "1E+3", "metric_tons", "NaN", "-0", "1e999999"]),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    hostile_text,
+)
+pathway = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            "biomass_carbon_removal_and_storage",
+            "direct_air_capture",
+            "enhanced_weathering",
+            "marine_carbon_removal",
+        ]
+    ),
+    hostile_text,
+)
+location = st.fixed_dictionaries(
+    {"country": hostile_text},
+    optional={
+        "city": maybe_text,
+        "region": maybe_text,
+        "latitude": st.one_of(st.none(), st.floats()),
+        "longitude": st.one_of(st.none(), st.floats()),
+    },
+)
+supplier = st.fixed_dictionaries(
+    {
+        "id": hostile_text,
+        "object": st.just("climate.supplier"),
+        "livemode": st.booleans(),
+        "name": hostile_text,
+        "info_url": urls,
+        "removal_pathway": pathway,
+        "locations": st.lists(location, max_size=3),
+    },
+    optional={"extra_field_from_a_new_api_version": hostile_text},
+)
+
+
+def many(elements: st.SearchStrategy[Any], most: int) -> st.SearchStrategy[list[Any]]:
+    """Lists of 0..most items, built by repeating a few generated ones so huge lists stay cheap."""
+    return st.tuples(st.lists(elements, min_size=1, max_size=3), st.integers(0, most)).map(
+        lambda pair: (pair[0] * (pair[1] // len(pair[0]) + 1))[: pair[1]]
+    )
+
+
+price = st.fixed_dictionaries(
+    {"amount_fees": amount, "amount_subtotal": amount, "amount_total": amount}
+)
+prices = st.dictionaries(currency, price, max_size=40)
+product = st.fixed_dictionaries(
+    {
+        "id": hostile_text,
+        "object": st.just("climate.product"),
+        "livemode": st.booleans(),
+        "created": unix_time,
+        "name": hostile_text,
+        "current_prices_per_metric_ton": prices,
+        "delivery_year": st.one_of(st.none(), st.integers(1900, 3000)),
+        "metric_tons_available": decimal_string,
+        "suppliers": many(supplier, 300),
+    }
+)
+product_ref = st.one_of(
+    st.none(), st.fixed_dictionaries({"id": hostile_text}), product, st.just({"id": None})
+)
+delivery = st.fixed_dictionaries(
+    {
+        "delivered_at": unix_time,
+        "location": st.one_of(st.none(), location),
+        "metric_tons": decimal_string,
+        "registry_url": urls,
+        "supplier": supplier,
+    }
+)
+order = st.fixed_dictionaries(
+    {
+        "id": st.one_of(st.just("climorder_1Pgc73B7WZ01zgkWaebIwEZ7"), hostile_text),
+        "object": st.just("climate.order"),
+        "amount_fees": amount,
+        "amount_subtotal": amount,
+        "amount_total": amount,
+        "canceled_at": st.one_of(st.none(), unix_time),
+        "cancellation_reason": st.one_of(
+            st.none(),
+            st.sampled_from(["expired", "product_unavailable", "requested"]),
+            hostile_text,
+        ),
+        "certificate": urls,
+        "confirmed_at": st.one_of(st.none(), unix_time),
+        "created": unix_time,
+        "currency": currency,
+        "delayed_at": st.one_of(st.none(), unix_time),
+        "delivered_at": st.one_of(st.none(), unix_time),
+        "delivery_details": many(delivery, 600),
+        "expected_delivery_year": st.integers(1900, 3000),
+        "livemode": st.booleans(),
+        "metadata": st.dictionaries(hostile_text, hostile_text, max_size=2),
+        "metric_tons": decimal_string,
+        "product": st.one_of(hostile_text, product),
+        "product_substituted_at": st.one_of(st.none(), unix_time),
+        "status": st.one_of(
+            st.sampled_from(["open", "awaiting_funds", "confirmed", "delivered", "canceled"]),
+            hostile_text,
+        ),
+    },
+    optional={
+        "beneficiary": st.one_of(
+            st.none(), st.fixed_dictionaries({}, optional={"public_name": maybe_text})
+        )
+    },
+)
+change = st.builds(
+    Change,
+    kind=st.sampled_from(["delayed", "product_substituted"]),
+    at=unix_time,
+    old_year=st.one_of(st.none(), st.integers(1900, 3000)),
+    new_year=st.one_of(st.none(), st.integers(1900, 3000)),
+    old_product=product_ref,
+    new_product=product_ref,
+)
+order_event = st.one_of(st.sampled_from(ORDER_EVENTS), hostile_text)
+product_event = st.one_of(st.sampled_from(PRODUCT_EVENTS), hostile_text)
+account = st.one_of(st.none(), st.just("acct_1Connected"), hostile_text)
+
+
+@st.composite
+def order_states(draw: st.DrawFn) -> tuple[OrderState, int]:
+    """An order state and a moment: often just before or just after the decision deadline."""
+    the_change = draw(st.one_of(st.none(), change))
+    state = OrderState(
+        order=draw(order),
+        product=draw(st.one_of(st.none(), product)),
+        headline_event=draw(order_event),
+        change=the_change,
+        account=draw(account),
+    )
+    if the_change is not None and draw(st.booleans()):
+        now = the_change.at + DECISION_WINDOW_SECONDS + draw(st.integers(-2, 1))
+    else:
+        now = draw(unix_time)
+    return state, now
+
+
+# Our own markup, the only "<…>" allowed in mrkdwn: a date, or a link to a plain http(s) URL
+# whose label cannot end the link early.
+OWN_MARKUP = re.compile(
+    r"<!date\^\d+\^[^|<>]*\|[^|<>]*>|<https?://[^\s<>|]+\|[^<>|]*>", re.IGNORECASE
+)
+
+
+def mrkdwn_texts(message: Message) -> list[str]:
+    """The notification text and every mrkdwn text object: everything Slack parses."""
+    found = [message.text]
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("type") == "mrkdwn":
+                found.append(value["text"])
+            for child in value.values():
+                walk(child)
+        elif isinstance(value, list):
+            for child in value:
+                walk(child)
+
+    walk(message.blocks)
+    return found
+
+
+def assert_safe_and_within_limits(message: Message) -> None:
+    assert limit_problems(message) == []
+    assert message.text.strip()
+    assert len(message.text) <= 3000
+    for text in mrkdwn_texts(message):
+        leftover = OWN_MARKUP.sub("", text)
+        assert "<" not in leftover, text
+        assert ">" not in leftover, text
+        for match in re.finditer("&", leftover):
+            assert leftover.startswith(("&amp;", "&lt;", "&gt;"), match.start()), text
+
+
+@PROPERTY_SETTINGS
+@given(order_states())
+def test_order_card_is_safe_and_within_limits(state_and_now):
+    state, now = state_and_now
+    assert_safe_and_within_limits(order_card(state, now))
+
+
+@PROPERTY_SETTINGS
+@given(order_states())
+def test_order_card_offers_buttons_only_inside_an_open_window(state_and_now):
+    state, now = state_and_now
+    message = order_card(state, now)
+    has_buttons = any(block["type"] == "actions" for block in message.blocks)
+    if has_buttons:
+        assert state.change is not None
+        assert now < state.change.decision_deadline
+        assert state.order.get("status") not in ("delivered", "canceled")
+
+
+@PROPERTY_SETTINGS
+@given(
+    event=order_event,
+    created=unix_time,
+    the_order=order,
+    the_product=st.one_of(st.none(), product),
+    the_change=st.one_of(st.none(), change),
+    late=st.booleans(),
+)
+def test_order_reply_is_safe_and_within_limits(
+    event, created, the_order, the_product, the_change, late
+):
+    update = OrderUpdate(
+        event_type=event,
+        event_created=created,
+        order=the_order,
+        product=the_product,
+        change=the_change,
+        late=late,
+    )
+    assert_safe_and_within_limits(order_reply(update))
+
+
+@PROPERTY_SETTINGS
+@given(
+    the_product=product,
+    event=product_event,
+    the_account=account,
+    now=st.one_of(st.none(), unix_time),
+)
+def test_product_card_is_safe_and_within_limits(the_product, event, the_account, now):
+    state = ProductState(product=the_product, headline_event=event, account=the_account)
+    assert_safe_and_within_limits(product_card(state, now=now))
+
+
+@PROPERTY_SETTINGS
+@given(
+    event=product_event,
+    created=unix_time,
+    the_product=product,
+    old_prices=st.one_of(st.none(), prices),
+    late=st.booleans(),
+)
+def test_product_reply_is_safe_and_within_limits(event, created, the_product, old_prices, late):
+    update = ProductUpdate(
+        event_type=event,
+        event_created=created,
+        product=the_product,
+        old_prices=old_prices,
+        late=late,
+    )
+    assert_safe_and_within_limits(product_reply(update))
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=hostile_text, limit=st.integers(0, 200))
+def test_truncated_escaped_text_is_short_and_keeps_entities_whole(text, limit):
+    cut = truncate(escape_mrkdwn(text), limit)
+    assert len(cut) <= limit
+    assert "<" not in cut and ">" not in cut
+    for match in re.finditer("&", cut):
+        assert cut.startswith(("&amp;", "&lt;", "&gt;"), match.start())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    minor=st.integers(0, 10**15),
+    code=st.sampled_from(
+        ["usd", "jpy", "bhd", "kwd", "eur", "gbp", "chf", "krw", "isk", "huf", "twd", "ugx"]
+    ),
+)
+def test_money_shows_exactly_the_currency_s_decimals(minor, code):
+    """Stripe's minor units: JPY/KRW/UGX 0, BHD/KWD 3, and HUF/TWD/ISK 2 (unlike ISO/CLDR)."""
+    shown = format_money(minor, code)
+    precision = minor_unit_exponent(code.upper())
+    digits = re.search(r"[\d,]+(?:\.(\d+))?", shown)
+    assert digits is not None
+    assert len(digits.group(1) or "") == precision
+    assert Decimal(digits.group(0).replace(",", "")) == Decimal(minor).scaleb(-precision)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=0, max_value=10**12))
+def test_tonnes_are_exact(value):
+    shown = format_tonnes(str(value))
+    assert shown.endswith(" t")
+    assert Decimal(shown[:-2].replace(",", "")) == value

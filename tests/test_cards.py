@@ -1,0 +1,715 @@
+"""What the order and product cards and their thread replies say, for the cases a team will see."""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from bot.cards import limit_problems, order_card, order_reply, product_card, product_reply
+from bot.formatting import (
+    cancellation_reason_text,
+    dashboard_url,
+    escape_mrkdwn,
+    format_money,
+    format_percent_change,
+    format_tonnes,
+    removal_pathway_label,
+    slack_date,
+    truncate,
+)
+from bot.model import (
+    ACCEPT_ACTION,
+    CANCEL_ACTION,
+    DECISION_WINDOW_SECONDS,
+    Change,
+    Message,
+    OrderState,
+    OrderUpdate,
+    ProductState,
+    ProductUpdate,
+)
+
+FIXTURES = json.loads(
+    resources.files("bot.fakes")
+    .joinpath("stripe_data/climate-fixtures.json")
+    .read_text(encoding="utf-8")
+)
+DELAYED_AT = 1_790_000_000
+DEADLINE = DELAYED_AT + DECISION_WINDOW_SECONDS
+
+
+def make_order(**changes: Any) -> dict[str, Any]:
+    """A confirmed order built from Stripe's fixture, with the fields a test cares about."""
+    order = copy.deepcopy(FIXTURES["resources"]["climate.order"])
+    order.update(
+        status="confirmed",
+        canceled_at=None,
+        delayed_at=None,
+        delivered_at=None,
+        product_substituted_at=None,
+    )
+    order.update(changes)
+    return order
+
+
+def make_product(**changes: Any) -> dict[str, Any]:
+    product = copy.deepcopy(FIXTURES["resources"]["climate.product"])
+    product.update(changes)
+    return product
+
+
+def make_supplier(**changes: Any) -> dict[str, Any]:
+    supplier = copy.deepcopy(FIXTURES["resources"]["climate.supplier"])
+    supplier.update(changes)
+    return supplier
+
+
+def delay(old_year: int | None = 2027, new_year: int = 2028) -> Change:
+    return Change(kind="delayed", at=DELAYED_AT, old_year=old_year, new_year=new_year)
+
+
+def card(
+    order: dict[str, Any] | None = None,
+    event: str = "climate.order.created",
+    change: Change | None = None,
+    now: int = DELAYED_AT + 60,
+    product: dict[str, Any] | None = None,
+    account: str | None = None,
+) -> Message:
+    state = OrderState(
+        order=order or make_order(),
+        product=product,
+        headline_event=event,
+        change=change,
+        account=account,
+    )
+    message = order_card(state, now)
+    assert limit_problems(message) == []
+    return message
+
+
+def texts(message: Message) -> list[str]:
+    """Every piece of text in the message: the fallback and each text object in the blocks."""
+    found = [message.text]
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("text"), str):
+                found.append(value["text"])
+            for child in value.values():
+                walk(child)
+        elif isinstance(value, list):
+            for child in value:
+                walk(child)
+
+    walk(message.blocks)
+    return found
+
+
+def all_text(message: Message) -> str:
+    return "\n".join(texts(message))
+
+
+def header(message: Message) -> str:
+    return message.blocks[0]["text"]["text"]
+
+
+def blocks_of(message: Message, kind: str) -> list[dict[str, Any]]:
+    return [block for block in message.blocks if block["type"] == kind]
+
+
+# --- formatting helpers ------------------------------------------------------------------------
+
+
+def test_money_uses_each_currency_s_own_decimals():
+    assert format_money(72187, "usd") == "$721.87"
+    assert format_money(1250000, "jpy") == "¥1,250,000"
+    assert format_money(1234, "bhd") == "BHD1.234"
+    assert format_money(5, "usd") == "$0.05"
+
+
+def test_money_with_a_code_that_is_not_iso_is_shown_escaped():
+    assert format_money(1234, "<!x") == "1,234 &lt;!x"
+
+
+def test_tonnes_are_exact_decimals():
+    assert format_tonnes("0.01") == "0.01 t"
+    assert format_tonnes("1000000") == "1,000,000 t"
+    assert format_tonnes(Decimal("0.123456789012345678")) == "0.123456789012345678 t"
+
+
+def test_malformed_tonnes_are_shown_escaped_rather_than_crashing():
+    assert format_tonnes("metric_tons") == "metric_tons"
+    assert format_tonnes("<!channel>") == "&lt;!channel&gt;"
+    assert format_tonnes("NaN") == "NaN"
+    assert len(format_tonnes("9" * 10_000)) <= 40
+
+
+def test_percent_change():
+    assert format_percent_change(56650, 60000) == "+5.9%"
+    assert format_percent_change(1000, 970) == "\u22123.0%"
+    assert format_percent_change(0, 10) == "n/a"
+    assert format_percent_change(100, 100) == "0.0%"
+
+
+def test_truncate_never_cuts_an_entity():
+    escaped = escape_mrkdwn("ab<cd")
+    assert escaped == "ab&lt;cd"
+    for limit in range(len(escaped) + 1):
+        cut = truncate(escaped, limit)
+        assert len(cut) <= limit
+        assert "&l" not in cut or "&lt;" in cut
+    assert truncate("short", 10) == "short"
+    assert truncate("abcdef", 4) == "abc…"
+
+
+def test_slack_date_has_a_readable_utc_fallback():
+    assert slack_date(1798761600) == "<!date^1798761600^{date_long}|1 Jan 2027 00:00 UTC>"
+
+
+def test_labels_for_known_and_new_enum_values():
+    assert removal_pathway_label("direct_air_capture") == "Direct air capture"
+    assert removal_pathway_label("ocean_iron_fertilisation") == "Ocean iron fertilisation"
+    assert cancellation_reason_text("expired") == "it was never confirmed and expired"
+    assert cancellation_reason_text(None)
+    assert "&lt;" in cancellation_reason_text("<!here>")
+
+
+def test_dashboard_url_for_test_live_and_connect():
+    assert (
+        dashboard_url("order", "climorder_1", livemode=True, account=None)
+        == "https://dashboard.stripe.com/climate/orders/climorder_1"
+    )
+    assert (
+        dashboard_url("product", "climsku_a", livemode=False, account="acct_9")
+        == "https://dashboard.stripe.com/acct_9/test/climate/products/climsku_a"
+    )
+    assert dashboard_url("order", "a/b|c>", livemode=True, account=None).endswith("a%2Fb%7Cc%3E")
+
+
+# --- order card ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "order", "change", "expected"),
+    [
+        ("climate.order.created", make_order(), None, "New carbon removal order"),
+        ("climate.order.delayed", make_order(), delay(), "Order delayed — decision needed"),
+        (
+            "climate.order.product_substituted",
+            make_order(),
+            Change(kind="product_substituted", at=DELAYED_AT, old_product={"id": "climsku_old"}),
+            "Product substituted — decision needed",
+        ),
+        (
+            "climate.order.delivered",
+            make_order(status="delivered", certificate="https://frontier.example/cert/1"),
+            None,
+            "Order delivered",
+        ),
+        (
+            "climate.order.canceled",
+            make_order(status="canceled", cancellation_reason="product_unavailable"),
+            None,
+            "Order cancelled",
+        ),
+    ],
+)
+def test_header_says_what_happened(event, order, change, expected):
+    assert header(card(order, event, change)) == "[TEST] " + expected
+
+
+def test_header_of_a_delay_without_a_decision_left_does_not_ask_for_one():
+    message = card(make_order(), "climate.order.delayed", delay(), now=DEADLINE)
+    assert header(message) == "[TEST] Order delayed"
+
+
+def test_test_mode_is_marked_and_live_mode_is_not():
+    test_card = card(make_order(livemode=False))
+    live_card = card(make_order(livemode=True))
+    assert header(test_card).startswith("[TEST] ")
+    assert "Test mode — no real money moved" in all_text(test_card)
+    assert test_card.text.startswith("[TEST] ")
+    assert "TEST" not in all_text(live_card)
+    assert "Test mode" not in all_text(live_card)
+
+
+def test_order_facts_and_amounts():
+    message = card(make_order(), product=make_product())
+    text = all_text(message)
+    assert "`climorder_1Pgc73B7WZ01zgkWaebIwEZ7`" in text
+    assert "Frontier Climate" in text
+    assert "10 t" in text
+    assert "$103.00" in text
+    assert "$100.00" in text and "$3.00" in text
+    assert "Frontier's 2027 offtake portfolio" in text
+    assert "Charm Industrial" in text and "Biomass carbon removal and storage" in text
+    assert "2027" in text
+    assert "Confirmed" in text
+    assert "Open in Stripe Dashboard" in text
+
+
+def test_jpy_total_has_no_decimals():
+    message = card(make_order(currency="jpy", amount_total=1250000))
+    assert "¥1,250,000" in all_text(message)
+
+
+def test_usd_total_in_dollars_and_cents():
+    message = card(make_order(amount_total=72187))
+    assert "$721.87" in all_text(message)
+
+
+def test_three_decimal_currency():
+    message = card(make_order(currency="bhd", amount_total=1234))
+    assert "BHD1.234" in all_text(message)
+
+
+def test_tonnes_are_shown_exactly():
+    message = card(make_order(metric_tons="0.01"))
+    assert "0.01 t" in all_text(message)
+
+
+def test_missing_beneficiary_is_the_account_itself():
+    order = make_order()
+    del order["beneficiary"]
+    assert "Your account" in all_text(card(order))
+    assert "Your account" in all_text(card(make_order(beneficiary=None)))
+
+
+def test_product_id_is_shown_when_the_product_is_unknown():
+    assert "climsku_frontier_offtake_portfolio_2027" in all_text(card(make_order()))
+
+
+def test_expanded_product_on_the_order_is_used():
+    message = card(make_order(product=make_product(name="Expanded portfolio")))
+    assert "Expanded portfolio" in all_text(message)
+
+
+def test_hostile_names_are_escaped_in_blocks_and_text():
+    product = make_product(
+        name="<https://evil.example|click>",
+        suppliers=[make_supplier(name="<@U123> & co")],
+    )
+    order = make_order(beneficiary={"public_name": "<!channel>"}, product=product)
+    message = card(order, "climate.order.created")
+    for text in texts(message):
+        assert "<!channel>" not in text
+        assert "<https://evil.example" not in text
+        assert "<@U123>" not in text
+    blob = all_text(message)
+    assert "&lt;!channel&gt;" in blob
+    assert "&lt;https://evil.example|click&gt;" in blob
+    assert "&lt;@U123&gt; &amp; co" in blob
+
+
+def test_hostile_beneficiary_is_escaped_in_the_notification_text():
+    order = make_order(beneficiary={"public_name": "<!channel>"}, id="climorder_<!here>")
+    message = card(order)
+    assert "<!" not in message.text
+    assert "&lt;!here&gt;" in message.text
+
+
+def test_a_name_cannot_start_a_line_of_its_own():
+    product = make_product(name="Portfolio\n*Refund: $1,000,000*")
+    message = card(make_order(), product=product)
+    assert "Portfolio *Refund: $1,000,000*" in all_text(message)
+    assert "\n*Refund: $1,000,000*" not in all_text(message)
+
+
+def test_delayed_card_before_the_deadline_offers_both_decisions():
+    order = make_order(id="climorder_ABC", amount_total=10300)
+    message = card(order, "climate.order.delayed", delay(), now=DEADLINE - 1)
+    text = all_text(message)
+    assert "Delivery moved from 2027 to 2028" in text
+    assert f"<!date^{DEADLINE}^" in text
+    assert "No answer means the delay is accepted." in text
+
+    [actions] = blocks_of(message, "actions")
+    accept, cancel = actions["elements"]
+    assert accept["action_id"] == ACCEPT_ACTION
+    assert accept["text"]["text"] == "Accept delay"
+    assert accept["style"] == "primary"
+    assert accept["value"] == "climorder_ABC"
+    assert cancel["action_id"] == CANCEL_ACTION
+    assert cancel["text"]["text"] == "Cancel order"
+    assert cancel["style"] == "danger"
+    assert cancel["value"] == "climorder_ABC"
+    confirm = cancel["confirm"]
+    assert confirm["title"]["text"] == "Cancel this order?"
+    assert "climorder_ABC" in confirm["text"]["text"]
+    assert "$103.00" in confirm["text"]["text"]
+    assert "full refund" in confirm["text"]["text"]
+    assert confirm["confirm"]["text"] == "Cancel order"
+    assert confirm["deny"]["text"] == "Keep it"
+    assert confirm["style"] == "danger"
+    assert "Decide by" in message.text
+
+
+def test_delay_without_a_known_old_year():
+    message = card(make_order(), "climate.order.delayed", delay(old_year=None))
+    assert "Delivery moved to 2028" in all_text(message)
+
+
+def test_substitution_names_old_and_new_products():
+    change = Change(
+        kind="product_substituted",
+        at=DELAYED_AT,
+        old_product={"id": "climsku_old"},
+        new_product=make_product(name="New portfolio"),
+    )
+    message = card(make_order(), "climate.order.product_substituted", change)
+    text = all_text(message)
+    assert "`climsku_old` → New portfolio (Charm Industrial, Heirloom, Lithos and 2 more)" in text
+    assert "No answer means the substitution is accepted." in text
+    [actions] = blocks_of(message, "actions")
+    assert actions["elements"][0]["text"]["text"] == "Accept substitution"
+
+
+def test_after_the_deadline_no_buttons_and_the_window_is_closed():
+    message = card(make_order(), "climate.order.delayed", delay(), now=DEADLINE)
+    assert blocks_of(message, "actions") == []
+    text = all_text(message)
+    assert "Delivery moved from 2027 to 2028" in text
+    assert "Decision window closed" in text
+    assert "the delay was accepted by default." in text
+    assert "Decide by" not in message.text
+
+
+def test_delivered_order_with_an_old_delay_has_no_buttons():
+    order = make_order(status="delivered", certificate="https://frontier.example/cert/1")
+    message = card(order, "climate.order.delivered", delay(), now=DELAYED_AT + 60)
+    assert blocks_of(message, "actions") == []
+    assert "Decision window closed" not in all_text(message)
+
+
+def test_cancelled_order_cannot_be_cancelled_again():
+    order = make_order(status="canceled", cancellation_reason="requested")
+    message = card(order, "climate.order.delayed", delay(), now=DELAYED_AT + 60)
+    assert blocks_of(message, "actions") == []
+
+
+def test_delivered_card_links_certificate_and_registry():
+    details = [
+        {
+            "delivered_at": DELAYED_AT,
+            "location": None,
+            "metric_tons": "4",
+            "registry_url": "https://registry.example/entries/1?a=1&b=2",
+            "supplier": make_supplier(name="Charm Industrial"),
+        },
+        {
+            "delivered_at": DELAYED_AT,
+            "location": None,
+            "metric_tons": "6",
+            "registry_url": "javascript:alert(1)",
+            "supplier": make_supplier(name="Heirloom"),
+        },
+    ]
+    order = make_order(
+        status="delivered",
+        certificate="https://frontier.example/cert/1",
+        delivery_details=details,
+    )
+    text = all_text(card(order, "climate.order.delivered"))
+    assert "<https://frontier.example/cert/1|Delivery certificate>" in text
+    assert "Charm Industrial — 4 t — <https://registry.example/entries/1?a=1&amp;b=2|" in text
+    assert "Heirloom — 6 t — Registry entry: javascript:alert(1)" in text
+
+
+def test_five_hundred_deliveries_are_summarised():
+    details = [
+        {
+            "delivered_at": DELAYED_AT,
+            "location": None,
+            "metric_tons": "0.02",
+            "registry_url": f"https://registry.example/{index}",
+            "supplier": make_supplier(name=f"Supplier {index}"),
+        }
+        for index in range(500)
+    ]
+    message = card(make_order(status="delivered", delivery_details=details))
+    assert "and 480 more deliveries" in all_text(message)
+
+
+def test_long_certificate_and_long_registry_links_still_fit_one_section():
+    """Regression: the delivery list had its own 2,500-char budget, so a 500-char certificate
+    link before it pushed the section past Slack's 3,000."""
+    event = "climate.order.delivered"
+    details = [
+        {
+            "delivered_at": DELAYED_AT,
+            "location": None,
+            "metric_tons": "1" * 40,
+            "registry_url": "https://registry.example/" + "r" * 448,
+            "supplier": make_supplier(name="S" * 200),
+        }
+        for _ in range(600)
+    ]
+    order = make_order(
+        status="delivered",
+        certificate="https://cert.example/" + "c" * 475,
+        delivery_details=details,
+    )
+    message = card(order, event)
+    assert "more deliveries" in all_text(message)
+    reply_message = order_reply(
+        OrderUpdate(event_type=event, event_created=DELAYED_AT, order=order)
+    )
+    assert limit_problems(reply_message) == []
+
+
+def test_absurd_amounts_do_not_crash():
+    message = card(make_order(amount_total=10**5000, amount_subtotal=-(10**30)))
+    assert "an implausibly large amount" in all_text(message)
+
+
+@pytest.mark.parametrize(
+    ("reason", "refund", "words"),
+    [
+        ("requested", "$100.00", "a cancellation was requested"),
+        ("product_unavailable", "$103.00", "the product is no longer available"),
+        ("expired", "$103.00", "never confirmed and expired"),
+        ("something_new", "$103.00", "something_new"),
+        (None, "$103.00", "no reason was given"),
+    ],
+)
+def test_cancelled_card_gives_reason_and_refund(reason, refund, words):
+    order = make_order(status="canceled", cancellation_reason=reason)
+    message = card(order, "climate.order.canceled")
+    text = all_text(message)
+    assert f"Refund: {refund}" in text
+    assert words in text
+    assert words in message.text
+
+
+def test_connect_dashboard_url_contains_the_account():
+    message = card(make_order(livemode=True), account="acct_1Connected")
+    assert "https://dashboard.stripe.com/acct_1Connected/climate/orders/climorder_" in all_text(
+        message
+    )
+
+
+def test_block_ids_are_unique_and_change_with_the_content():
+    order = make_order()
+    before = card(order, "climate.order.delayed", delay(), now=DEADLINE - 1)
+    after = card(order, "climate.order.delayed", delay(), now=DEADLINE)
+    again = card(order, "climate.order.delayed", delay(), now=DEADLINE - 1)
+    ids_before = [block["block_id"] for block in before.blocks]
+    ids_after = [block["block_id"] for block in after.blocks]
+    assert len(set(ids_before)) == len(ids_before)
+    assert set(ids_before).isdisjoint(ids_after)
+    assert ids_before == [block["block_id"] for block in again.blocks]
+
+
+def test_notification_text_for_a_delay():
+    message = card(make_order(id="climorder_123"), "climate.order.delayed", delay())
+    assert message.text == (
+        "[TEST] Order climorder_123 delayed: Delivery moved from 2027 to 2028. "
+        "Decide by 2026-10-21."
+    )
+
+
+# --- order replies -------------------------------------------------------------------------------
+
+
+def reply(event: str, order: dict[str, Any], **kwargs: Any) -> Message:
+    message = order_reply(
+        OrderUpdate(event_type=event, event_created=DELAYED_AT, order=order, **kwargs)
+    )
+    assert limit_problems(message) == []
+    return message
+
+
+def test_created_reply():
+    message = reply("climate.order.created", make_order())
+    assert "Order placed: 10 t for $103.00" in all_text(message)
+
+
+def test_delayed_reply_gives_years_and_deadline():
+    message = reply("climate.order.delayed", make_order(), change=delay())
+    text = all_text(message)
+    assert "Delivery moved from 2027 to 2028" in text
+    assert f"<!date^{DEADLINE}^" in text
+    assert "<!date" not in message.text
+
+
+def test_substituted_reply_names_both_products():
+    change = Change(
+        kind="product_substituted",
+        at=DELAYED_AT,
+        old_product={"id": "climsku_old"},
+        new_product={"id": "climsku_new", "name": "New portfolio"},
+    )
+    message = reply("climate.order.product_substituted", make_order(), change=change)
+    assert "Product substituted: `climsku_old` → New portfolio" in all_text(message)
+
+
+def test_delivered_reply_lists_suppliers_and_links():
+    details = [
+        {
+            "delivered_at": DELAYED_AT,
+            "location": None,
+            "metric_tons": "10",
+            "registry_url": "https://registry.example/1",
+            "supplier": make_supplier(name="Charm Industrial"),
+        }
+    ]
+    order = make_order(
+        status="delivered", certificate="https://cert.example/1", delivery_details=details
+    )
+    text = all_text(reply("climate.order.delivered", order))
+    assert "Delivered: 10 t." in text
+    assert "<https://cert.example/1|Delivery certificate>" in text
+    assert "Charm Industrial — 10 t — <https://registry.example/1|Registry entry>" in text
+
+
+def test_cancelled_reply_gives_reason_and_refund():
+    order = make_order(status="canceled", cancellation_reason="requested")
+    message = reply("climate.order.canceled", order)
+    assert "a cancellation was requested" in all_text(message)
+    assert "Refund: $100.00 (Frontier's fees are not refunded)" in all_text(message)
+
+
+def test_late_order_reply_says_the_card_did_not_change():
+    message = reply("climate.order.delayed", make_order(), change=delay(), late=True)
+    text = all_text(message)
+    assert "This update is older than what the card shows; the card was not changed." in text
+    assert f"<!date^{DELAYED_AT}^" in text
+    assert message.text.endswith("the card was not changed.")
+
+
+def test_unknown_order_event_still_renders():
+    message = reply("climate.order.<!channel>", make_order())
+    assert "<!channel>" not in all_text(message)
+
+
+# --- product card and replies --------------------------------------------------------------------
+
+
+def test_product_card_headers():
+    created = product_card(ProductState(make_product(), "climate.product.created"))
+    updated = product_card(ProductState(make_product(), "climate.product.pricing_updated"))
+    assert header(created) == "[TEST] New product from Frontier"
+    assert header(updated) == "[TEST] Product price changed"
+    live = product_card(ProductState(make_product(livemode=True), "climate.product.created"))
+    assert header(live) == "New product from Frontier"
+
+
+def test_product_card_shows_prices_suppliers_and_availability():
+    product = make_product(
+        current_prices_per_metric_ton={
+            "usd": {"amount_fees": 1650, "amount_subtotal": 55000, "amount_total": 56650},
+            "eur": {"amount_fees": 1500, "amount_subtotal": 50000, "amount_total": 51500},
+            "jpy": {"amount_fees": 100, "amount_subtotal": 9000, "amount_total": 9100},
+        }
+    )
+    message = product_card(ProductState(product, "climate.product.created", account="acct_2"))
+    assert limit_problems(message) == []
+    text = all_text(message)
+    assert text.index("EUR: €515.00") < text.index("JPY: ¥9,100") < text.index("USD: $566.50")
+    assert "1,000,000 t" in text
+    assert "<https://frontierclimate.com/portfolio/heirloom|Heirloom> — Direct air capture" in text
+    assert "Brisbane, CA, US" in text
+    assert "https://dashboard.stripe.com/acct_2/test/climate/products/climsku_" in text
+
+
+@pytest.mark.parametrize(
+    ("delivery_year", "now", "expected"),
+    [
+        (None, None, "Not set (spot inventory)"),
+        (2023, 1_790_000_000, "2023 (spot inventory, guaranteed delivery)"),
+        (2030, 1_790_000_000, "2030"),
+    ],
+)
+def test_product_delivery_year(delivery_year, now, expected):
+    product = make_product(delivery_year=delivery_year)
+    message = product_card(ProductState(product, "climate.product.created"), now=now)
+    assert f"*Delivery year*\n{expected}" in all_text(message)
+
+
+def test_three_hundred_suppliers_are_summarised():
+    suppliers = [make_supplier(name=f"Supplier {index}") for index in range(300)]
+    message = product_card(ProductState(make_product(suppliers=suppliers), "x"))
+    assert limit_problems(message) == []
+    assert "and 285 more suppliers" in all_text(message)
+
+
+def test_price_change_reply_compares_each_currency():
+    product = make_product(
+        current_prices_per_metric_ton={
+            "usd": {"amount_fees": 0, "amount_subtotal": 0, "amount_total": 60000},
+            "chf": {"amount_fees": 0, "amount_subtotal": 0, "amount_total": 50000},
+        }
+    )
+    old_prices = {
+        "usd": {"amount_fees": 1650, "amount_subtotal": 55000, "amount_total": 56650},
+        "gbp": {"amount_fees": 0, "amount_subtotal": 0, "amount_total": 40000},
+    }
+    message = product_reply(
+        ProductUpdate(
+            event_type="climate.product.pricing_updated",
+            event_created=DELAYED_AT,
+            product=product,
+            old_prices=old_prices,
+        )
+    )
+    assert limit_problems(message) == []
+    text = all_text(message)
+    assert "USD: $566.50 → $600.00 per tonne (+5.9%)" in text
+    assert "CHF: now offered at CHF500.00 per tonne" in text
+    assert "GBP: no longer offered (was £400.00 per tonne)" in text
+    assert "Tonnes available: 1,000,000 t" in text
+
+
+def test_price_change_reply_without_old_prices_lists_new_ones():
+    message = product_reply(
+        ProductUpdate(
+            event_type="climate.product.pricing_updated",
+            event_created=DELAYED_AT,
+            product=make_product(),
+        )
+    )
+    assert "New prices:\nUSD: $566.50 per tonne" in all_text(message)
+
+
+def test_late_product_reply_says_listed_and_late():
+    message = product_reply(
+        ProductUpdate(
+            event_type="climate.product.created",
+            event_created=DELAYED_AT,
+            product=make_product(),
+            late=True,
+        )
+    )
+    assert limit_problems(message) == []
+    text = all_text(message)
+    assert "Listed: Frontier's 2027 offtake portfolio, 1,000,000 t available." in text
+    assert "the card was not changed" in text
+
+
+# --- the limit checker itself --------------------------------------------------------------------
+
+
+def test_limit_problems_finds_what_slack_would_reject():
+    section = {"type": "section", "text": {"type": "mrkdwn", "text": "x" * 2999}}
+    too_many = Message(text="hi", blocks=[dict(section, block_id=str(i)) for i in range(51)])
+    problems = limit_problems(too_many)
+    assert any("51 blocks" in problem for problem in problems)
+    assert any("block text" in problem for problem in problems)
+
+    long_field = {"type": "section", "fields": [{"type": "mrkdwn", "text": "x" * 2001}]}
+    assert any("field 0" in problem for problem in limit_problems(Message("hi", [long_field])))
+
+    long_header = {"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}
+    assert any("150" in problem for problem in limit_problems(Message("hi", [long_header])))
+
+    twice = [dict(section, block_id="a"), dict(section, block_id="a")]
+    assert any("used twice" in problem for problem in limit_problems(Message("hi", twice)))
+
+    assert limit_problems(Message("", [])) != []
+    assert limit_problems(Message("hi", [{"type": "no_such_block"}])) != []
