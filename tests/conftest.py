@@ -86,7 +86,7 @@ class RunningBot:
 def running(settings) -> Iterator[RunningBot]:
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     bot = app.extensions["climate-bot"]
     bot.deliverer.pace_seconds = 0  # pacing has its own test; here it would only slow drains

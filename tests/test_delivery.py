@@ -250,3 +250,50 @@ def test_two_workers_on_one_database_never_post_twice(running, fake_slack, setti
         assert len(fake_slack.replies(CHANNEL, card.ts)) == 1
     for w in workers:
         w.storage.close()
+
+
+def test_ambiguous_failure_after_slack_posted_is_reconciled_not_reposted(running, fake_slack):
+    """Slack posted the card but the answer was lost (5xx/time-out): the retry finds it."""
+    order = so.order()
+    with time_machine.travel(1_900_000_000, tick=False) as clock:
+        fake_slack.fail_next("chat.postMessage", status=503, after_success=True)
+        running.send_event(so.event("climate.order.created", order, created=1000))
+        running.deliver()
+        assert len(fake_slack.messages(CHANNEL)) == 1  # it did reach Slack
+        clock.shift(5)
+        running.deliver()
+        fake_slack.fail_next("chat.postMessage", disconnect=True, after_success=True)
+        running.send_event(
+            so.event("climate.order.delayed", so.delayed(order, 2030, at=2000), created=2000)
+        )
+        running.deliver()
+        clock.shift(5)
+        running.deliver()
+    [card] = fake_slack.messages(CHANNEL)
+    assert len(fake_slack.replies(CHANNEL, card.ts)) == 1
+    assert running.bot.storage.card(f"order:{order['id']}")["ts"] == card.ts
+    assert running.bot.storage.outbox_counts() == {"done": 3}
+    assert len(fake_slack.calls_to("conversations.history")) == 1
+    assert len(fake_slack.calls_to("conversations.replies")) == 1
+
+
+def test_stripe_text_cannot_ping_or_disguise_links(running, fake_slack):
+    order = so.order(
+        beneficiary={"public_name": "<!channel> <@U0ALICE> <https://evil.example|Stripe>"}
+    )
+    running.send_event(so.event("climate.order.created", order))
+    running.deliver()
+    [card] = fake_slack.messages(CHANNEL)
+    everything = card.text + json.dumps(card.blocks)
+    for raw in ("<!channel>", "<@U0ALICE>", "<https://evil.example|Stripe>"):
+        assert raw not in everything
+    assert "&lt;!channel&gt;" in everything
+
+
+def test_test_mode_and_live_mode_cards_differ_visibly(running, fake_slack):
+    running.send_event(so.event("climate.order.created", so.order(livemode=False)))
+    running.send_event(so.event("climate.order.created", so.order(livemode=True)))
+    running.deliver()
+    test_card, live_card = fake_slack.messages(CHANNEL)
+    assert "[TEST]" in json.dumps(test_card.blocks)
+    assert "[TEST]" not in json.dumps(live_card.blocks)

@@ -157,6 +157,7 @@ class _Failure:
     disconnect: bool
     times: int
     channel: str | None
+    after_success: bool = False
 
 
 @dataclass
@@ -505,6 +506,7 @@ class FakeSlack:
         disconnect: bool = False,
         times: int = 1,
         channel: str | None = None,
+        after_success: bool = False,
     ) -> None:
         """Script the next `times` calls to `method` (``"*"``: any method) to fail.
 
@@ -512,6 +514,8 @@ class FakeSlack:
         - ``status=500``/``503``: that status, with an HTML page (or JSON when `error` is given)
         - ``retry_after=N``: HTTP 429 (or `status`, if set) + ``Retry-After: N`` + ``ratelimited``
         - ``disconnect=True``: close the connection without answering
+        - ``after_success=True``: carry the call out first (the message IS posted), then fail as
+          above: the ambiguous case of a time-out or 5xx after Slack accepted the request
         `channel` limits the failure to calls for that channel (ID or name). Failures queue up
         in the order they were scripted; the call is still recorded in `calls`.
         """
@@ -521,7 +525,9 @@ class FakeSlack:
             raise ValueError("times must be at least 1")
         with self._cond:
             self._failures.append(
-                _Failure(method, error, status, retry_after, disconnect, times, channel)
+                _Failure(
+                    method, error, status, retry_after, disconnect, times, channel, after_success
+                )
             )
 
     def set_down(self, down: bool) -> None:
@@ -751,6 +757,8 @@ class FakeSlack:
                 failure.times -= 1
                 if failure.times == 0:
                     self._failures.remove(failure)
+                if failure.after_success:
+                    self._run(call)
                 return _failure_reply(failure)
         if self._random_rate and self._rng.random() < self._random_rate:
             if self._rng.random() < 0.5:

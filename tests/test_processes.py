@@ -1,0 +1,93 @@
+"""Production process layouts: gunicorn with several workers, and web + `climate-bot worker`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from bot.fakes import stripe_objects as so
+from tests.conftest import CHANNEL, env_for
+from tests.test_crash import free_port, post, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def process_env(tmp_path, fake_slack, fake_stripe) -> dict[str, str]:
+    return {
+        **env_for(tmp_path, fake_slack, fake_stripe),
+        "PORT": str(free_port()),
+        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    def up() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return requests.get(url, timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, 30, "did not start")
+
+
+def test_gunicorn_with_two_workers_posts_each_card_once(tmp_path, fake_slack, fake_stripe):
+    env = process_env(tmp_path, fake_slack, fake_stripe)
+    log = tmp_path / "gunicorn.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{env['PORT']}", "app:app"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_healthy(f"http://127.0.0.1:{env['PORT']}/healthz", proc, log)
+        orders = [so.order() for _ in range(4)]
+        for order in orders:
+            assert post(env, so.event("climate.order.created", order, created=1000)) == 200
+            delayed = so.delayed(order, 2030, at=2000)
+            assert post(env, so.event("climate.order.delayed", delayed, created=2000)) == 200
+        wait_until(
+            lambda: (
+                sum(len(fake_slack.replies(CHANNEL, m.ts)) for m in fake_slack.messages(CHANNEL))
+                == len(orders)
+            ),
+            30,
+            "not every event was delivered:\n" + log.read_text(),
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    top = fake_slack.messages(CHANNEL)
+    assert len(top) == len(orders)
+    for order in orders:
+        assert sum(order["id"] in json.dumps(m.blocks) for m in top) == 1
+
+
+def test_worker_command_delivers_what_the_web_tier_queued(
+    running, tmp_path, fake_slack, fake_stripe
+):
+    order = so.order()
+    assert running.send_event(so.event("climate.order.created", order)).status_code == 200
+    env = process_env(tmp_path, fake_slack, fake_stripe)
+    log = tmp_path / "worker.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "climate-bot"), "worker"], cwd=tmp_path, env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 30, "worker posted nothing")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log.read_text()
+    assert order["id"] in json.dumps(fake_slack.messages(CHANNEL)[0].blocks)
