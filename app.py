@@ -9,8 +9,12 @@ import sys
 
 from bot.cli import configure_logging, serve_forever, settings_or_exit
 
+# Under gunicorn, exit code 3 means "worker failed to boot": gunicorn stops instead of
+# restarting the worker forever with the same bad configuration.
+GUNICORN_BOOT_ERROR = 3
+
 configure_logging()
-settings = settings_or_exit()
+settings = settings_or_exit(2 if __name__ == "__main__" else GUNICORN_BOOT_ERROR)
 
 if __name__ == "__main__":
     serve_forever(settings)

@@ -16,13 +16,13 @@ from bot.settings import Settings, SettingsError, load_settings
 from bot.slack_api import SlackError, SlackGateway
 
 
-def settings_or_exit() -> Settings:
-    """Load the settings, or print every problem and exit 2 — never a traceback."""
+def settings_or_exit(exit_code: int = 2) -> Settings:
+    """Load the settings, or print every problem and exit with `exit_code` — never a traceback."""
     try:
         return load_settings()
     except SettingsError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(2)
+        sys.exit(exit_code)
 
 
 def configure_logging() -> None:

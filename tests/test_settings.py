@@ -68,3 +68,18 @@ def test_app_py_with_bad_configuration_exits_nonzero_without_a_traceback(tmp_pat
     assert "Traceback" not in result.stderr
     assert "SLACK_BOT_TOKEN is not set" in result.stderr
     assert "SLACK_CHANNEL is malformed" in result.stderr
+
+
+def test_gunicorn_with_bad_configuration_stops_instead_of_rebooting_workers(tmp_path):
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    result = subprocess.run(
+        [str(gunicorn), "-w", "2", "-b", "127.0.0.1:0", "--chdir", str(REPO), "app:app"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "STRIPE_WEBHOOK_SECRET is not set" in result.stderr
+    assert "Traceback" not in result.stderr
