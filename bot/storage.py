@@ -448,16 +448,33 @@ class Storage:
             facts=json.loads(row["facts"] or "{}"),
             channel=row["channel"],
             attempts=row["attempts"] + 1,
-            first_attempt_at=row["first_attempt_at"],
+            first_attempt_at=row["first_attempt_at"] or now,
             card_ts=row["card_ts"],
             lease_owner=owner,
         )
 
     def next_delivery_at(self) -> float | None:
-        """When the earliest pending row becomes available (for the worker's sleep)."""
+        """When the next row could be leased, for the worker's sleep; None if none can be yet.
+
+        Mirrors `lease_next`: rows waiting behind an earlier row of their card, or replies whose
+        card does not exist yet, are not due by time, and a post waits for its channel's pacing.
+        """
         return self.conn.execute(
-            "SELECT min(max(available_at, coalesce(lease_until, 0))) FROM outbox"
-            " WHERE status = 'pending'"
+            """
+            SELECT min(max(
+                o.available_at,
+                coalesce(o.lease_until, 0),
+                CASE WHEN o.kind = 'reply' OR c.ts IS NULL
+                     THEN coalesce(p.next_post_at, 0) ELSE 0 END
+            ))
+            FROM outbox o
+            LEFT JOIN cards c ON c.key = o.card_key
+            LEFT JOIN pacing p ON p.channel = o.channel
+            WHERE o.status = 'pending'
+              AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.card_key = o.card_key
+                              AND e.status = 'pending' AND e.id < o.id)
+              AND (o.kind = 'card' OR c.ts IS NOT NULL)
+            """
         ).fetchone()[0]
 
     def complete(self, row: OutboxRow, *, card_channel: str | None = None, ts: str | None = None):

@@ -43,3 +43,23 @@ def test_rows_of_one_card_are_leased_in_order_and_replies_wait_for_the_card(tmp_
     reply = storage.lease_next("w3", pace_seconds=0)
     assert (reply.card_key, reply.kind, reply.card_ts) == ("order:a", "reply", "1.000100")
     storage.close()
+
+
+def test_worker_sleep_accounts_for_pacing_and_for_replies_that_cannot_go_yet(tmp_path):
+    """Regression: the worker spun at 100 Hz on rows it could not lease (pacing, failed card)."""
+    storage = Storage(tmp_path / "bot.db")
+    with storage.transaction():
+        storage.enqueue("order:a", "card", channel="C1", event_id="evt_1")
+        storage.enqueue("order:a", "reply", channel="C1", event_id="evt_2")
+        storage.enqueue("order:b", "card", channel="C1", event_id="evt_3")
+    card_a = storage.lease_next("w", pace_seconds=30)
+    storage.fail(card_a, "channel_not_found")
+    # order:b's card waits for the channel's pacing slot; a's reply waits for a's card.
+    assert storage.next_delivery_at() >= card_a.first_attempt_at + 30
+    assert storage.lease_next("w", pace_seconds=0) is None
+    storage.conn.execute("UPDATE pacing SET next_post_at = 0")  # the slot comes round
+    card_b = storage.lease_next("w", pace_seconds=0)
+    assert card_b.card_key == "order:b"
+    storage.complete(card_b, card_channel="C1", ts="2.000100")
+    assert storage.next_delivery_at() is None  # only a's reply is left, and it cannot go yet
+    storage.close()
