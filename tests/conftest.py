@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 from bot.fakes import stripe_objects
 from bot.fakes.slack import FakeSlack
 from bot.fakes.stripe import FakeStripe
+from bot.fakes.stripe_schema import validate_event
 from bot.settings import Settings, load_settings
 from bot.web import ClimateBot, create_app
 
@@ -73,7 +74,18 @@ class RunningBot:
     url: str
     bot: ClimateBot
 
-    def send_event(self, event: dict | str, *, timestamp: int | None = None, secret=WEBHOOK_SECRET):
+    def send_event(
+        self,
+        event: dict | str,
+        *,
+        timestamp: int | None = None,
+        secret: str = WEBHOOK_SECRET,
+        hostile: bool = False,
+    ):
+        """POST a signed event; unless `hostile`, Climate events must match Stripe's schemas."""
+        climate = isinstance(event, dict) and str(event.get("type", "")).startswith("climate.")
+        if climate and not hostile:
+            assert validate_event(event) == []
         body, headers = stripe_objects.webhook_request(event, secret, timestamp=timestamp)
         return requests.post(self.url + "/stripe/webhook", data=body, headers=headers, timeout=10)
 

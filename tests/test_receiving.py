@@ -79,7 +79,7 @@ def test_signed_json_that_is_not_an_event_is_refused(running):
         assert response.status_code == 400, body
     climate_without_object = so.event("climate.order.created", so.order())
     climate_without_object["data"]["object"] = {"id": "x", "object": "plan"}
-    assert running.send_event(climate_without_object).status_code == 400
+    assert running.send_event(climate_without_object, hostile=True).status_code == 400
     assert count(running.bot, "SELECT count(*) FROM events") == 0
 
 
