@@ -91,21 +91,14 @@ class SlackGateway:
         # after checking whether an ambiguous attempt did reach Slack.
         self.client = WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[])
 
-    def _call(self, method: str, **params: Any) -> dict[str, Any]:
+    def _call(self, method: str, *, form: bool = False, **params: Any) -> dict[str, Any]:
+        """Call `method` (JSON body, or form fields for the methods that want them)."""
+        body = {"params": params} if form else {"json": params}
         try:
-            response = self.client.api_call(method, json=params)
+            response = self.client.api_call(method, **body)
         except SlackApiError as exc:
             raise classify(exc) from None
         except (OSError, TimeoutError) as exc:  # URLError, connection reset, socket time-out
-            raise Transient("connection_error", str(exc)) from None
-        return response.data if isinstance(response.data, dict) else {}
-
-    def _form_call(self, method: str, **params: Any) -> dict[str, Any]:
-        try:
-            response = self.client.api_call(method, params=params)
-        except SlackApiError as exc:
-            raise classify(exc) from None
-        except (OSError, TimeoutError) as exc:
             raise Transient("connection_error", str(exc)) from None
         return response.data if isinstance(response.data, dict) else {}
 
@@ -137,7 +130,7 @@ class SlackGateway:
         self._call("chat.update", channel=channel, ts=ts, text=message.text, blocks=message.blocks)
 
     def join(self, channel: str) -> None:
-        self._form_call("conversations.join", channel=channel)
+        self._call("conversations.join", form=True, channel=channel)
 
     def find_marked(
         self, channel: str, marker: dict[str, Any], *, oldest: float, thread_ts: str | None = None
@@ -156,7 +149,7 @@ class SlackGateway:
         for _ in range(20):  # bounded: the window since the first attempt is short
             if cursor:
                 params["cursor"] = cursor
-            data = self._form_call(method, **params)
+            data = self._call(method, form=True, **params)
             for msg in data.get("messages", []):
                 meta = msg.get("metadata") or {}
                 if meta.get("event_type") == METADATA_EVENT and meta.get("event_payload") == marker:
@@ -167,7 +160,7 @@ class SlackGateway:
         return None
 
     def auth_test(self) -> dict[str, Any]:
-        return self._form_call("auth.test")
+        return self._call("auth.test", form=True)
 
     def schedule_and_delete(self, channel: str, post_at: int) -> None:
         """Prove the bot may post in `channel` without posting: schedule, then delete, a message."""
