@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format messages clean
 
 $(BIN)/climate-bot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ test: lint
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Message catalogs: extract every _()/ngettext()/N_() string, merge it into each language's .po,
+# fill the English catalog (English is the source language), compile the .mo files the bot loads.
+messages: install
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k ngettext:1,2 --no-location --sort-output \
+		--project climate-bot -o bot/locales/messages.pot .
+	$(BIN)/pybabel update -i bot/locales/messages.pot -d bot/locales -D messages \
+		--no-fuzzy-matching --ignore-obsolete --width 100
+	$(BIN)/python -m bot.i18n
+	$(BIN)/pybabel compile -d bot/locales -D messages --statistics
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -16,8 +16,10 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from bot import cards
+from bot.i18n import DEFAULT_LOCALE, use_locale
 from bot.model import Change, Message, OrderState, OrderUpdate, ProductState, ProductUpdate
 from bot.slack_api import NotInChannel, Permanent, RateLimited, SlackGateway, Transient
 from bot.storage import OutboxRow, Storage
@@ -43,10 +45,17 @@ class Deliverer:
     """Delivers outbox rows one at a time; `run_once` is one step, `run` the loop."""
 
     def __init__(
-        self, storage: Storage, slack: SlackGateway, *, pace_seconds: float = 1.0, now=time.time
+        self,
+        storage: Storage,
+        slack: SlackGateway,
+        *,
+        locale_for: Callable[[str], str] = lambda channel: DEFAULT_LOCALE,
+        pace_seconds: float = 1.0,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
         self.slack = slack
+        self.locale_for = locale_for  # the language of each channel
         self.pace_seconds = pace_seconds  # Slack allows about one message per second per channel
         self.now = now
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -90,7 +99,8 @@ class Deliverer:
 
     def deliver(self, row: OutboxRow) -> None:
         try:
-            channel, ts = self._send(row)
+            with use_locale(self.locale_for(row.channel)):
+                channel, ts = self._send(row)
         except RateLimited as exc:
             self.storage.hold_channel(row.channel, exc.retry_after)
             self.storage.reschedule(row, delay=exc.retry_after, error=str(exc))

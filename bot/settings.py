@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.i18n import DEFAULT_LOCALE, SUPPORTED_LOCALES
 
 # What each variable means, for error messages (the README has the same table).
 DESCRIPTIONS = {
@@ -24,6 +27,8 @@ DESCRIPTIONS = {
     "SLACK_API_URL": "base URL of the Slack Web API",
     "STRIPE_API_BASE": "base URL of the Stripe API",
     "PORT": "port of `python app.py`",
+    "BOT_LOCALE": "language of every message: en or ja",
+    "BOT_LOCALE_CHANNELS": "per-channel language, e.g. C123:ja,C456:en",
 }
 
 
@@ -52,6 +57,8 @@ class Settings(BaseSettings):
     SLACK_API_URL: str = "https://slack.com/api/"
     STRIPE_API_BASE: str = "https://api.stripe.com"
     PORT: int = Field(default=3000, ge=1, le=65535)
+    BOT_LOCALE: str = DEFAULT_LOCALE
+    BOT_LOCALE_CHANNELS: str = ""
 
     @field_validator("STRIPE_WEBHOOK_SECRET")
     @classmethod
@@ -93,9 +100,45 @@ class Settings(BaseSettings):
     def _slack_url_slash(cls, v: str) -> str:
         return v if v.endswith("/") else v + "/"
 
+    @field_validator("BOT_LOCALE")
+    @classmethod
+    def _locale(cls, v: str) -> str:
+        if v not in SUPPORTED_LOCALES:
+            raise ValueError(f"must be one of {', '.join(SUPPORTED_LOCALES)}")
+        return v
+
+    @field_validator("BOT_LOCALE_CHANNELS")
+    @classmethod
+    def _channel_locales(cls, v: str) -> str:
+        parse_channel_locales(v)
+        return v
+
+    def locale_for(self, channel: str | None) -> str:
+        """The language of messages shown in `channel`: its override, else BOT_LOCALE."""
+        return parse_channel_locales(self.BOT_LOCALE_CHANNELS).get(channel or "", self.BOT_LOCALE)
+
     @property
     def database_path(self) -> Path:
         return Path(self.DATABASE_PATH)
+
+
+@cache
+def parse_channel_locales(value: str) -> dict[str, str]:
+    """Parse `C123:ja,C456:en`; raise ValueError naming every bad entry."""
+    result: dict[str, str] = {}
+    bad = []
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        channel, _, locale = entry.partition(":")
+        if not re.match(r"^[CGD][A-Z0-9]{2,}$", channel) or locale not in SUPPORTED_LOCALES:
+            bad.append(entry)
+        else:
+            result[channel] = locale
+    if bad:
+        raise ValueError(
+            f"entries {', '.join(repr(b) for b in bad)} are not CHANNEL_ID:LOCALE with LOCALE in "
+            + ", ".join(SUPPORTED_LOCALES)
+        )
+    return result
 
 
 def load_settings(

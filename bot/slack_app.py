@@ -15,12 +15,13 @@ from slack_bolt.request.internals import build_context
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
+from bot.i18n import N_, _, use_locale
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-USAGE = (
+USAGE = N_(
     "*Usage:* `/climate <subcommand>`\n"
     "• `status <order_id>` — an order as Stripe has it now\n"
     "• `orders` — recent orders\n"
@@ -31,7 +32,7 @@ USAGE = (
     "Example: `/climate status climorder_1Pgc73B7WZ01zgkWaebIwEZ7`"
 )
 
-DECISIONS_NOT_READY = (
+DECISIONS_NOT_READY = N_(
     "Deciding from Slack is not available yet in this version of climate-bot. "
     "Until it is, accept by doing nothing, or cancel the order in the Stripe Dashboard "
     "(the card links to it) before the deadline."
@@ -51,13 +52,16 @@ def build_bolt_app(settings: Settings) -> App:
 
     @app.action(ACCEPT_ACTION)
     @app.action(CANCEL_ACTION)
-    def decision_clicked(ack, respond):
+    def decision_clicked(ack, respond, body):
         ack()
-        respond(text=DECISIONS_NOT_READY, response_type="ephemeral", replace_original=False)
+        with use_locale(settings.locale_for((body.get("channel") or {}).get("id"))):
+            text = _(DECISIONS_NOT_READY)
+        respond(text=text, response_type="ephemeral", replace_original=False)
 
     @app.command("/climate")
-    def climate_command(ack):
-        ack(text=USAGE)
+    def climate_command(ack, command):
+        with use_locale(settings.locale_for(command.get("channel_id"))):
+            ack(text=_(USAGE))
 
     return app
 

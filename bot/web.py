@@ -65,7 +65,7 @@ class ClimateBot:
 def build_bot(settings: Settings) -> ClimateBot:
     storage = Storage(settings.database_path)
     slack = SlackGateway(settings.SLACK_BOT_TOKEN, settings.SLACK_API_URL)
-    deliverer = Deliverer(storage, slack)
+    deliverer = Deliverer(storage, slack, locale_for=settings.locale_for)
     scheduler = Scheduler(storage, settings.SLACK_CHANNEL, wake=deliverer.wake.set)
     return ClimateBot(settings, storage, build_bolt_app(settings), deliverer, scheduler)
 
