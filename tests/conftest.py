@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -94,8 +95,9 @@ class RunningBot:
         self.bot.deliverer.drain()
 
 
-@pytest.fixture
-def running(settings) -> Iterator[RunningBot]:
+@contextmanager
+def serve_bot(settings: Settings) -> Iterator[RunningBot]:
+    """The bot's app on a loopback port, without background threads (tests drive the worker)."""
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
@@ -108,3 +110,9 @@ def running(settings) -> Iterator[RunningBot]:
         server.shutdown()
         bot.stop_background()
         bot.storage.close()
+
+
+@pytest.fixture
+def running(settings) -> Iterator[RunningBot]:
+    with serve_bot(settings) as bot:
+        yield bot
