@@ -4,6 +4,10 @@ Handlers change state, then call these to (re)build the card or a thread reply; 
 I/O or reads the clock (``now`` is passed in). Every Stripe-supplied string is hostile: it is
 escaped before it reaches mrkdwn and cut to a fixed size, and every list is summarised, so a card
 stays within Slack's Block Kit limits whatever Stripe sends. ``limit_problems`` checks that.
+
+Every word comes from the catalog of the active locale (``bot.i18n.use_locale``): labels are
+marked with ``N_`` where defined and translated with ``_`` when rendered, and sentences are whole
+catalog entries with named placeholders, so a translation can put the parts in its own order.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from slack_sdk.models.blocks import Block
 
 from bot.formatting import (
     ELLIPSIS,
-    _,
     cancellation_reason_text,
     dashboard_url,
     escape_mrkdwn,
     format_money,
+    format_names,
+    format_number,
     format_percent_change,
     format_tonnes,
     plain_date,
@@ -32,6 +37,7 @@ from bot.formatting import (
     slack_date,
     truncate,
 )
+from bot.i18n import N_, _, ngettext
 from bot.model import (
     ACCEPT_ACTION,
     CANCEL_ACTION,
@@ -85,30 +91,33 @@ SUPPLIER_NAMES_SHOWN = 3
 _LINKABLE = re.compile(r"https?://[^\s<>|\x00-\x1f\x7f]+", re.IGNORECASE)
 
 _ORDER_HEADLINES = {
-    "climate.order.created": "New carbon removal order",
-    "climate.order.delayed": "Order delayed",
-    "climate.order.product_substituted": "Product substituted",
-    "climate.order.delivered": "Order delivered",
-    "climate.order.canceled": "Order cancelled",
+    "climate.order.created": N_("New carbon removal order"),
+    "climate.order.delayed": N_("Order delayed"),
+    "climate.order.product_substituted": N_("Product substituted"),
+    "climate.order.delivered": N_("Order delivered"),
+    "climate.order.canceled": N_("Order cancelled"),
 }
+_ORDER_HEADLINE = N_("Carbon removal order")  # an event type Stripe adds later
 # While the team can still cancel, the header says so.
 _DECISION_HEADLINES = {
-    "delayed": "Order delayed — decision needed",
-    "product_substituted": "Product substituted — decision needed",
+    "delayed": N_("Order delayed — decision needed"),
+    "product_substituted": N_("Product substituted — decision needed"),
 }
 _PRODUCT_HEADLINES = {
-    "climate.product.created": "New product from Frontier",
-    "climate.product.pricing_updated": "Product price changed",
+    "climate.product.created": N_("New product from Frontier"),
+    "climate.product.pricing_updated": N_("Product price changed"),
 }
+_PRODUCT_HEADLINE = N_("Carbon removal product")
 _ORDER_STATUSES = {
-    "open": "Open (not yet confirmed)",
-    "awaiting_funds": "Awaiting funds",
-    "confirmed": "Confirmed",
-    "delivered": "Delivered",
-    "canceled": "Cancelled",
+    "open": N_("Open (not yet confirmed)"),
+    "awaiting_funds": N_("Awaiting funds"),
+    "confirmed": N_("Confirmed"),
+    "delivered": N_("Delivered"),
+    "canceled": N_("Cancelled"),
 }
-_TEST_PREFIX = "[TEST] "
-_TEST_NOTE = "Test mode — no real money moved"
+# Marks the header and the notification text of a test-mode object; {text} is what it marks.
+_TEST_PREFIX = N_("[TEST] {text}")
+_TEST_NOTE = N_("Test mode — no real money moved")
 
 
 # --- reading hostile Stripe objects ---------------------------------------------------------------
@@ -194,7 +203,12 @@ def _link_or_text(url: Any, label: str) -> str:
         return link
     if url is None or _raw(url) == "":
         return label
-    return f"{label}: {_text(url, SHOWN_URL_LIMIT)}"
+    return _("{label}: {url}").format(label=label, url=_text(url, SHOWN_URL_LIMIT))
+
+
+def _test_marked(text: str, test: bool) -> str:
+    """``text`` marked as test mode when ``test``."""
+    return _(_TEST_PREFIX).format(text=text) if test else text
 
 
 def _bounded_lines(
@@ -240,30 +254,40 @@ def _location(location: dict[str, Any]) -> str:
     return ", ".join(_text(part, PLACE_LIMIT) for part in parts if _raw(part).strip())
 
 
+def _supplier_place(locations: list[Any]) -> str:
+    """The first location that names a place, and how many more locations there are."""
+    place = next((text for text in map(_location, map(_dict, locations)) if text), "")
+    if not place or len(locations) == 1:
+        return place
+    more = len(locations) - 1
+    return ngettext(
+        "{place} (and {count} more location)", "{place} (and {count} more locations)", more
+    ).format(place=place, count=format_number(more))
+
+
 def _supplier_line(supplier: Any) -> str:
     """One bullet: linked name, pathway, first location."""
     supplier = _dict(supplier)
-    name = _supplier_name(supplier)
-    line = "• {name} — {pathway}".format(
-        name=_link(supplier.get("info_url"), name) or name,
-        pathway=removal_pathway_label(supplier.get("removal_pathway")),
-    )
-    locations = [_dict(location) for location in _list(supplier.get("locations"))]
-    place = _location(locations[0]) if locations else ""
+    plain_name = _supplier_name(supplier)
+    name = _link(supplier.get("info_url"), plain_name) or plain_name
+    pathway = removal_pathway_label(supplier.get("removal_pathway"))
+    place = _supplier_place(_list(supplier.get("locations")))
     if place:
-        line += " — " + place
-    if len(locations) > 1:
-        line += " " + _("(and {count} more locations)").format(count=len(locations) - 1)
-    return line
+        return _("• {name} — {pathway} — {place}").format(name=name, pathway=pathway, place=place)
+    return _("• {name} — {pathway}").format(name=name, pathway=pathway)
 
 
 def _supplier_names(suppliers: list[Any]) -> str:
-    """A short inline list: "Charm Industrial, Heirloom and 3 more"."""
-    names = [_supplier_name(_dict(supplier)) for supplier in suppliers[:SUPPLIER_NAMES_SHOWN]]
-    text = ", ".join(names)
-    if len(suppliers) > SUPPLIER_NAMES_SHOWN:
-        text += " " + _("and {count} more").format(count=len(suppliers) - SUPPLIER_NAMES_SHOWN)
-    return text
+    """A short inline list: "Charm Industrial, Heirloom, Lithos and 3 more"."""
+    names = format_names(
+        [_supplier_name(_dict(supplier)) for supplier in suppliers[:SUPPLIER_NAMES_SHOWN]]
+    )
+    if len(suppliers) <= SUPPLIER_NAMES_SHOWN:
+        return names
+    more = len(suppliers) - SUPPLIER_NAMES_SHOWN
+    return ngettext("{names} and {count} more", "{names} and {count} more", more).format(
+        names=names, count=format_number(more)
+    )
 
 
 def _product_name(product: dict[str, Any], product_id: Any = None) -> str:
@@ -279,7 +303,7 @@ def _product_label(product: Any) -> str:
     name = _product_name(product)
     if not suppliers:
         return name
-    return f"{name} ({_supplier_names(suppliers)})"
+    return _("{product} ({suppliers})").format(product=name, suppliers=_supplier_names(suppliers))
 
 
 def _order_product(state_product: Any, order: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -364,8 +388,12 @@ def _reply(lines: list[str], summary: str, late: bool, event_created: Any) -> Me
         late=_late_sentence(), when=slack_date(event_created, "{date_long} {time}")
     )
     blocks.append(("late", _context(note)))
-    summary = truncate(summary, TEXT_LIMIT - len(_late_sentence()) - 1)
-    return _message(f"{summary} {_late_sentence()}", blocks)
+    with_note = _("{summary} {late}")
+    # Cut the summary, never the note: the note is what makes a late reply make sense.
+    room = TEXT_LIMIT - len(with_note.format(summary="", late=_late_sentence()))
+    return _message(
+        with_note.format(summary=truncate(summary, room), late=_late_sentence()), blocks
+    )
 
 
 # --- orders ---------------------------------------------------------------------------------------
@@ -385,11 +413,10 @@ def _beneficiary(order: dict[str, Any]) -> str:
 def _expected_delivery(order: dict[str, Any]) -> str:
     year = order.get("expected_delivery_year")
     created_year = _utc_year(order.get("created"))
-    shown = _year(year)
     if isinstance(year, int) and created_year is not None and year < created_year:
         # Stripe: a delivery year before the purchase means spot inventory, delivered in 30 days.
-        shown += " " + _("(spot purchase)")
-    return shown
+        return _("{year} (spot purchase)").format(year=_year(year))
+    return _year(year)
 
 
 def _refund(order: dict[str, Any]) -> str:
@@ -479,13 +506,15 @@ def _decision_actions(change: Change, order: dict[str, Any]) -> dict[str, Any] |
 
 def _delivery_line(detail: Any) -> str:
     detail = _dict(detail)
-    line = "• {supplier} — {tonnes}".format(
-        supplier=_supplier_name(_dict(detail.get("supplier"))),
-        tonnes=format_tonnes(detail.get("metric_tons")),
+    supplier = _supplier_name(_dict(detail.get("supplier")))
+    tonnes = format_tonnes(detail.get("metric_tons"))
+    if detail.get("registry_url") is None:
+        return _("• {supplier} — {tonnes}").format(supplier=supplier, tonnes=tonnes)
+    return _("• {supplier} — {tonnes} — {registry}").format(
+        supplier=supplier,
+        tonnes=tonnes,
+        registry=_link_or_text(detail.get("registry_url"), _("Registry entry")),
     )
-    if detail.get("registry_url") is not None:
-        line += " — " + _link_or_text(detail.get("registry_url"), _("Registry entry"))
-    return line
 
 
 def _remaining(lines: list[str]) -> int:
@@ -500,7 +529,9 @@ def _delivery_lines(order: dict[str, Any], budget: int) -> list[str]:
         len(details),
         budget,
         DELIVERIES_SHOWN,
-        lambda hidden: _("and {count} more deliveries").format(count=hidden),
+        lambda hidden: ngettext(
+            "and {count} more delivery", "and {count} more deliveries", hidden
+        ).format(count=format_number(hidden)),
     )
 
 
@@ -522,12 +553,10 @@ def order_card(state: OrderState, now: int) -> Message:
     decision_open = _decision_open(state, now)
     actions = _decision_actions(change, order) if change and decision_open else None
 
-    headline = _(_ORDER_HEADLINES.get(state.headline_event, "Carbon removal order"))
+    headline = _(_ORDER_HEADLINES.get(state.headline_event, _ORDER_HEADLINE))
     if actions is not None and change is not None:
         headline = _(_DECISION_HEADLINES[change.kind])
-    blocks: list[tuple[str, dict[str, Any]]] = [
-        ("header", _header((_TEST_PREFIX if test else "") + headline))
-    ]
+    blocks: list[tuple[str, dict[str, Any]]] = [("header", _header(_test_marked(headline, test)))]
     if test:
         blocks.append(("test", _context(_(_TEST_NOTE))))
 
@@ -569,7 +598,9 @@ def order_card(state: OrderState, now: int) -> Message:
             len(suppliers),
             SUPPLIER_BUDGET_SHORT,
             SUPPLIERS_SHOWN,
-            lambda hidden: _("and {count} more suppliers").format(count=hidden),
+            lambda hidden: ngettext(
+                "and {count} more supplier", "and {count} more suppliers", hidden
+            ).format(count=format_number(hidden)),
         )
         blocks.append(("suppliers", _section("\n".join([_("*Suppliers*"), *lines]))))
 
@@ -628,8 +659,7 @@ def order_card(state: OrderState, now: int) -> Message:
         blocks.append(("dashboard", dashboard))
 
     return _message(
-        (_TEST_PREFIX if test else "") + _order_summary(state, order, product, tonnes, total, now),
-        blocks,
+        _test_marked(_order_summary(state, order, product, tonnes, total, now), test), blocks
     )
 
 
@@ -646,16 +676,24 @@ def _order_summary(
     event = state.headline_event
     change = state.change
     if event in ("climate.order.delayed", "climate.order.product_substituted") and change:
-        if change.kind == "delayed":
-            summary = _("Order {order_id} delayed: {facts}.")
-        else:
-            summary = _("Order {order_id}: product substituted, {facts}.")
-        summary = summary.format(order_id=order_id, facts=_change_facts(change, order, product))
+        delayed = change.kind == "delayed"
         if _decision_open(state, now):
-            summary += " " + _("Decide by {date}.").format(
-                date=plain_date(change.decision_deadline)
+            summary = (
+                _("Order {order_id} delayed: {facts}. Decide by {date}.")
+                if delayed
+                else _("Order {order_id}: product substituted, {facts}. Decide by {date}.")
             )
-        return summary
+        else:
+            summary = (
+                _("Order {order_id} delayed: {facts}.")
+                if delayed
+                else _("Order {order_id}: product substituted, {facts}.")
+            )
+        return summary.format(
+            order_id=order_id,
+            facts=_change_facts(change, order, product),
+            date=plain_date(change.decision_deadline),
+        )
     if event == "climate.order.delivered":
         return _("Order {order_id} delivered: {tonnes}.").format(order_id=order_id, tonnes=tonnes)
     if event == "climate.order.canceled":
@@ -760,11 +798,10 @@ def _delivery_year(product: dict[str, Any], now: int | None) -> str:
     if year is None:
         return _("Not set (spot inventory)")
     reference = _utc_year(now) if now is not None else _utc_year(product.get("created"))
-    shown = _year(year)
     if isinstance(year, int) and reference is not None and year < reference:
         # Stripe: a past delivery year means spot inventory with guaranteed delivery.
-        shown += " " + _("(spot inventory, guaranteed delivery)")
-    return shown
+        return _("{year} (spot inventory, guaranteed delivery)").format(year=_year(year))
+    return _year(year)
 
 
 def _price_lines(prices: dict[str, dict[str, Any]]) -> list[str]:
@@ -780,7 +817,9 @@ def _price_lines(prices: dict[str, dict[str, Any]]) -> list[str]:
         len(codes),
         PRICE_BUDGET,
         PRICES_SHOWN,
-        lambda hidden: _("and {count} more currencies").format(count=hidden),
+        lambda hidden: ngettext(
+            "and {count} more currency", "and {count} more currencies", hidden
+        ).format(count=format_number(hidden)),
     )
 
 
@@ -789,10 +828,8 @@ def product_card(state: ProductState, now: int | None = None) -> Message:
     without it the product's own ``created`` year is the reference."""
     product = _dict(state.product)
     test = _is_test(product)
-    headline = _(_PRODUCT_HEADLINES.get(state.headline_event, "Carbon removal product"))
-    blocks: list[tuple[str, dict[str, Any]]] = [
-        ("header", _header((_TEST_PREFIX if test else "") + headline))
-    ]
+    headline = _(_PRODUCT_HEADLINES.get(state.headline_event, _PRODUCT_HEADLINE))
+    blocks: list[tuple[str, dict[str, Any]]] = [("header", _header(_test_marked(headline, test)))]
     if test:
         blocks.append(("test", _context(_(_TEST_NOTE))))
     name = _product_name(product)
@@ -821,7 +858,9 @@ def product_card(state: ProductState, now: int | None = None) -> Message:
             len(suppliers),
             LIST_BUDGET,
             SUPPLIERS_SHOWN,
-            lambda hidden: _("and {count} more suppliers").format(count=hidden),
+            lambda hidden: ngettext(
+                "and {count} more supplier", "and {count} more suppliers", hidden
+            ).format(count=format_number(hidden)),
         )
         blocks.append(("suppliers", _section("\n".join([_("*Suppliers*"), *lines]))))
 
@@ -832,7 +871,7 @@ def product_card(state: ProductState, now: int | None = None) -> Message:
     text = _("{headline}: {name}, {tonnes} available.").format(
         headline=headline, name=name, tonnes=tonnes
     )
-    return _message((_TEST_PREFIX if test else "") + text, blocks)
+    return _message(_test_marked(text, test), blocks)
 
 
 def _price_change_lines(
@@ -872,7 +911,9 @@ def _price_change_lines(
         len(codes),
         PRICE_BUDGET,
         PRICES_SHOWN,
-        lambda hidden: _("and {count} more currencies").format(count=hidden),
+        lambda hidden: ngettext(
+            "and {count} more currency", "and {count} more currencies", hidden
+        ).format(count=format_number(hidden)),
     )
 
 

@@ -20,7 +20,16 @@ from collections.abc import Callable
 
 from bot import cards
 from bot.i18n import DEFAULT_LOCALE, use_locale
-from bot.model import Change, Message, OrderState, OrderUpdate, ProductState, ProductUpdate
+from bot.model import (
+    Change,
+    Decision,
+    Message,
+    Notice,
+    OrderState,
+    OrderUpdate,
+    ProductState,
+    ProductUpdate,
+)
 from bot.slack_api import NotInChannel, Permanent, RateLimited, SlackGateway, Transient
 from bot.storage import OutboxRow, Storage
 
@@ -50,12 +59,14 @@ class Deliverer:
         slack: SlackGateway,
         *,
         locale_for: Callable[[str], str] = lambda channel: DEFAULT_LOCALE,
+        jobs: dict[str, Callable[[OutboxRow], None]] | None = None,
         pace_seconds: float = 1.0,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
         self.slack = slack
         self.locale_for = locale_for  # the language of each channel
+        self.jobs = jobs or {}  # outbox kinds that are work, not messages (e.g. "cancel")
         self.pace_seconds = pace_seconds  # Slack allows about one message per second per channel
         self.now = now
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -98,6 +109,10 @@ class Deliverer:
     # -- one row ---------------------------------------------------------------------------
 
     def deliver(self, row: OutboxRow) -> None:
+        job = self.jobs.get(row.kind)
+        if job is not None:
+            self._run_job(job, row)
+            return
         try:
             with use_locale(self.locale_for(row.channel)):
                 channel, ts = self._send(row)
@@ -115,6 +130,20 @@ class Deliverer:
                 self.storage.reschedule(row, delay=backoff(row.attempts), error=str(exc))
         else:
             self.storage.complete(row, card_channel=channel, ts=ts)
+
+    def _run_job(self, job: Callable[[OutboxRow], None], row: OutboxRow) -> None:
+        """Carry out a queued job; it records its own outcome, so only a crash is retried."""
+        try:
+            with use_locale(self.locale_for(row.channel)):
+                job(row)
+        except Exception as exc:
+            log.exception("job %s for %s failed", row.kind, row.card_key)
+            if row.attempts >= MAX_ATTEMPTS:
+                self._park(row, f"gave up after {row.attempts} attempts: {exc!r}")
+            else:
+                self.storage.reschedule(row, delay=backoff(row.attempts), error=repr(exc))
+            return
+        self.storage.complete(row)
 
     def _join_and_retry(self, row: OutboxRow) -> None:
         try:
@@ -161,6 +190,8 @@ class Deliverer:
         return cards.product_card(self.product_state(object_id))
 
     def render_reply(self, row: OutboxRow) -> Message:
+        if row.facts.get("notice"):
+            return self.render_notice(row)
         event = self.storage.event(row.event_id or "")
         if event is None:
             raise Permanent("event_missing", f"event {row.event_id} is not recorded")
@@ -188,6 +219,19 @@ class Deliverer:
             )
         )
 
+    def render_notice(self, row: OutboxRow) -> Message:
+        state = self.order_state(row.card_key.split(":", 1)[1])
+        return cards.order_notice(
+            Notice(
+                kind=row.facts["notice"],
+                order=state.order,
+                change=state.change,
+                decision=state.decision,
+                days_left=row.facts.get("days"),
+                mentions=tuple(row.facts.get("mentions", ())),
+            )
+        )
+
     def order_state(self, order_id: str) -> OrderState:
         row = self.storage.order_row(order_id)
         if row is None:
@@ -199,6 +243,7 @@ class Deliverer:
             headline_event=row["headline_event"],
             change=Change(**row["change"]) if row["change"] else None,
             account=row["account"],
+            decision=decision_of(row),
         )
 
     def product_state(self, product_id: str) -> ProductState:
@@ -217,6 +262,19 @@ class Deliverer:
             row = self.storage.product_row(product)
             return row["snapshot"] if row else None
         return None
+
+
+def decision_of(row: dict) -> Decision | None:
+    """The decision recorded on an order row, if any."""
+    if not row.get("decision"):
+        return None
+    detail = row.get("decision_detail") or {}
+    return Decision(
+        kind=row["decision"],
+        by=row["decided_by"],
+        at=int(row["decided_at"]),
+        refund=detail.get("refund"),
+    )
 
 
 def start_worker_thread(deliverer: Deliverer) -> threading.Thread:

@@ -2,11 +2,12 @@
 
 Every helper that shows a value from Stripe returns *mrkdwn-safe* text: it never contains a raw
 ``&``, ``<`` or ``>``, so a caller can drop it into a mrkdwn text object without escaping it again.
-The exceptions are ``slack_date`` (Slack's own ``<!date…>`` markup, on purpose), ``plain_date`` and
+The exceptions are ``slack_date`` (Slack's own ``<!date…>`` markup, on purpose) and
 ``dashboard_url`` (our own text, with every Stripe-supplied part URL-quoted).
 
-User-visible sentences are literals passed through ``_`` so that moving them to gettext catalogs
-later is a change of that one function, not of every call site.
+Every user-visible word comes from the gettext catalog of the active locale (``bot.i18n``), and
+numbers, money, tonnes, percentages and dates are formatted by Babel for that locale. Each helper
+takes an optional ``locale``; ``None`` means the active one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import Literal
 from urllib.parse import quote
 
-from babel.numbers import format_currency, format_decimal, get_currency_precision
+from babel.dates import format_datetime
+from babel.lists import format_list
+from babel.numbers import format_currency, format_decimal, format_percent, get_currency_precision
+
+from bot.i18n import N_, _, active_locale, use_locale
 
 ELLIPSIS = "…"
 MINUS = "\u2212"
@@ -36,30 +41,47 @@ _MAX_TONNE_DIGITS = 40
 _MAX_TONNE_EXPONENT = 30
 _MALFORMED_LIMIT = 40
 
+# One decimal, always signed, with a true minus sign (U+2212) rather than a hyphen.
+_SIGNED_PERCENT = f"+#,##0.0%;{MINUS}#,##0.0%"
+_PERCENT = "#,##0.0%"
+
 _PATHWAYS = {
-    "biomass_carbon_removal_and_storage": "Biomass carbon removal and storage",
-    "direct_air_capture": "Direct air capture",
-    "enhanced_weathering": "Enhanced weathering",
-    "marine_carbon_removal": "Marine carbon removal",
+    "biomass_carbon_removal_and_storage": N_("Biomass carbon removal and storage"),
+    "direct_air_capture": N_("Direct air capture"),
+    "enhanced_weathering": N_("Enhanced weathering"),
+    "marine_carbon_removal": N_("Marine carbon removal"),
 }
 _PATHWAY_LIMIT = 60
 
 _CANCELLATION_REASONS = {
-    "expired": "it was never confirmed and expired",
-    "product_unavailable": "Frontier could not fulfil it: the product is no longer available",
-    "requested": "a cancellation was requested",
+    "expired": N_("it was never confirmed and expired"),
+    "product_unavailable": N_("Frontier could not fulfil it: the product is no longer available"),
+    "requested": N_("a cancellation was requested"),
 }
 _REASON_LIMIT = 80
 
 _DASHBOARD = "https://dashboard.stripe.com/"
 _DASHBOARD_PATHS = {"order": "climate/orders/", "product": "climate/products/"}
 
-DEFAULT_DATE_FALLBACK = "%-d %b %Y %H:%M UTC"
+# Babel (CLDR) date patterns, translated like any other text: each language writes dates its own
+# way ("1 Jan 2027 00:00 UTC", "2027年1月1日 0:00 UTC"). Moments are always shown in UTC, and the
+# zone field ``z`` keeps saying so in every language.
+DEFAULT_DATE_FALLBACK = N_("d MMM y HH:mm z")
+PLAIN_DATE_FORMAT = N_("yyyy-MM-dd")
 
 
-def _(message: str) -> str:
-    """Mark a user-visible string for translation; English only until the catalogs exist."""
-    return message
+_NOT_AVAILABLE = N_("n/a")
+
+
+def _locale(locale: str | None) -> str:
+    return locale or active_locale()
+
+
+def _in(locale: str, message: str) -> str:
+    """``message`` from the catalog of ``locale``, so that a helper called with an explicit
+    locale speaks it even where another one is active."""
+    with use_locale(locale):
+        return _(message)
 
 
 def escape_mrkdwn(text: str) -> str:
@@ -119,17 +141,19 @@ def minor_unit_exponent(code: str) -> int:
     return 2
 
 
-def format_money(amount_minor: int, currency: str, locale: str = "en") -> str:
+def format_money(amount_minor: int, currency: str, locale: str | None = None) -> str:
     """Format an amount in the currency's smallest unit, e.g. ``72187, "usd"`` → ``"$721.87"``.
 
     Minor units are converted with Stripe's exponent for the currency (0 for JPY, 3 for BHD), never
-    a fixed 100; Babel formats the value for the locale. An amount that is not an integer is shown
-    escaped as-is instead of raising.
+    a fixed 100, and every one of those decimals is shown whatever the locale; Babel writes the
+    symbol, grouping and decimal mark of ``locale`` (default: the active one). An amount that is
+    not an integer is shown escaped as-is instead of raising.
     """
+    locale = _locale(locale)
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
         return _safe(amount_minor, _MALFORMED_LIMIT)
     if amount_minor.bit_length() > _MAX_AMOUNT_BITS:
-        return _("an implausibly large amount")
+        return _in(locale, N_("an implausibly large amount"))
     code = currency.upper() if isinstance(currency, str) else ""
     if not _CURRENCY_CODE.fullmatch(code):
         # Not an ISO code, so its precision is unknown: show the minor units and the code verbatim.
@@ -146,11 +170,19 @@ def format_money(amount_minor: int, currency: str, locale: str = "en") -> str:
         )
 
 
-def format_tonnes(value: str | Decimal, locale: str = "en") -> str:
+def format_number(value: int, locale: str | None = None) -> str:
+    """Format a count (of suppliers, deliveries, …) with the grouping of ``locale``."""
+    return format_decimal(value, locale=_locale(locale))
+
+
+def format_tonnes(value: str | Decimal, locale: str | None = None) -> str:
     """Format a decimal tonne figure exactly ("0.01 t", "1,000,000 t"), never through float.
 
-    A value that is not a finite, sensibly sized decimal is shown escaped as-is.
+    Every decimal Stripe sent is kept; only the grouping, decimal mark and unit follow ``locale``
+    (default: the active one). A value that is not a finite, sensibly sized decimal is shown
+    escaped as-is.
     """
+    locale = _locale(locale)
     if isinstance(value, bool) or not isinstance(value, str | Decimal | int):
         return _safe(value, _MALFORMED_LIMIT)
     try:
@@ -166,27 +198,33 @@ def format_tonnes(value: str | Decimal, locale: str = "en") -> str:
     with localcontext() as context:
         context.prec = 2 * _MAX_TONNE_DIGITS + _MAX_TONNE_EXPONENT
         text = format_decimal(number, locale=locale, decimal_quantization=False)
-    return _("{tonnes} t").format(tonnes=escape_mrkdwn(text))
+    return _in(locale, N_("{tonnes} t")).format(tonnes=escape_mrkdwn(text))
 
 
-def format_percent_change(old: int, new: int) -> str:
-    """Describe the change from ``old`` to ``new`` as "+5.2%" / "−3.0%", or "n/a" when old is 0."""
-    if isinstance(old, bool) or isinstance(new, bool):
-        return _("n/a")
-    if not isinstance(old, int) or not isinstance(new, int) or old == 0:
-        return _("n/a")
-    if max(old.bit_length(), new.bit_length()) > _MAX_AMOUNT_BITS:
-        return _("n/a")
+def format_percent_change(old: int, new: int, locale: str | None = None) -> str:
+    """Describe the change from ``old`` to ``new`` as "+5.2%" / "−3.0%", or "n/a" when old is 0.
+
+    The change is rounded half up to one decimal; Babel writes it for ``locale`` (default: the
+    active one), always with a sign so a rise and a fall cannot be confused.
+    """
+    locale = _locale(locale)
+    if (
+        isinstance(old, bool)
+        or isinstance(new, bool)
+        or not isinstance(old, int)
+        or not isinstance(new, int)
+        or old == 0
+        or max(old.bit_length(), new.bit_length()) > _MAX_AMOUNT_BITS
+    ):
+        return _in(locale, _NOT_AVAILABLE)
     with localcontext() as context:
         context.prec = len(str(abs(old))) + len(str(abs(new))) + 10
         change = ((Decimal(new) - Decimal(old)) * 100 / abs(old)).quantize(
             Decimal("0.1"), rounding=ROUND_HALF_UP
         )
-    if change > 0:
-        return f"+{change}%"
-    if change < 0:
-        return f"{MINUS}{-change}%"
-    return "0.0%"
+        # Babel multiplies by 100 again for "%"; the precision above keeps that exact.
+        pattern = _SIGNED_PERCENT if change else _PERCENT
+        return format_percent(change.scaleb(-2), pattern, locale=locale)
 
 
 def _utc(ts: int) -> datetime | None:
@@ -199,29 +237,38 @@ def _utc(ts: int) -> datetime | None:
 
 
 def slack_date(
-    ts: int, token: str = "{date_long}", fallback_format: str = DEFAULT_DATE_FALLBACK
+    ts: int,
+    token: str = "{date_long}",
+    fallback_format: str | None = None,
+    locale: str | None = None,
 ) -> str:
     """Return ``<!date^TS^TOKEN|FALLBACK>``, shown in each reader's own time zone by Slack.
 
-    ``fallback_format`` is a ``strftime`` format rendered in UTC (``%-d`` is the day without a
-    leading zero on every platform); Slack shows it where it cannot render the date. A timestamp
-    that is not a representable integer is shown escaped as-is.
+    The fallback, which Slack shows where it cannot render the date, is the moment in UTC written
+    by Babel with ``fallback_format`` (a CLDR date pattern; default: the catalog's
+    ``DEFAULT_DATE_FALLBACK``) for ``locale`` (default: the active one). A timestamp that is not a
+    representable integer is shown escaped as-is.
     """
+    locale = _locale(locale)
     moment = _utc(ts)
     if moment is None:
         return _safe(ts, _MALFORMED_LIMIT)
-    fallback = moment.strftime(fallback_format.replace("%-d", str(moment.day)))
+    pattern = fallback_format if fallback_format is not None else _in(locale, DEFAULT_DATE_FALLBACK)
+    fallback = format_datetime(moment, pattern, tzinfo=UTC, locale=locale)
     # The fallback ends the markup at the first ">" and "|" separates parts, so neither may appear.
     fallback = escape_mrkdwn(fallback).replace("|", "¦")
     return f"<!date^{ts}^{token}|{fallback}>"
 
 
-def plain_date(ts: int) -> str:
-    """Return the UTC calendar date of a unix time as ``YYYY-MM-DD`` for plain-text summaries."""
+def plain_date(ts: int, locale: str | None = None) -> str:
+    """Return the UTC calendar date of a unix time for plain-text summaries, in the catalog's
+    ``PLAIN_DATE_FORMAT`` for ``locale`` (default: the active one): ``YYYY-MM-DD`` in English."""
+    locale = _locale(locale)
     moment = _utc(ts)
     if moment is None:
         return _safe(ts, _MALFORMED_LIMIT)
-    return moment.strftime("%Y-%m-%d")
+    pattern = _in(locale, PLAIN_DATE_FORMAT)
+    return escape_mrkdwn(format_datetime(moment, pattern, tzinfo=UTC, locale=locale))
 
 
 def removal_pathway_label(value: str | None) -> str:
@@ -235,12 +282,22 @@ def removal_pathway_label(value: str | None) -> str:
 
 
 def cancellation_reason_text(reason: str | None) -> str:
-    """Say why an order was cancelled, as a clause that reads after "Cancelled because"."""
+    """Say why an order was cancelled, in the active locale.
+
+    In English it is a clause that reads after "Cancelled because"; each translation phrases it to
+    fit its own catalog's cancellation sentences.
+    """
     if not isinstance(reason, str) or not reason.strip():
         return _("no reason was given")
     if reason in _CANCELLATION_REASONS:
         return _(_CANCELLATION_REASONS[reason])
     return _("Stripe gave the reason “{reason}”").format(reason=_safe(reason, _REASON_LIMIT))
+
+
+def format_names(names: list[str], locale: str | None = None) -> str:
+    """Join already-safe names into one inline list, with the list punctuation of ``locale``
+    (default: the active one): "A, B, C" in English, "A、B、C" in Japanese."""
+    return format_list(names, style="standard-narrow", locale=_locale(locale))
 
 
 def dashboard_url(

@@ -52,6 +52,28 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """What the team decided about the current change, who decided, and when."""
+
+    kind: Literal["accepted", "cancelling", "cancelled"]
+    by: str  # Slack user id
+    at: int  # unix seconds
+    refund: int | None = None  # cancelled: amount refunded, in the order's minor units
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A thread reply that is not a Stripe event: a decision recorded, or a reminder."""
+
+    kind: Literal["decision", "reminder"]
+    order: StripeObject
+    change: Change | None = None
+    decision: Decision | None = None
+    days_left: int | None = None  # reminder
+    mentions: tuple[str, ...] = ()  # reminder: who may decide (user and user-group ids)
+
+
+@dataclass(frozen=True)
 class OrderState:
     """Everything the order's card shows: the newest snapshot and the change awaiting a decision."""
 
@@ -60,6 +82,7 @@ class OrderState:
     headline_event: str  # the event type that last moved the card forward
     change: Change | None = None  # the latest delay/substitution, if any
     account: str | None = None  # Connect account the event came from
+    decision: Decision | None = None  # the decision on `change`, once made
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,53 @@ log = logging.getLogger(__name__)
 class Scheduler:
     """Runs periodic jobs; `run_once(now)` is one pass, `run` the loop."""
 
-    def __init__(self, storage: Storage, channel: str, *, wake: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        storage: Storage,
+        channel: str,
+        *,
+        reminder_days: list[int] | None = None,
+        mentions: tuple[str, ...] = (),
+        wake: Callable[[], None] | None = None,
+    ):
         self.storage = storage
         self.channel = channel
+        self.reminder_days = reminder_days if reminder_days is not None else [7, 1]
+        self.mentions = mentions  # who may decide, named in reminders
         self.wake = wake or (lambda: None)
         self._stop = threading.Event()
 
     def run_once(self, now: float | None = None) -> None:
-        self.close_expired_windows(time.time() if now is None else now)
+        now = time.time() if now is None else now
+        self.send_reminders(now)
+        self.close_expired_windows(now)
+
+    def send_reminders(self, now: float) -> list[tuple[str, int]]:
+        """Remind in the card's thread N days before a window closes, once, while undecided.
+
+        When several reminders are due at once (the bot was down), only the latest one is posted.
+        """
+        sent = []
+        with self.storage.transaction():
+            due: dict[str, list[tuple[int, int]]] = {}
+            for order_id, deadline, days in self.storage.due_reminders(now, self.reminder_days):
+                due.setdefault(order_id, []).append((days, deadline))
+            for order_id, entries in due.items():
+                fresh = [e for e in entries if self.storage.mark_reminded(order_id, e[1], e[0])]
+                if not fresh:
+                    continue
+                days = min(d for d, _ in fresh)
+                self.storage.enqueue(
+                    card_key("order", order_id),
+                    "reply",
+                    channel=self.channel,
+                    facts={"notice": "reminder", "days": days, "mentions": list(self.mentions)},
+                )
+                sent.append((order_id, days))
+        if sent:
+            log.info("reminders queued: %s", sent)
+            self.wake()
+        return sent
 
     def close_expired_windows(self, now: float) -> list[str]:
         """Re-render the cards whose decision window has closed, so their buttons go away."""

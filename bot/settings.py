@@ -29,6 +29,8 @@ DESCRIPTIONS = {
     "PORT": "port of `python app.py`",
     "BOT_LOCALE": "language of every message: en or ja",
     "BOT_LOCALE_CHANNELS": "per-channel language, e.g. C123:ja,C456:en",
+    "SLACK_ALLOWED_DECIDERS": "user ids (U…) and user-group ids (S…) who may decide; empty: anyone",
+    "REMINDER_DAYS": "days before a decision deadline to remind, e.g. 7,1",
 }
 
 
@@ -59,6 +61,8 @@ class Settings(BaseSettings):
     PORT: int = Field(default=3000, ge=1, le=65535)
     BOT_LOCALE: str = DEFAULT_LOCALE
     BOT_LOCALE_CHANNELS: str = ""
+    SLACK_ALLOWED_DECIDERS: str = ""
+    REMINDER_DAYS: str = "7,1"
 
     @field_validator("STRIPE_WEBHOOK_SECRET")
     @classmethod
@@ -113,6 +117,31 @@ class Settings(BaseSettings):
         parse_channel_locales(v)
         return v
 
+    @field_validator("SLACK_ALLOWED_DECIDERS")
+    @classmethod
+    def _deciders(cls, v: str) -> str:
+        bad = [d for d in _items(v) if not re.match(r"^[UWS][A-Z0-9]{2,}$", d)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(repr(b) for b in bad)} are not Slack user (U…) or user-group (S…) ids"
+            )
+        return v
+
+    @field_validator("REMINDER_DAYS")
+    @classmethod
+    def _reminder_days(cls, v: str) -> str:
+        if not all(d.isdigit() and 0 < int(d) < 30 for d in _items(v)):
+            raise ValueError("must be whole days between 1 and 29, comma-separated, e.g. 7,1")
+        return v
+
+    @property
+    def allowed_deciders(self) -> tuple[str, ...]:
+        return tuple(_items(self.SLACK_ALLOWED_DECIDERS))
+
+    @property
+    def reminder_days(self) -> list[int]:
+        return sorted({int(d) for d in _items(self.REMINDER_DAYS)}, reverse=True)
+
     def locale_for(self, channel: str | None) -> str:
         """The language of messages shown in `channel`: its override, else BOT_LOCALE."""
         return parse_channel_locales(self.BOT_LOCALE_CHANNELS).get(channel or "", self.BOT_LOCALE)
@@ -120,6 +149,10 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return Path(self.DATABASE_PATH)
+
+
+def _items(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 @cache

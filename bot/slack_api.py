@@ -12,6 +12,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
 
 from bot.model import Message
 
@@ -158,6 +159,27 @@ class SlackGateway:
             if not data.get("has_more") or not cursor:
                 return None
         return None
+
+    def usergroup_members(self, usergroup: str) -> list[str]:
+        """User ids in a user group (`S…`)."""
+        data = self._call("usergroups.users.list", form=True, usergroup=usergroup)
+        return list(data.get("users", []))
+
+    def respond(self, response_url: str, text: str) -> bool:
+        """Answer the person who clicked, ephemerally, through the interaction's response_url.
+
+        Best effort: the url expires after 30 minutes or 5 uses; a failure is logged, not raised.
+        """
+        try:
+            response = WebhookClient(response_url, timeout=10).send(
+                text=text, response_type="ephemeral", replace_original=False
+            )
+        except OSError as exc:
+            log.warning("could not answer through response_url: %s", exc)
+            return False
+        if response.status_code != 200:
+            log.warning("response_url answered %s", response.status_code)
+        return response.status_code == 200
 
     def auth_test(self) -> dict[str, Any]:
         return self._call("auth.test", form=True)

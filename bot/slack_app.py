@@ -15,6 +15,7 @@ from slack_bolt.request.internals import build_context
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
+from bot.decisions import ACCEPT, CANCEL, Click, Decisions
 from bot.i18n import N_, _, use_locale
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION
 from bot.settings import Settings
@@ -32,14 +33,8 @@ USAGE = N_(
     "Example: `/climate status climorder_1Pgc73B7WZ01zgkWaebIwEZ7`"
 )
 
-DECISIONS_NOT_READY = N_(
-    "Deciding from Slack is not available yet in this version of climate-bot. "
-    "Until it is, accept by doing nothing, or cancel the order in the Stripe Dashboard "
-    "(the card links to it) before the deadline."
-)
 
-
-def build_bolt_app(settings: Settings) -> App:
+def build_bolt_app(settings: Settings, decisions: Decisions) -> App:
     """The Bolt app with every listener climate-bot registers."""
     client = WebClient(token=settings.SLACK_BOT_TOKEN, base_url=settings.SLACK_API_URL)
     app = App(
@@ -52,10 +47,20 @@ def build_bolt_app(settings: Settings) -> App:
 
     @app.action(ACCEPT_ACTION)
     @app.action(CANCEL_ACTION)
-    def decision_clicked(ack, respond, body):
+    def decision_clicked(ack, respond, body, action):
+        # Ack first: everything after runs once Slack has its answer (the database only; the
+        # Stripe side of a cancel is queued for the worker).
         ack()
-        with use_locale(settings.locale_for((body.get("channel") or {}).get("id"))):
-            text = _(DECISIONS_NOT_READY)
+        channel = (body.get("channel") or {}).get("id") or ""
+        click = Click(
+            action=ACCEPT if action.get("action_id") == ACCEPT_ACTION else CANCEL,
+            order_id=str(action.get("value") or ""),
+            user=(body.get("user") or {}).get("id") or "",
+            channel=channel,
+            response_url=body.get("response_url"),
+        )
+        with use_locale(settings.locale_for(channel)):
+            text = decisions.click(click)
         respond(text=text, response_type="ephemeral", replace_original=False)
 
     @app.command("/climate")

@@ -109,6 +109,38 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db.execute("""CREATE TABLE pacing (channel TEXT PRIMARY KEY, next_post_at REAL NOT NULL)""")
 
 
+@migrations()
+def m002_decisions(db: sqlite_utils.Database) -> None:
+    # The decision on the order's current change (delay or substitution); reset by a new change.
+    db.execute("ALTER TABLE orders ADD COLUMN decision TEXT")  # accepted | cancelling | cancelled
+    db.execute("ALTER TABLE orders ADD COLUMN decided_by TEXT")
+    db.execute("ALTER TABLE orders ADD COLUMN decided_at REAL")
+    db.execute("ALTER TABLE orders ADD COLUMN decision_detail TEXT")
+    db.execute("CREATE INDEX orders_pending ON orders (window_closed, decision, decision_deadline)")
+    db.execute(
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            order_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            slack_user TEXT,
+            at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            stripe_request_id TEXT,
+            error TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX audit_by_order ON audit (order_id, at)")
+    db.execute(
+        """CREATE TABLE reminders (
+            order_id TEXT NOT NULL,
+            deadline INTEGER NOT NULL,
+            days INTEGER NOT NULL,
+            sent_at REAL NOT NULL,
+            PRIMARY KEY (order_id, deadline, days)
+        )"""
+    )
+
+
 @dataclass
 class OutboxRow:
     """One thing Slack must be told, as leased by a delivery worker."""
@@ -256,7 +288,116 @@ class Storage:
 
     def order_row(self, order_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
-        return _decode(row, "snapshot", "change")
+        return _decode(row, "snapshot", "change", "decision_detail")
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def claim_decision(
+        self, order_id: str, decision: str, *, user: str, deadline: int, now: float
+    ) -> bool:
+        """Compare-and-set: record `decision` by `user` unless the change is already decided.
+
+        Fails when another decision (or a cancel in flight) is recorded, the window is closed or
+        past, or the order moved on to another change (`deadline` no longer matches).
+        """
+        cur = self.conn.execute(
+            "UPDATE orders SET decision = ?, decided_by = ?, decided_at = ?, decision_detail = NULL"
+            " WHERE id = ? AND decision IS NULL AND window_closed = 0 AND decision_deadline = ?"
+            " AND decision_deadline > ? AND status NOT IN ('delivered', 'canceled')",
+            (decision, user, now, order_id, deadline, now),
+        )
+        return cur.rowcount == 1
+
+    def settle_decision(
+        self, order_id: str, *, expected: str, decision: str | None, detail: dict | None = None
+    ) -> bool:
+        """Move a decision on from `expected` (a cancel in flight) to `decision` (None: undo)."""
+        if decision is None:
+            cur = self.conn.execute(
+                "UPDATE orders SET decision = NULL, decided_by = NULL, decided_at = NULL,"
+                " decision_detail = NULL WHERE id = ? AND decision = ?",
+                (order_id, expected),
+            )
+        else:
+            cur = self.conn.execute(
+                "UPDATE orders SET decision = ?, decision_detail = ? WHERE id = ? AND decision = ?",
+                (decision, json.dumps(detail) if detail else None, order_id, expected),
+            )
+        return cur.rowcount == 1
+
+    def refresh_order(self, order: dict[str, Any], *, headline_event: str | None = None) -> None:
+        """Replace an order's snapshot with what Stripe just returned (newer than any event)."""
+        sets = "snapshot = ?, status = ?, updated_at = ?"
+        params: list[Any] = [json.dumps(order), str(order.get("status")), time.time()]
+        if headline_event:
+            sets += ", headline_event = ?"
+            params.append(headline_event)
+        self.conn.execute(f"UPDATE orders SET {sets} WHERE id = ?", (*params, order["id"]))
+
+    def audit(
+        self,
+        order_id: str,
+        action: str,
+        outcome: str,
+        *,
+        user: str | None,
+        stripe_request_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a decision, refusal or failure: who, what, when, how it ended."""
+        self.conn.execute(
+            "INSERT INTO audit (order_id, action, slack_user, at, outcome, stripe_request_id,"
+            " error) VALUES (?,?,?,?,?,?,?)",
+            (order_id, action, user, time.time(), outcome, stripe_request_id, error),
+        )
+
+    def audit_rows(self, order_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM audit WHERE order_id = ? ORDER BY at, id", (order_id,)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def order_events(self, order_id: str) -> list[dict[str, Any]]:
+        """The order's recorded events in time order (id, type, created, late)."""
+        rows = self.conn.execute(
+            "SELECT id, type, created, late, received_at FROM events WHERE object_id = ?"
+            " ORDER BY created, received_at",
+            (order_id,),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def pending_decisions(self, now: float, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Orders awaiting a decision, soonest deadline first."""
+        rows = self.conn.execute(
+            "SELECT * FROM orders WHERE window_closed = 0 AND decision IS NULL"
+            " AND decision_deadline > ? AND status NOT IN ('delivered', 'canceled')"
+            " ORDER BY decision_deadline LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [_decode(r, "snapshot", "change", "decision_detail") for r in rows]
+
+    def due_reminders(self, now: float, days: list[int]) -> list[tuple[str, int, int]]:
+        """(order id, deadline, days) for every reminder due now and not yet sent."""
+        due = []
+        for d in days:
+            rows = self.conn.execute(
+                "SELECT o.id, o.decision_deadline FROM orders o WHERE o.window_closed = 0"
+                " AND o.decision IS NULL AND o.status NOT IN ('delivered', 'canceled')"
+                " AND o.decision_deadline > ? AND o.decision_deadline - ? <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM reminders r WHERE r.order_id = o.id"
+                " AND r.deadline = o.decision_deadline AND r.days <= ?)",
+                (now, d * 86400, now, d),
+            ).fetchall()
+            due.extend((r[0], r[1], d) for r in rows)
+        return due
+
+    def mark_reminded(self, order_id: str, deadline: int, days: int) -> bool:
+        """Record a reminder as sent; False if another process already sent it."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO reminders (order_id, deadline, days, sent_at) VALUES (?,?,?,?)",
+            (order_id, deadline, days, time.time()),
+        )
+        return cur.rowcount == 1
 
     def save_order(
         self,
@@ -282,6 +423,14 @@ class Storage:
             " headline_event = excluded.headline_event, change = excluded.change,"
             " window_closed = CASE WHEN excluded.decision_deadline IS orders.decision_deadline"
             " THEN orders.window_closed ELSE 0 END,"
+            " decision = CASE WHEN excluded.decision_deadline IS orders.decision_deadline"
+            " THEN orders.decision ELSE NULL END,"
+            " decided_by = CASE WHEN excluded.decision_deadline IS orders.decision_deadline"
+            " THEN orders.decided_by ELSE NULL END,"
+            " decided_at = CASE WHEN excluded.decision_deadline IS orders.decision_deadline"
+            " THEN orders.decided_at ELSE NULL END,"
+            " decision_detail = CASE WHEN excluded.decision_deadline IS orders.decision_deadline"
+            " THEN orders.decision_detail ELSE NULL END,"
             " decision_deadline = excluded.decision_deadline, updated_at = excluded.updated_at",
             (
                 order["id"],
@@ -416,9 +565,9 @@ class Storage:
                   AND (o.lease_until IS NULL OR o.lease_until < :now)
                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.card_key = o.card_key
                                   AND p.status = 'pending' AND p.id < o.id)
-                  AND (o.kind = 'card' OR c.ts IS NOT NULL)
+                  AND (o.kind IN ('card', 'cancel') OR c.ts IS NOT NULL)
                   AND (
-                    (o.kind = 'card' AND c.ts IS NOT NULL)
+                    NOT (o.kind = 'reply' OR (o.kind = 'card' AND c.ts IS NULL))
                     OR coalesce((SELECT next_post_at FROM pacing WHERE channel = o.channel), 0)
                        <= :now
                   )
@@ -428,7 +577,7 @@ class Storage:
             ).fetchone()
             if row is None:
                 return None
-            posts = row["kind"] == "reply" or row["card_ts"] is None
+            posts = row["kind"] == "reply" or (row["kind"] == "card" and row["card_ts"] is None)
             if posts:
                 conn.execute(
                     "INSERT INTO pacing (channel, next_post_at) VALUES (?, ?)"
@@ -464,7 +613,7 @@ class Storage:
             SELECT min(max(
                 o.available_at,
                 coalesce(o.lease_until, 0),
-                CASE WHEN o.kind = 'reply' OR c.ts IS NULL
+                CASE WHEN o.kind = 'reply' OR (o.kind = 'card' AND c.ts IS NULL)
                      THEN coalesce(p.next_post_at, 0) ELSE 0 END
             ))
             FROM outbox o
@@ -473,7 +622,7 @@ class Storage:
             WHERE o.status = 'pending'
               AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.card_key = o.card_key
                               AND e.status = 'pending' AND e.id < o.id)
-              AND (o.kind = 'card' OR c.ts IS NOT NULL)
+              AND (o.kind IN ('card', 'cancel') OR c.ts IS NOT NULL)
             """
         ).fetchone()[0]
 

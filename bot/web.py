@@ -12,12 +12,14 @@ from flask import Flask, jsonify, request
 from slack_bolt import App
 
 from bot import receiving
+from bot.decisions import Deciders, Decisions
 from bot.delivery import Deliverer, start_worker_thread
 from bot.scheduler import Scheduler, start_scheduler_thread
 from bot.settings import Settings, load_settings
 from bot.slack_api import SlackGateway
 from bot.slack_app import build_bolt_app, dispatch
 from bot.storage import Storage
+from bot.stripe_api import StripeGateway
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,25 @@ class ClimateBot:
 def build_bot(settings: Settings) -> ClimateBot:
     storage = Storage(settings.database_path)
     slack = SlackGateway(settings.SLACK_BOT_TOKEN, settings.SLACK_API_URL)
-    deliverer = Deliverer(storage, slack, locale_for=settings.locale_for)
-    scheduler = Scheduler(storage, settings.SLACK_CHANNEL, wake=deliverer.wake.set)
-    return ClimateBot(settings, storage, build_bolt_app(settings), deliverer, scheduler)
+    stripe = StripeGateway(settings.STRIPE_API_KEY, settings.STRIPE_API_BASE)
+    deciders = Deciders(settings.allowed_deciders, slack)
+    decisions = Decisions(storage, slack, stripe, deciders, channel=settings.SLACK_CHANNEL)
+    deliverer = Deliverer(
+        storage,
+        slack,
+        locale_for=settings.locale_for,
+        jobs={"cancel": decisions.carry_out_cancel},
+    )
+    decisions.wake = deliverer.wake.set
+    scheduler = Scheduler(
+        storage,
+        settings.SLACK_CHANNEL,
+        reminder_days=settings.reminder_days,
+        mentions=settings.allowed_deciders,
+        wake=deliverer.wake.set,
+    )
+    bolt = build_bolt_app(settings, decisions)
+    return ClimateBot(settings, storage, bolt, deliverer, scheduler)
 
 
 def create_app(

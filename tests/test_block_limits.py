@@ -1,5 +1,6 @@
 """Whatever Stripe sends, every message stays within Slack's limits and no Stripe text can ping,
-mention or link: property tests over schema-shaped but hostile orders and products."""
+mention or link, in every language: property tests over schema-shaped but hostile orders and
+products, each rendered in English and in Japanese."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot import i18n
 from bot.cards import limit_problems, order_card, order_reply, product_card, product_reply
 from bot.formatting import (
     escape_mrkdwn,
@@ -18,6 +20,7 @@ from bot.formatting import (
     minor_unit_exponent,
     truncate,
 )
+from bot.i18n import use_locale
 from bot.model import (
     DECISION_WINDOW_SECONDS,
     ORDER_EVENTS,
@@ -208,6 +211,9 @@ change = st.builds(
     new_product=product_ref,
 )
 order_event = st.one_of(st.sampled_from(ORDER_EVENTS), hostile_text)
+# Japanese text is often longer in characters per idea than English is in bytes, and uses other
+# punctuation: every renderer is checked in both shipped languages.
+locales = st.sampled_from(["en", "ja"])
 product_event = st.one_of(st.sampled_from(PRODUCT_EVENTS), hostile_text)
 account = st.one_of(st.none(), st.just("acct_1Connected"), hostile_text)
 
@@ -257,6 +263,7 @@ def mrkdwn_texts(message: Message) -> list[str]:
 
 def assert_safe_and_within_limits(message: Message) -> None:
     assert limit_problems(message) == []
+    assert i18n.missing == set(), "a string the renderer used is missing from a catalog"
     assert message.text.strip()
     assert len(message.text) <= 3000
     for text in mrkdwn_texts(message):
@@ -267,18 +274,25 @@ def assert_safe_and_within_limits(message: Message) -> None:
             assert leftover.startswith(("&amp;", "&lt;", "&gt;"), match.start()), text
 
 
-@PROPERTY_SETTINGS
-@given(order_states())
-def test_order_card_is_safe_and_within_limits(state_and_now):
-    state, now = state_and_now
-    assert_safe_and_within_limits(order_card(state, now))
+def render(locale: str, renderer: Any, *args: Any, **kwargs: Any) -> Message:
+    """Render in ``locale``, starting from an empty record of missing translations."""
+    i18n.missing.clear()
+    with use_locale(locale):
+        return renderer(*args, **kwargs)
 
 
 @PROPERTY_SETTINGS
-@given(order_states())
-def test_order_card_offers_buttons_only_inside_an_open_window(state_and_now):
+@given(order_states(), locales)
+def test_order_card_is_safe_and_within_limits(state_and_now, locale):
     state, now = state_and_now
-    message = order_card(state, now)
+    assert_safe_and_within_limits(render(locale, order_card, state, now))
+
+
+@PROPERTY_SETTINGS
+@given(order_states(), locales)
+def test_order_card_offers_buttons_only_inside_an_open_window(state_and_now, locale):
+    state, now = state_and_now
+    message = render(locale, order_card, state, now)
     has_buttons = any(block["type"] == "actions" for block in message.blocks)
     if has_buttons:
         assert state.change is not None
@@ -294,9 +308,10 @@ def test_order_card_offers_buttons_only_inside_an_open_window(state_and_now):
     the_product=st.one_of(st.none(), product),
     the_change=st.one_of(st.none(), change),
     late=st.booleans(),
+    locale=locales,
 )
 def test_order_reply_is_safe_and_within_limits(
-    event, created, the_order, the_product, the_change, late
+    event, created, the_order, the_product, the_change, late, locale
 ):
     update = OrderUpdate(
         event_type=event,
@@ -306,7 +321,7 @@ def test_order_reply_is_safe_and_within_limits(
         change=the_change,
         late=late,
     )
-    assert_safe_and_within_limits(order_reply(update))
+    assert_safe_and_within_limits(render(locale, order_reply, update))
 
 
 @PROPERTY_SETTINGS
@@ -315,10 +330,11 @@ def test_order_reply_is_safe_and_within_limits(
     event=product_event,
     the_account=account,
     now=st.one_of(st.none(), unix_time),
+    locale=locales,
 )
-def test_product_card_is_safe_and_within_limits(the_product, event, the_account, now):
+def test_product_card_is_safe_and_within_limits(the_product, event, the_account, now, locale):
     state = ProductState(product=the_product, headline_event=event, account=the_account)
-    assert_safe_and_within_limits(product_card(state, now=now))
+    assert_safe_and_within_limits(render(locale, product_card, state, now=now))
 
 
 @PROPERTY_SETTINGS
@@ -328,8 +344,11 @@ def test_product_card_is_safe_and_within_limits(the_product, event, the_account,
     the_product=product,
     old_prices=st.one_of(st.none(), prices),
     late=st.booleans(),
+    locale=locales,
 )
-def test_product_reply_is_safe_and_within_limits(event, created, the_product, old_prices, late):
+def test_product_reply_is_safe_and_within_limits(
+    event, created, the_product, old_prices, late, locale
+):
     update = ProductUpdate(
         event_type=event,
         event_created=created,
@@ -337,7 +356,7 @@ def test_product_reply_is_safe_and_within_limits(event, created, the_product, ol
         old_prices=old_prices,
         late=late,
     )
-    assert_safe_and_within_limits(product_reply(update))
+    assert_safe_and_within_limits(render(locale, product_reply, update))
 
 
 @settings(max_examples=200, deadline=None)
@@ -356,10 +375,12 @@ def test_truncated_escaped_text_is_short_and_keeps_entities_whole(text, limit):
     code=st.sampled_from(
         ["usd", "jpy", "bhd", "kwd", "eur", "gbp", "chf", "krw", "isk", "huf", "twd", "ugx"]
     ),
+    locale=locales,
 )
-def test_money_shows_exactly_the_currency_s_decimals(minor, code):
-    """Stripe's minor units: JPY/KRW/UGX 0, BHD/KWD 3, and HUF/TWD/ISK 2 (unlike ISO/CLDR)."""
-    shown = format_money(minor, code)
+def test_money_shows_exactly_the_currency_s_decimals(minor, code, locale):
+    """Stripe's minor units: JPY/KRW/UGX 0, BHD/KWD 3, and HUF/TWD/ISK 2 (unlike ISO/CLDR),
+    whatever the locale would round cash amounts to."""
+    shown = format_money(minor, code, locale=locale)
     precision = minor_unit_exponent(code.upper())
     digits = re.search(r"[\d,]+(?:\.(\d+))?", shown)
     assert digits is not None
@@ -368,8 +389,15 @@ def test_money_shows_exactly_the_currency_s_decimals(minor, code):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=0, max_value=10**12))
-def test_tonnes_are_exact(value):
-    shown = format_tonnes(str(value))
-    assert shown.endswith(" t")
-    assert Decimal(shown[:-2].replace(",", "")) == value
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=0, max_value=10**12),
+    locales,
+)
+def test_tonnes_are_exact(value, locale):
+    i18n.missing.clear()
+    with use_locale(locale):
+        shown = format_tonnes(str(value))
+    number, unit = shown.split(" ", 1)
+    assert unit  # "t", "トン": the unit comes from the catalog
+    assert Decimal(number.replace(",", "")) == value
+    assert i18n.missing == set()

@@ -1,14 +1,19 @@
-"""What the order and product cards and their thread replies say, for the cases a team will see."""
+"""What the order and product cards and their thread replies say, for the cases a team will see.
+
+Tests run in the default locale, English, unless they say otherwise with ``use_locale``.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
+from datetime import date
 from decimal import Decimal
 from importlib import resources
 from typing import Any
 
 import pytest
+from babel.dates import format_date
 
 from bot.cards import limit_problems, order_card, order_reply, product_card, product_reply
 from bot.formatting import (
@@ -22,6 +27,7 @@ from bot.formatting import (
     slack_date,
     truncate,
 )
+from bot.i18n import use_locale
 from bot.model import (
     ACCEPT_ACTION,
     CANCEL_ACTION,
@@ -690,6 +696,116 @@ def test_late_product_reply_says_listed_and_late():
     text = all_text(message)
     assert "Listed: Frontier's 2027 offtake portfolio, 1,000,000 t available." in text
     assert "the card was not changed" in text
+
+
+# --- in Japanese ---------------------------------------------------------------------------------
+
+
+def test_delayed_card_in_japanese_asks_for_a_decision_in_japanese():
+    order = make_order(id="climorder_ABC", amount_total=10300)
+    with use_locale("ja"):
+        message = card(order, "climate.order.delayed", delay(), now=DEADLINE - 1)
+    assert header(message) == "[テスト] 注文の配送遅延 — ご判断が必要です"
+    text = all_text(message)
+    assert "配送予定年が2027年から2028年に変更" in text
+    assert "回答がない場合、遅延は承認されたものとみなされます。" in text
+    assert "テストモード" in text
+    [actions] = blocks_of(message, "actions")
+    accept, cancel = actions["elements"]
+    assert accept["text"]["text"] == "遅延を承認"
+    assert cancel["text"]["text"] == "注文をキャンセル"
+    confirm = cancel["confirm"]
+    assert confirm["title"]["text"] == "この注文をキャンセルしますか？"
+    assert confirm["text"]["text"] == (
+        "注文 climorder_ABC をキャンセルし、$103.00 の全額返金を受けますか？"
+    )
+    assert confirm["confirm"]["text"] == "注文をキャンセル"
+    assert confirm["deny"]["text"] == "キャンセルしない"
+    # The plain-text summary names the deadline as a Japanese calendar date.
+    assert message.text == (
+        "[テスト] 注文 climorder_ABC の配送遅延：配送予定年が2027年から2028年に変更。"
+        "2026年10月21日までにご判断ください。"
+    )
+
+
+def test_substitution_buttons_in_japanese():
+    change = Change(kind="product_substituted", at=DELAYED_AT, old_product={"id": "climsku_old"})
+    with use_locale("ja"):
+        message = card(make_order(), "climate.order.product_substituted", change)
+    assert header(message) == "[テスト] 商品の代替 — ご判断が必要です"
+    [actions] = blocks_of(message, "actions")
+    assert actions["elements"][0]["text"]["text"] == "代替を承認"
+
+
+def test_jpy_total_in_english_and_japanese():
+    order = make_order(currency="jpy", amount_total=1250000)
+    assert "¥1,250,000" in all_text(card(order))
+    with use_locale("ja"):
+        japanese = all_text(card(order))
+        shown = format_money(1250000, "jpy")
+    # Babel's Japanese form uses the fullwidth yen sign; either sign is the yen.
+    assert "1,250,000" in shown and shown[0] in "¥￥"
+    assert shown in japanese
+    assert format_money(1250000, "jpy", locale="ja") == shown
+
+
+def test_money_keeps_the_currency_s_decimals_in_japanese():
+    assert format_money(72187, "usd", locale="ja") == "$721.87"
+    assert format_money(1234, "bhd", locale="ja").endswith("1.234")
+
+
+def test_tonnes_are_exact_in_japanese():
+    with use_locale("ja"):
+        message = card(make_order(metric_tons="0.01"))
+        assert format_tonnes("0.01") == "0.01 トン"
+        assert format_tonnes(Decimal("0.123456789012345678")) == "0.123456789012345678 トン"
+    assert "0.01 トン" in all_text(message)
+
+
+def test_slack_date_fallback_in_japanese_uses_babel_s_japanese_date():
+    japanese_date = format_date(date(2027, 1, 1), "long", locale="ja")
+    assert japanese_date == "2027年1月1日"
+    expected = f"<!date^1798761600^{{date_long}}|{japanese_date} 0:00 UTC>"
+    assert slack_date(1798761600, locale="ja") == expected
+    with use_locale("ja"):
+        assert slack_date(1798761600) == expected
+    assert slack_date(1798761600) == "<!date^1798761600^{date_long}|1 Jan 2027 00:00 UTC>"
+
+
+def test_percent_change_and_labels_in_japanese():
+    assert format_percent_change(56650, 60000, locale="ja") == "+5.9%"
+    with use_locale("ja"):
+        assert format_percent_change(0, 10) == "該当なし"
+        assert removal_pathway_label("direct_air_capture") == "直接空気回収"
+        assert cancellation_reason_text("<!here>").count("&lt;") == 1
+
+
+def test_cancelled_card_in_japanese_gives_reason_and_refund():
+    order = make_order(status="canceled", cancellation_reason="requested")
+    with use_locale("ja"):
+        message = card(order, "climate.order.canceled")
+    assert header(message) == "[テスト] 注文のキャンセル"
+    text = all_text(message)
+    assert "理由：キャンセルのリクエスト" in text
+    assert "返金額：$100.00（Frontier の手数料は返金されません）" in text
+
+
+def test_counted_phrases_in_both_languages():
+    suppliers = [make_supplier(name=f"Supplier {index}") for index in range(16)]
+    product = make_product(suppliers=suppliers)
+    assert "and 1 more supplier\n" in all_text(product_card(ProductState(product, "x"))) + "\n"
+    with use_locale("ja"):
+        japanese = all_text(product_card(ProductState(product, "x")))
+    assert "ほか 1 社のサプライヤー" in japanese
+
+
+def test_late_reply_in_japanese():
+    with use_locale("ja"):
+        message = reply("climate.order.delayed", make_order(), change=delay(), late=True)
+    text = all_text(message)
+    assert "この更新はカードの表示内容より古いため、カードは変更されていません。" in text
+    assert f"<!date^{DELAYED_AT}^" in text
+    assert message.text.endswith("カードは変更されていません。")
 
 
 # --- the limit checker itself --------------------------------------------------------------------

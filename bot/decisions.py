@@ -1,0 +1,325 @@
+"""Deciding from Slack: accept or cancel a delayed or substituted order, once, on the record.
+
+A click is acknowledged at once; the listener then checks, in this order, who clicked (`Deciders`),
+whether the order exists, is still open and inside its 30-day window, and records the decision as a
+compare-and-set in SQLite, so the loser of a race is told who won. Accepting needs no Stripe call.
+Cancelling is queued as an outbox job and carried out by the worker (never by a web worker): it
+re-reads the order at Stripe, cancels with one Idempotency-Key per order, and answers the clicker.
+Every decision, refusal and failure is an audit row; the card is re-rendered from state.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.formatting import format_money, slack_date
+from bot.i18n import _
+from bot.model import FINAL_STATUSES
+from bot.slack_api import SlackError, SlackGateway
+from bot.storage import OutboxRow, Storage, card_key
+from bot.stripe_api import NotFound, Refused, StripeGateway, Unavailable
+
+log = logging.getLogger(__name__)
+
+ORDER_ID = re.compile(r"^climorder_[A-Za-z0-9]{1,200}$")
+ACCEPT = "accept"
+CANCEL = "cancel"
+
+
+class Deciders:
+    """Who may decide: `SLACK_ALLOWED_DECIDERS` users and members of its user groups.
+
+    Empty means anyone who can see the channel. User groups are resolved with
+    `usergroups.users.list` and cached briefly, so a membership change takes effect within a minute.
+    """
+
+    def __init__(
+        self,
+        allowed: tuple[str, ...],
+        slack: SlackGateway,
+        *,
+        cache_seconds: float = 60.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.allowed = allowed
+        self.slack = slack
+        self.cache_seconds = cache_seconds
+        self.now = now
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    def may_decide(self, user: str) -> bool:
+        """True if `user` may decide; raises SlackError if a user group cannot be read."""
+        if not self.allowed or user in self.allowed:
+            return True
+        return any(user in self._members(g) for g in self.allowed if g.startswith("S"))
+
+    def mentions(self) -> str:
+        """The deciders as Slack mentions, for reminders and refusals."""
+        return ", ".join(
+            f"<!subteam^{d}>" if d.startswith("S") else f"<@{d}>" for d in self.allowed
+        )
+
+    def _members(self, group: str) -> frozenset[str]:
+        with self._lock:
+            cached = self._groups.get(group)
+            if cached and self.now() - cached[0] < self.cache_seconds:
+                return cached[1]
+        members = frozenset(self.slack.usergroup_members(group))
+        with self._lock:
+            self._groups[group] = (self.now(), members)
+        return members
+
+
+@dataclass(frozen=True)
+class Click:
+    """A click on Accept or Cancel, as the listener read it from Slack's payload."""
+
+    action: str  # ACCEPT | CANCEL
+    order_id: str
+    user: str
+    channel: str
+    response_url: str | None
+
+
+class Decisions:
+    """Turns clicks into recorded decisions, and carries out queued cancels."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        slack: SlackGateway,
+        stripe: StripeGateway,
+        deciders: Deciders,
+        *,
+        channel: str,
+        wake: Callable[[], None] = lambda: None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.slack = slack
+        self.stripe = stripe
+        self.deciders = deciders
+        self.channel = channel
+        self.wake = wake
+        self.now = now
+
+    # -- in the listener, after ack: database only, no Stripe call ---------------------------
+
+    def click(self, click: Click) -> str:
+        """Record what the click decides and return the ephemeral answer for the clicker."""
+        if not ORDER_ID.match(click.order_id or ""):
+            return _("This button does not name an order climate-bot knows.")
+        try:
+            allowed = self.deciders.may_decide(click.user)
+        except SlackError as exc:
+            log.warning("could not resolve deciders: %s", exc)
+            self._record(click, "failed", error=f"could not read user groups: {exc}")
+            return _("climate-bot could not check who may decide ({error}). Try again.").format(
+                error=exc.error
+            )
+        if not allowed:
+            self._record(click, "not_allowed")
+            return _("Only {deciders} may decide on orders. Nothing was changed.").format(
+                deciders=self.deciders.mentions()
+            )
+        row = self.storage.order_row(click.order_id)
+        if row is None:
+            return _("No order {order_id}.").format(order_id=click.order_id)
+        refusal = self._too_late(row)
+        if refusal:
+            self._record(click, "too_late", error=refusal)
+            return refusal
+        if click.action == ACCEPT:
+            return self._accept(click, row)
+        return self._request_cancel(click, row)
+
+    def _too_late(self, row: dict) -> str | None:
+        if row["status"] in FINAL_STATUSES:
+            return _("Order {order_id} is already {status}: there is nothing to decide.").format(
+                order_id=row["id"], status=_status_word(row["status"])
+            )
+        deadline = row["decision_deadline"]
+        if deadline is None:
+            return _("Order {order_id} has no delay or substitution awaiting a decision.").format(
+                order_id=row["id"]
+            )
+        if row["window_closed"] or deadline <= self.now():
+            return _(
+                "The decision window for order {order_id} closed {deadline}. Nothing was sent "
+                "to Stripe; the change stands."
+            ).format(order_id=row["id"], deadline=slack_date(deadline))
+        return None
+
+    def _accept(self, click: Click, row: dict) -> str:
+        now = self.now()
+        with self.storage.transaction():
+            won = self.storage.claim_decision(
+                click.order_id,
+                "accepted",
+                user=click.user,
+                deadline=row["decision_deadline"],
+                now=now,
+            )
+            if won:
+                self.storage.audit(click.order_id, ACCEPT, "accepted", user=click.user)
+                self._tell_thread(click.order_id)
+        if not won:
+            return self._already_decided(click)
+        self.wake()
+        kind = (row["change"] or {}).get("kind")
+        if kind == "product_substituted":
+            return _(
+                "You accepted the substitution on order {order_id}. The card shows it."
+            ).format(order_id=click.order_id)
+        return _("You accepted the delay on order {order_id}. The card shows it.").format(
+            order_id=click.order_id
+        )
+
+    def _request_cancel(self, click: Click, row: dict) -> str:
+        now = self.now()
+        with self.storage.transaction():
+            won = self.storage.claim_decision(
+                click.order_id,
+                "cancelling",
+                user=click.user,
+                deadline=row["decision_deadline"],
+                now=now,
+            )
+            if won:
+                self.storage.enqueue(
+                    card_key("order", click.order_id),
+                    "cancel",
+                    channel=self.channel,
+                    facts={"user": click.user, "response_url": click.response_url},
+                )
+                self.storage.enqueue(
+                    card_key("order", click.order_id), "card", channel=self.channel
+                )
+        if not won:
+            return self._already_decided(click)
+        self.wake()
+        return _("Cancelling order {order_id} at Stripe…").format(order_id=click.order_id)
+
+    def _already_decided(self, click: Click) -> str:
+        row = self.storage.order_row(click.order_id) or {}
+        self._record(click, "already_decided", error=f"decision {row.get('decision')}")
+        if row.get("decision") and row.get("decided_by"):
+            return _("Already decided by <@{user}> {when}.").format(
+                user=row["decided_by"], when=slack_date(int(row["decided_at"]))
+            )
+        return _("Order {order_id} can no longer be decided here.").format(order_id=click.order_id)
+
+    def _record(self, click: Click, outcome: str, *, error: str | None = None) -> None:
+        self.storage.audit(click.order_id, click.action, outcome, user=click.user, error=error)
+
+    def _tell_thread(self, order_id: str) -> None:
+        """Queue the decision's reply in the card's thread and the card's re-render."""
+        key = card_key("order", order_id)
+        self.storage.enqueue(key, "reply", channel=self.channel, facts={"notice": "decision"})
+        self.storage.enqueue(key, "card", channel=self.channel)
+
+    # -- in the worker: the Stripe side of a cancel ------------------------------------------
+
+    def carry_out_cancel(self, row: OutboxRow) -> None:
+        """Re-read the order at Stripe, cancel it unless already final, record and answer."""
+        order_id = row.card_key.split(":", 1)[1]
+        user = row.facts.get("user")
+        local = self.storage.order_row(order_id)
+        account = local["account"] if local else None
+        try:
+            fresh = self.stripe.retrieve_order(order_id, account=account)
+            if fresh.data.get("status") in FINAL_STATUSES:
+                self._already_final(order_id, user, fresh.data, fresh.request_id, row)
+                return
+            result = self.stripe.cancel_order(order_id, account=account)
+        except (Refused, NotFound) as exc:
+            self._cancel_failed(order_id, user, "refused", exc.message, exc.request_id, row)
+            answer = _("Stripe did not cancel order {order_id}: {message}").format(
+                order_id=order_id, message=exc.message
+            )
+            self._answer(row, answer)
+            return
+        except Unavailable as exc:
+            self._cancel_failed(order_id, user, "failed", exc.message, exc.request_id, row)
+            answer = _(
+                "Stripe could not be reached to cancel order {order_id} ({message}). Nothing "
+                "changed; you can click Cancel again."
+            ).format(order_id=order_id, message=exc.message)
+            self._answer(row, answer)
+            return
+        order = result.data
+        refund = _refund(order)
+        with self.storage.transaction():
+            self.storage.refresh_order(order, headline_event="climate.order.canceled")
+            self.storage.settle_decision(
+                order_id,
+                expected="cancelling",
+                decision="cancelled",
+                detail={"refund": refund, "stripe_request_id": result.request_id},
+            )
+            self.storage.audit(
+                order_id, CANCEL, "cancelled", user=user, stripe_request_id=result.request_id
+            )
+            self._tell_thread(order_id)
+        self.wake()
+        self._answer(
+            row,
+            _("Order {order_id} is cancelled. Refund: {refund}.").format(
+                order_id=order_id, refund=format_money(refund, str(order.get("currency", "")))
+            ),
+        )
+
+    def _already_final(self, order_id, user, order, request_id, row: OutboxRow) -> None:
+        status = order.get("status")
+        headline = "climate.order.canceled" if status == "canceled" else "climate.order.delivered"
+        with self.storage.transaction():
+            self.storage.refresh_order(order, headline_event=headline)
+            self.storage.settle_decision(order_id, expected="cancelling", decision=None)
+            self.storage.audit(
+                order_id,
+                CANCEL,
+                "already_final",
+                user=user,
+                stripe_request_id=request_id,
+                error=f"order already {status} at Stripe; cancel not sent",
+            )
+            self.storage.enqueue(card_key("order", order_id), "card", channel=self.channel)
+        self.wake()
+        self._answer(
+            row,
+            _(
+                "Order {order_id} is already {status} at Stripe, so nothing was cancelled. "
+                "The card now shows it."
+            ).format(order_id=order_id, status=_status_word(str(status))),
+        )
+
+    def _cancel_failed(self, order_id, user, outcome, message, request_id, row) -> None:
+        with self.storage.transaction():
+            self.storage.settle_decision(order_id, expected="cancelling", decision=None)
+            self.storage.audit(
+                order_id, CANCEL, outcome, user=user, stripe_request_id=request_id, error=message
+            )
+            self.storage.enqueue(card_key("order", order_id), "card", channel=self.channel)
+        self.wake()
+
+    def _answer(self, row: OutboxRow, text: str) -> None:
+        url = row.facts.get("response_url")
+        if url:
+            self.slack.respond(url, text)
+
+
+def _refund(order: dict) -> int:
+    """What a cancel refunds: the subtotal for a requested cancel (fees kept), else the total."""
+    if order.get("cancellation_reason") == "requested":
+        return int(order.get("amount_subtotal") or 0)
+    return int(order.get("amount_total") or 0)
+
+
+def _status_word(status: str) -> str:
+    return {"delivered": _("delivered"), "canceled": _("cancelled")}.get(status, status)

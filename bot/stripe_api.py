@@ -1,0 +1,94 @@
+"""The one module that talks to Stripe's API and knows its errors.
+
+Objects come back as the plain JSON dicts Stripe sent (the same shape webhooks carry), and failures
+as our own exceptions: `Refused` (Stripe said no: a normal outcome to show the user), `NotFound`,
+and `Unavailable` (network, outage, rate limit, bad key: try again later).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+
+class StripeFailure(Exception):
+    """Base of every Stripe failure climate-bot handles."""
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        self.message = message
+        self.request_id = request_id
+        super().__init__(message)
+
+
+class Refused(StripeFailure):
+    """Stripe refused the request (for a cancel: outside the window, already final …)."""
+
+
+class NotFound(StripeFailure):
+    """No such object in this account."""
+
+
+class Unavailable(StripeFailure):
+    """Stripe could not be reached or answered with an error of its own."""
+
+
+@dataclass(frozen=True)
+class StripeResult:
+    """A Stripe object as JSON, and the id of the request that returned it (for the record)."""
+
+    data: dict[str, Any]
+    request_id: str | None
+
+
+def cancel_idempotency_key(order_id: str) -> str:
+    """One key per order, so double clicks, two users and retries cancel at most once."""
+    return f"climate-bot-cancel:{order_id}"
+
+
+class StripeGateway:
+    """Stripe Climate calls climate-bot makes."""
+
+    def __init__(self, api_key: str, api_base: str, *, timeout: float = 10.0) -> None:
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            http_client=stripe.RequestsClient(timeout=timeout),
+            # Network errors and 5xx are retried by the SDK with the same Idempotency-Key.
+            max_network_retries=2,
+        )
+
+    def retrieve_order(self, order_id: str, *, account: str | None = None) -> StripeResult:
+        """The order as Stripe has it now."""
+        return self._call(
+            lambda options: self.client.v1.climate.orders.retrieve(order_id, options=options),
+            account,
+        )
+
+    def cancel_order(self, order_id: str, *, account: str | None = None) -> StripeResult:
+        """Cancel the order; the same order always uses the same Idempotency-Key."""
+        return self._call(
+            lambda options: self.client.v1.climate.orders.cancel(order_id, options=options),
+            account,
+            idempotency_key=cancel_idempotency_key(order_id),
+        )
+
+    def _call(
+        self, request, account: str | None, *, idempotency_key: str | None = None
+    ) -> StripeResult:
+        options: dict[str, Any] = {}
+        if account:
+            options["stripe_account"] = account
+        if idempotency_key:
+            options["idempotency_key"] = idempotency_key
+        try:
+            obj = request(options)
+        except stripe.InvalidRequestError as exc:
+            message = exc.user_message or str(exc)
+            if exc.http_status == 404:
+                raise NotFound(message, request_id=exc.request_id) from None
+            raise Refused(message, request_id=exc.request_id) from None
+        except stripe.StripeError as exc:
+            raise Unavailable(exc.user_message or str(exc), request_id=exc.request_id) from None
+        return StripeResult(dict(obj.last_response.data), obj.last_response.request_id)

@@ -1,0 +1,316 @@
+"""Every message climate-bot renders is fully translated, in every shipped language.
+
+Each kind of card and thread reply is rendered in English and Japanese: no string the renderers
+look up may be missing from a catalog, and nothing in a Japanese render may fall back to an
+English sentence of the catalog. A coverage check proves the renders below reach every string of
+``bot.cards`` and ``bot.formatting``, so a new string cannot slip past these tests untranslated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from babel.messages.extract import extract_from_file
+from babel.messages.pofile import read_po
+
+from bot import cards, formatting, i18n
+from bot.cards import limit_problems, order_card, order_reply, product_card, product_reply
+from bot.formatting import STRIPE_THREE_DECIMAL, STRIPE_ZERO_DECIMAL
+from bot.i18n import LOCALES_DIR, SUPPORTED_LOCALES, use_locale
+from bot.model import (
+    ORDER_EVENTS,
+    Change,
+    Message,
+    OrderState,
+    OrderUpdate,
+    ProductState,
+    ProductUpdate,
+)
+from tests.test_cards import (
+    DEADLINE,
+    DELAYED_AT,
+    delay,
+    make_order,
+    make_product,
+    make_supplier,
+    texts,
+)
+
+# The keywords `make messages` extracts.
+KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2)}
+# Looked up only when a notification text would otherwise be empty, which no renderer produces.
+UNREACHABLE = {"Carbon removal update"}
+
+# More currencies than a card lists (zero- and three-decimal ones among them), each with a price,
+# so "and N more currencies" shows.
+CURRENCIES = sorted(
+    code.lower()
+    for code in (*STRIPE_ZERO_DECIMAL, *STRIPE_THREE_DECIMAL, "USD", "EUR", "GBP", "CHF")
+)
+NEW_PRICES = {
+    code: {"amount_fees": 0, "amount_subtotal": 0, "amount_total": 50_000 + index}
+    for index, code in enumerate(CURRENCIES)
+}
+OLD_PRICES = {
+    "chf": {"amount_fees": 0, "amount_subtotal": 0, "amount_total": 40_000},  # changed
+    "eur": NEW_PRICES["eur"],  # unchanged
+    "bhd": {"amount_fees": 0, "amount_subtotal": 0, "amount_total": 0},  # from 0: n/a
+    "aud": {"amount_fees": 0, "amount_subtotal": 0, "amount_total": 1234},  # withdrawn
+}
+
+PATHWAYS = [
+    "biomass_carbon_removal_and_storage",
+    "direct_air_capture",
+    "enhanced_weathering",
+    "marine_carbon_removal",
+    None,
+    "ocean_alkalinity_enhancement",
+]
+LOCATION = {"city": "Reykjavík", "country": "IS", "region": None}
+
+
+def suppliers(count: int) -> list[dict[str, Any]]:
+    """Suppliers with every removal pathway, one with several locations, one without a name."""
+    made = [
+        make_supplier(name=f"Supplier {index}", removal_pathway=PATHWAYS[index % len(PATHWAYS)])
+        for index in range(count)
+    ]
+    made[0]["locations"] = [LOCATION, LOCATION, LOCATION]
+    made[1].update(name=None, id=None, locations=[])
+    return made
+
+
+def deliveries(count: int) -> list[dict[str, Any]]:
+    """Delivery details with a linkable registry entry, an unlinkable one and none at all."""
+    urls = ["https://registry.example/entry/1", "javascript:alert(1)", None]
+    return [
+        {
+            "delivered_at": DELAYED_AT,
+            "location": None,
+            "metric_tons": "0.5",
+            "registry_url": urls[index % len(urls)],
+            "supplier": make_supplier(name=f"Supplier {index}"),
+        }
+        for index in range(count)
+    ]
+
+
+SUBSTITUTION = Change(
+    kind="product_substituted",
+    at=DELAYED_AT,
+    old_product=make_product(name="Old portfolio", suppliers=suppliers(5)),
+    new_product={"id": "climsku_new"},
+)
+UNKNOWN_SUBSTITUTION = Change(kind="product_substituted", at=DELAYED_AT)
+YEARLESS_DELAY = Change(kind="delayed", at=DELAYED_AT)
+
+
+def order_for(event: str, **changes: Any) -> dict[str, Any]:
+    """An order whose status and details fit `event`."""
+    if event == "climate.order.delivered":
+        changes = {
+            "status": "delivered",
+            "certificate": "https://frontier.example/cert/1",
+            "delivery_details": deliveries(25),
+            **changes,
+        }
+    elif event == "climate.order.canceled":
+        changes = {"status": "canceled", "cancellation_reason": "requested", **changes}
+    return make_order(**changes)
+
+
+def order_cards() -> Iterator[tuple[str, Callable[[], Message]]]:
+    """Every headline event, with and without a change, before and after the deadline."""
+    product = make_product(suppliers=suppliers(18))
+    for event in (*ORDER_EVENTS, "climate.order.from_the_future"):
+        for name, change in (("no change", None), ("delay", delay()), ("swap", SUBSTITUTION)):
+            for when, now in (("before", DEADLINE - 1), ("after", DEADLINE)):
+                state = OrderState(order_for(event), product, event, change, "acct_1")
+                yield f"card {event} {name} {when}", lambda s=state, n=now: order_card(s, n)
+    odd_orders = {
+        "statuses": [
+            make_order(status=status)
+            for status in ("open", "awaiting_funds", "confirmed", "delivered", "canceled")
+        ],
+        "unknown status": [make_order(status=None), make_order(status="on_hold")],
+        "reasons": [
+            order_for("climate.order.canceled", cancellation_reason=reason)
+            for reason in ("expired", "product_unavailable", "something_new", None)
+        ],
+        "odd values": [
+            make_order(
+                id=None,
+                beneficiary=None,
+                amount_total=None,
+                amount_fees=10**50,
+                expected_delivery_year=2001,
+            ),
+            make_order(livemode=True, expected_delivery_year=None),
+        ],
+    }
+    for name, orders in odd_orders.items():
+        for index, order in enumerate(orders):
+            for change in (YEARLESS_DELAY, delay(old_year=None), UNKNOWN_SUBSTITUTION):
+                state = OrderState(order, None, "climate.order.delayed", change)
+                yield f"card {name} {index} {change}", lambda s=state: order_card(s, DELAYED_AT)
+
+
+def order_replies() -> Iterator[tuple[str, Callable[[], Message]]]:
+    """Every order event, with and without the change it carries, on time and late."""
+    for event in (*ORDER_EVENTS, "climate.order.from_the_future"):
+        for name, change in (("no change", None), ("delay", delay()), ("swap", SUBSTITUTION)):
+            for late in (False, True):
+                update = OrderUpdate(event, DELAYED_AT, order_for(event), None, change, late)
+                yield f"reply {event} {name} late={late}", lambda u=update: order_reply(u)
+    update = OrderUpdate(
+        "climate.order.delayed", DELAYED_AT, make_order(expected_delivery_year=None)
+    )
+    yield "reply delay without a year", lambda: order_reply(update)
+
+
+def product_cards() -> Iterator[tuple[str, Callable[[], Message]]]:
+    products = {
+        "full": make_product(suppliers=suppliers(18), current_prices_per_metric_ton=NEW_PRICES),
+        "spot": make_product(delivery_year=2020, livemode=True),
+        "no year, no prices": make_product(delivery_year=None, current_prices_per_metric_ton={}),
+    }
+    for name, product in products.items():
+        for event in ("climate.product.created", "climate.product.pricing_updated", "x"):
+            state = ProductState(product, event, "acct_1")
+            yield f"product card {name} {event}", lambda s=state: product_card(s, DELAYED_AT)
+
+
+def product_replies() -> Iterator[tuple[str, Callable[[], Message]]]:
+    product = make_product(current_prices_per_metric_ton=NEW_PRICES)
+    unpriced = make_product(current_prices_per_metric_ton={})
+    cases = {
+        "price change": ("climate.product.pricing_updated", product, OLD_PRICES),
+        "new prices": ("climate.product.pricing_updated", product, None),
+        "no prices": ("climate.product.pricing_updated", unpriced, None),
+        "listed": ("climate.product.created", product, None),
+        "unknown": ("climate.product.from_the_future", product, None),
+    }
+    for name, (event, the_product, old_prices) in cases.items():
+        for late in (False, True):
+            update = ProductUpdate(event, DELAYED_AT, the_product, old_prices, late)
+            yield f"product reply {name} late={late}", lambda u=update: product_reply(u)
+
+
+RENDERS = dict([*order_cards(), *order_replies(), *product_cards(), *product_replies()])
+
+
+def render_all(locale: str) -> dict[str, Message]:
+    """Render every case in `locale`, each one within Slack's limits."""
+    with use_locale(locale):
+        rendered = {name: render() for name, render in RENDERS.items()}
+    for name, message in rendered.items():
+        assert limit_problems(message) == [], name
+    return rendered
+
+
+@cache
+def english_fragments() -> tuple[str, ...]:
+    """The English text of every catalog entry longer than three words, cut at placeholders into
+    the literal runs of at least two words that a Japanese render must never contain."""
+    with open(LOCALES_DIR / "messages.pot", "rb") as fp:
+        template = read_po(fp)
+    fragments = set()
+    for message in template:
+        for msgid in message.id if message.pluralizable else (message.id,):
+            if len(msgid.split()) <= 3:
+                continue
+            for run in re.split(r"\{\w+\}", msgid):
+                if len(re.findall(r"[A-Za-z]+", run)) >= 2:
+                    fragments.add(run.strip())
+    return tuple(sorted(fragments))
+
+
+def renderer_msgids() -> set[str]:
+    """Every string `bot.cards` and `bot.formatting` mark for translation (singular forms)."""
+    found = set()
+    for module in (cards, formatting):
+        for _line, msgid, _comments, _context in extract_from_file(
+            "python", Path(module.__file__), keywords=KEYWORDS
+        ):
+            found.add(msgid[0] if isinstance(msgid, tuple) else msgid)
+    return found
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_every_render_finds_every_string_in_the_catalog(locale):
+    i18n.missing.clear()
+    render_all(locale)
+    assert i18n.missing == set()
+
+
+def test_japanese_renders_do_not_fall_back_to_english():
+    english = english_fragments()
+    assert "No answer means the delay is accepted." in english  # the check has teeth
+    rendered = render_all("ja")
+    for name, message in rendered.items():
+        japanese = "\n".join(texts(message))
+        leaked = [fragment for fragment in english if fragment in japanese]
+        assert leaked == [], f"{name}: {leaked}"
+
+
+def test_japanese_and_english_renders_differ_everywhere():
+    english = render_all("en")
+    japanese = render_all("ja")
+    for name in RENDERS:
+        assert english[name].text != japanese[name].text, name
+
+
+class RecordingCatalog(dict):
+    """A catalog's message dict that remembers every msgid looked up in it."""
+
+    def __init__(self, messages: dict[Any, str], seen: set[str]) -> None:
+        super().__init__(messages)
+        self.seen = seen
+
+    def _record(self, key: Any) -> None:
+        self.seen.add(key[0] if isinstance(key, tuple) else key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._record(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> str:
+        self._record(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._record(key)
+        return super().__contains__(key)
+
+
+def test_the_renders_reach_every_string_of_the_renderers(monkeypatch):
+    """Guards the tests above: a string no case renders would go unchecked."""
+    seen: set[str] = set()
+    catalog = i18n.translations("ja")
+    monkeypatch.setattr(catalog, "_catalog", RecordingCatalog(catalog._catalog, seen))
+    render_all("ja")
+    assert renderer_msgids() - UNREACHABLE - seen == set()
+
+
+@pytest.mark.parametrize("locale", SUPPORTED_LOCALES)
+def test_every_catalog_entry_is_translated_with_its_placeholders_and_markup(locale):
+    with open(LOCALES_DIR / locale / "LC_MESSAGES" / "messages.po", "rb") as fp:
+        catalog = read_po(fp, locale=locale)
+    for message in catalog:
+        if not message.id:
+            continue
+        msgid = message.id[0] if message.pluralizable else message.id
+        strings = message.string if message.pluralizable else (message.string,)
+        assert "fuzzy" not in message.flags, msgid
+        for string in strings:
+            assert string, f"{locale}: no translation for {msgid!r}"
+            assert sorted(re.findall(r"\{\w*\}", string)) == sorted(
+                re.findall(r"\{\w*\}", msgid)
+            ), msgid
+            for markup in ("*", "`", "<", ">"):
+                assert string.count(markup) == msgid.count(markup), (msgid, markup)
