@@ -43,11 +43,15 @@ from bot.model import (
     CANCEL_ACTION,
     FINAL_STATUSES,
     Change,
+    Decision,
     Message,
+    Notice,
     OrderState,
     OrderUpdate,
     ProductState,
     ProductUpdate,
+    fees_kept,
+    refund_amount,
 )
 
 # Slack's documented limits (docs.slack.dev/reference/block-kit), checked by limit_problems.
@@ -88,6 +92,7 @@ SUPPLIERS_SHOWN = 15
 PRICES_SHOWN = 20
 SUPPLIER_NAMES_SHOWN = 3
 
+_SLACK_USER = re.compile(r"^[UWS][A-Z0-9]{2,30}$")
 _LINKABLE = re.compile(r"https?://[^\s<>|\x00-\x1f\x7f]+", re.IGNORECASE)
 
 _ORDER_HEADLINES = {
@@ -420,13 +425,33 @@ def _expected_delivery(order: dict[str, Any]) -> str:
 
 
 def _refund(order: dict[str, Any]) -> str:
-    """What Stripe refunds for a cancelled order: fees are kept only when the team cancelled."""
-    currency = order.get("currency")
-    if order.get("cancellation_reason") == "requested":
-        return _("Refund: {amount} (Frontier's fees are not refunded)").format(
-            amount=_money(order.get("amount_subtotal"), currency)
+    """What Stripe refunds for a cancelled order (see `refund_amount`), in words."""
+    amount = _money(refund_amount(order), order.get("currency"))
+    if fees_kept(order):
+        return _("Refund: {amount} (Frontier's fees are not refunded)").format(amount=amount)
+    return _("Refund: {amount}").format(amount=amount)
+
+
+def _decision_line(decision: Decision, change: Change, order: dict[str, Any]) -> str:
+    """Who decided what, and when: stays on the card once the buttons are gone."""
+    who = f"<@{_raw(decision.by)}>" if _SLACK_USER.match(_raw(decision.by)) else _("someone")
+    when = slack_date(decision.at, "{date_long} {time}")
+    if decision.kind == "cancelled":
+        return _("*Cancelled by {user}* · {when} — refund {amount}").format(
+            user=who,
+            when=when,
+            amount=_money(
+                decision.refund if decision.refund is not None else refund_amount(order),
+                order.get("currency"),
+            ),
         )
-    return _("Refund: {amount}").format(amount=_money(order.get("amount_total"), currency))
+    if decision.kind == "cancelling":
+        return _("*Cancellation requested by {user}* · {when} — waiting for Stripe…").format(
+            user=who, when=when
+        )
+    if change.kind == "delayed":
+        return _("*Delay accepted by {user}* · {when}").format(user=who, when=when)
+    return _("*Substitution accepted by {user}* · {when}").format(user=who, when=when)
 
 
 def _change_facts(change: Change, order: dict[str, Any], product: dict[str, Any]) -> str:
@@ -460,6 +485,7 @@ def _decision_open(state: OrderState, now: int) -> bool:
     order = _dict(state.order)
     return (
         change is not None
+        and state.decision is None
         and order.get("status") not in FINAL_STATUSES
         and isinstance(now, int)
         and now < change.decision_deadline
@@ -607,8 +633,11 @@ def order_card(state: OrderState, now: int) -> Message:
     if change is not None:
         facts = _change_facts(change, order, product)
         deadline = change.decision_deadline
+        decision = state.decision
         if final:
             blocks.append(("history", _context(_("Earlier: {facts}.").format(facts=facts))))
+            if decision is not None:
+                blocks.append(("decided", _section(_decision_line(decision, change, order))))
         else:
             if decision_open:
                 facts = _("*{facts}*\nDecide by {deadline}. {default}").format(
@@ -621,13 +650,13 @@ def order_card(state: OrderState, now: int) -> Message:
             blocks.append(("change", _section(facts)))
             if actions is not None:
                 blocks.append(("decision", actions))
-            elif not decision_open:
+            elif decision is not None:
+                blocks.append(("decided", _section(_decision_line(decision, change, order))))
+            else:
                 closed = (
-                    _("Decision window closed {date} — the delay was accepted by default.")
+                    _("No decision by {date} — delay accepted by default.")
                     if change.kind == "delayed"
-                    else _(
-                        "Decision window closed {date} — the substitution was accepted by default."
-                    )
+                    else _("No decision by {date} — substitution accepted by default.")
                 )
                 blocks.append(
                     ("closed", _context(closed.format(date=slack_date(deadline, "{date_long}"))))
@@ -771,6 +800,54 @@ def order_reply(update: OrderUpdate) -> Message:
         what=_strip_markup(lines[0]),
     )
     return _reply(lines, text, update.late, update.event_created)
+
+
+def order_notice(notice: Notice) -> Message:
+    """Render a thread reply that is not a Stripe event: a recorded decision, or a reminder."""
+    order = _dict(notice.order)
+    order_id = _text(order.get("id"), ID_LIMIT) or _("(no id)")
+    change = notice.change
+    if notice.kind == "reminder" and change is not None:
+        days = notice.days_left or 0
+        line = ngettext(
+            "*Reminder:* {days} day left to decide on order {order_id}: accept, or cancel for a "
+            "full refund, by {deadline}. {default}",
+            "*Reminder:* {days} days left to decide on order {order_id}: accept, or cancel for a "
+            "full refund, by {deadline}. {default}",
+            days,
+        ).format(
+            days=format_number(days),
+            order_id=_code(order.get("id")),
+            deadline=slack_date(change.decision_deadline, "{date_long} {time}"),
+            default=_default_sentence(change),
+        )
+        mentions = " ".join(_mention(m) for m in notice.mentions if _mention(m))
+        lines = [line, mentions] if mentions else [line]
+        text = ngettext(
+            "Reminder: {days} day left to decide on order {order_id}.",
+            "Reminder: {days} days left to decide on order {order_id}.",
+            days,
+        ).format(days=format_number(days), order_id=order_id)
+        return _message(text, [("reminder", _section("\n".join(lines)))])
+    if notice.decision is not None and change is not None:
+        line = _decision_line(notice.decision, change, order)
+        return _message(
+            _("Order {order_id}: {what}").format(order_id=order_id, what=_strip_markup(line)),
+            [("decided", _section(line))],
+        )
+    return _message(
+        _("Order {order_id}: {status}.").format(
+            order_id=order_id, status=_status_text(order.get("status"))
+        ),
+        [("notice", _section(_status_text(order.get("status"))))],
+    )
+
+
+def _mention(entity: str) -> str:
+    """A user (U…/W…) or user group (S…) id as a Slack mention; anything else is dropped."""
+    if not _SLACK_USER.match(entity):
+        return ""
+    return f"<!subteam^{entity}>" if entity.startswith("S") else f"<@{entity}>"
 
 
 _MARKUP = re.compile(r"<(?:!date\^[^|>]*\|([^>]*)|[^|>]*\|([^>]*))>")

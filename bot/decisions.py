@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from bot.formatting import format_money, slack_date
 from bot.i18n import _
-from bot.model import FINAL_STATUSES
+from bot.model import FINAL_STATUSES, refund_amount
 from bot.slack_api import SlackError, SlackGateway
 from bot.storage import OutboxRow, Storage, card_key
 from bot.stripe_api import NotFound, Refused, StripeGateway, Unavailable
@@ -254,7 +254,7 @@ class Decisions:
             self._answer(row, answer)
             return
         order = result.data
-        refund = _refund(order)
+        refund = refund_amount(order)
         with self.storage.transaction():
             self.storage.refresh_order(order, headline_event="climate.order.canceled")
             self.storage.settle_decision(
@@ -312,13 +312,6 @@ class Decisions:
         url = row.facts.get("response_url")
         if url:
             self.slack.respond(url, text)
-
-
-def _refund(order: dict) -> int:
-    """What a cancel refunds: the subtotal for a requested cancel (fees kept), else the total."""
-    if order.get("cancellation_reason") == "requested":
-        return int(order.get("amount_subtotal") or 0)
-    return int(order.get("amount_total") or 0)
 
 
 def _status_word(status: str) -> str:

@@ -27,6 +27,8 @@ _active: ContextVar[str] = ContextVar("climate_bot_locale", default=DEFAULT_LOCA
 
 # Strings that were looked up but are missing from a catalog; a test keeps this empty.
 missing: set[tuple[str, str]] = set()
+# When set, every msgid looked up in this context is added (tests prove they render every string).
+_lookups: ContextVar[set[str] | None] = ContextVar("climate_bot_lookups", default=None)
 
 
 @cache
@@ -54,8 +56,26 @@ def use_locale(locale: str) -> Iterator[None]:
         _active.reset(token)
 
 
+@contextmanager
+def recording_lookups() -> Iterator[set[str]]:
+    """Collect every msgid looked up inside the block."""
+    seen: set[str] = set()
+    token = _lookups.set(seen)
+    try:
+        yield seen
+    finally:
+        _lookups.reset(token)
+
+
+def _note(message: str) -> None:
+    seen = _lookups.get()
+    if seen is not None:
+        seen.add(message)
+
+
 def _(message: str) -> str:
     """`message` (an English msgid) in the active locale."""
+    _note(message)
     catalog = translations(_active.get())
     translated = catalog._catalog.get(message)  # noqa: SLF001 — the only way to tell a miss
     if translated is None:
@@ -66,6 +86,7 @@ def _(message: str) -> str:
 
 def ngettext(singular: str, plural: str, n: int) -> str:
     """The singular or plural form for `n`, in the active locale."""
+    _note(singular)
     catalog = translations(_active.get())
     if (singular, 0) not in catalog._catalog:  # noqa: SLF001
         _record_missing(singular)

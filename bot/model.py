@@ -51,6 +51,26 @@ class Change:
         return self.at + DECISION_WINDOW_SECONDS
 
 
+def refund_amount(order: StripeObject) -> int:
+    """What Stripe refunds for a cancelled order, in minor units.
+
+    Frontier's cancels refund everything. A cancel the team requested refunds the whole total when
+    it answers a delay or substitution (Stripe's 30-day policy: "full refund"), and otherwise only
+    the subtotal: Frontier keeps its fees (API reference, cancel).
+    """
+    total = order.get("amount_total")
+    subtotal = order.get("amount_subtotal")
+    answered_change = order.get("delayed_at") or order.get("product_substituted_at")
+    if order.get("cancellation_reason") == "requested" and not answered_change:
+        return subtotal if isinstance(subtotal, int) else 0
+    return total if isinstance(total, int) else 0
+
+
+def fees_kept(order: StripeObject) -> bool:
+    """True when a cancelled order's refund leaves out Frontier's fees."""
+    return refund_amount(order) != order.get("amount_total")
+
+
 @dataclass(frozen=True)
 class Decision:
     """What the team decided about the current change, who decided, and when."""

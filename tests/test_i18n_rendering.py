@@ -19,13 +19,22 @@ from babel.messages.extract import extract_from_file
 from babel.messages.pofile import read_po
 
 from bot import cards, formatting, i18n
-from bot.cards import limit_problems, order_card, order_reply, product_card, product_reply
+from bot.cards import (
+    limit_problems,
+    order_card,
+    order_notice,
+    order_reply,
+    product_card,
+    product_reply,
+)
 from bot.formatting import STRIPE_THREE_DECIMAL, STRIPE_ZERO_DECIMAL
 from bot.i18n import LOCALES_DIR, SUPPORTED_LOCALES, use_locale
 from bot.model import (
     ORDER_EVENTS,
     Change,
+    Decision,
     Message,
+    Notice,
     OrderState,
     OrderUpdate,
     ProductState,
@@ -201,7 +210,33 @@ def product_replies() -> Iterator[tuple[str, Callable[[], Message]]]:
             yield f"product reply {name} late={late}", lambda u=update: product_reply(u)
 
 
-RENDERS = dict([*order_cards(), *order_replies(), *product_cards(), *product_replies()])
+def decisions() -> Iterator[tuple[str, Callable[[], Message]]]:
+    """Cards and thread notices once the team decided, and reminders before the deadline."""
+    product = make_product(suppliers=suppliers(3))
+    made = {
+        "accepted": Decision("accepted", "U0ALICE", DELAYED_AT + 60),
+        "cancelling": Decision("cancelling", "U0ALICE", DELAYED_AT + 60),
+        "cancelled": Decision("cancelled", "U0BOB", DELAYED_AT + 60, refund=10300),
+        "odd user": Decision("accepted", "<!channel>", DELAYED_AT + 60),
+    }
+    for name, decision in made.items():
+        for label, change in (("delay", delay()), ("swap", SUBSTITUTION)):
+            status = "canceled" if decision.kind == "cancelled" else "confirmed"
+            order = order_for("climate.order.canceled" if status == "canceled" else "x")
+            state = OrderState(order, product, "climate.order.delayed", change, None, decision)
+            yield f"decided card {name} {label}", lambda s=state: order_card(s, DELAYED_AT)
+            notice = Notice("decision", order, change, decision)
+            yield f"decision notice {name} {label}", lambda n=notice: order_notice(n)
+    for days in (1, 7):
+        for mentions in ((), ("U0ALICE", "S0DECIDERS", "not-an-id")):
+            notice = Notice("reminder", make_order(), delay(), None, days, mentions)
+            yield f"reminder {days} {mentions}", lambda n=notice: order_notice(n)
+    yield "notice without a change", lambda: order_notice(Notice("decision", make_order()))
+
+
+RENDERS = dict(
+    [*order_cards(), *order_replies(), *product_cards(), *product_replies(), *decisions()]
+)
 
 
 def render_all(locale: str) -> dict[str, Message]:
@@ -265,35 +300,10 @@ def test_japanese_and_english_renders_differ_everywhere():
         assert english[name].text != japanese[name].text, name
 
 
-class RecordingCatalog(dict):
-    """A catalog's message dict that remembers every msgid looked up in it."""
-
-    def __init__(self, messages: dict[Any, str], seen: set[str]) -> None:
-        super().__init__(messages)
-        self.seen = seen
-
-    def _record(self, key: Any) -> None:
-        self.seen.add(key[0] if isinstance(key, tuple) else key)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        self._record(key)
-        return super().get(key, default)
-
-    def __getitem__(self, key: Any) -> str:
-        self._record(key)
-        return super().__getitem__(key)
-
-    def __contains__(self, key: object) -> bool:
-        self._record(key)
-        return super().__contains__(key)
-
-
-def test_the_renders_reach_every_string_of_the_renderers(monkeypatch):
+def test_the_renders_reach_every_string_of_the_renderers():
     """Guards the tests above: a string no case renders would go unchecked."""
-    seen: set[str] = set()
-    catalog = i18n.translations("ja")
-    monkeypatch.setattr(catalog, "_catalog", RecordingCatalog(catalog._catalog, seen))
-    render_all("ja")
+    with i18n.recording_lookups() as seen:
+        render_all("ja")
     assert renderer_msgids() - UNREACHABLE - seen == set()
 
 

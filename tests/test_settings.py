@@ -73,13 +73,14 @@ def test_app_py_with_bad_configuration_exits_nonzero_without_a_traceback(tmp_pat
 def test_gunicorn_with_bad_configuration_stops_instead_of_rebooting_workers(tmp_path):
     gunicorn = Path(sys.executable).parent / "gunicorn"
     result = subprocess.run(
-        [str(gunicorn), "-w", "2", "-b", "127.0.0.1:0", "--chdir", str(REPO), "app:app"],
-        cwd=tmp_path,
+        [str(gunicorn), "-w", "2", "-b", "127.0.0.1:0", "app:app"],
+        cwd=REPO,  # where gunicorn.conf.py checks the configuration before forking
         env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "STRIPE_WEBHOOK_SECRET is not set" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "Booting worker" not in result.stderr
