@@ -843,6 +843,109 @@ def order_notice(notice: Notice) -> Message:
     )
 
 
+_AUDIT_OUTCOMES = {
+    "accepted": N_("accepted the change"),
+    "cancelled": N_("cancelled the order"),
+    "refused": N_("tried to cancel; Stripe refused"),
+    "failed": N_("tried to decide; it failed"),
+    "not_allowed": N_("clicked, but may not decide"),
+    "already_decided": N_("clicked after the decision was made"),
+    "already_final": N_("tried to cancel; the order was already final at Stripe"),
+    "too_late": N_("clicked after the window closed"),
+}
+_EVENT_NAMES = {
+    "climate.order.created": N_("Order placed"),
+    "climate.order.delayed": N_("Delivery delayed"),
+    "climate.order.product_substituted": N_("Product substituted"),
+    "climate.order.delivered": N_("Delivered"),
+    "climate.order.canceled": N_("Cancelled"),
+}
+HISTORY_SHOWN = 40
+PENDING_SHOWN = 40
+
+
+def history_answer(
+    order_id: str, events: list[dict[str, Any]], audit: list[dict[str, Any]]
+) -> Message:
+    """`/climate history`: the order's events and the decisions about it, in time order."""
+    entries: list[tuple[float, str]] = []
+    for event in events:
+        name = (
+            _(_EVENT_NAMES[event["type"]])
+            if event["type"] in _EVENT_NAMES
+            else _text(event["type"])
+        )
+        if event.get("late"):
+            name = _("{event} (arrived late)").format(event=name)
+        entries.append((event["created"], name))
+    for row in audit:
+        outcome = row["outcome"]
+        what = _(_AUDIT_OUTCOMES[outcome]) if outcome in _AUDIT_OUTCOMES else _text(outcome)
+        user = _mention(_raw(row.get("slack_user"))) or _("someone")
+        line = _("{user} {what}").format(user=user, what=what)
+        if row.get("error"):
+            line = _("{line}: {error}").format(line=line, error=_text(row["error"], 200))
+        entries.append((row["at"], line))
+    entries.sort(key=lambda entry: entry[0])
+    lines = [
+        _("{when} — {what}").format(when=slack_date(int(at), "{date_short} {time}"), what=what)
+        for at, what in entries
+    ]
+    title = _("*History of order {order_id}*").format(order_id=_code(order_id))
+    shown = _bounded_lines(
+        iter(lines),
+        len(lines),
+        LIST_BUDGET,
+        HISTORY_SHOWN,
+        lambda hidden: ngettext(
+            "and {count} more entry", "and {count} more entries", hidden
+        ).format(count=format_number(hidden)),
+    )
+    body = (
+        "\n".join([title, *shown])
+        if lines
+        else _("{title}\nNothing recorded yet.").format(title=title)
+    )
+    text = _("History of order {order_id}").format(order_id=_text(order_id, ID_LIMIT))
+    return _message(text, [("history", _section(body))])
+
+
+def pending_answer(rows: list[dict[str, Any]]) -> Message:
+    """`/climate pending`: orders awaiting a decision, soonest deadline first."""
+    if not rows:
+        return _message(
+            _("No order is waiting for a decision."),
+            [("pending", _section(_("No order is waiting for a decision.")))],
+        )
+    lines = []
+    for row in rows:
+        change = _dict(row.get("change"))
+        what = _("delay") if change.get("kind") == "delayed" else _("substitution")
+        lines.append(
+            _("{order_id} — {what}, decide by {deadline}").format(
+                order_id=_code(row["id"]),
+                what=what,
+                deadline=slack_date(int(row["decision_deadline"]), "{date_long} {time}"),
+            )
+        )
+    shown = _bounded_lines(
+        iter(lines),
+        len(lines),
+        LIST_BUDGET,
+        PENDING_SHOWN,
+        lambda hidden: ngettext("and {count} more order", "and {count} more orders", hidden).format(
+            count=format_number(hidden)
+        ),
+    )
+    title = ngettext(
+        "*{count} order awaits a decision*", "*{count} orders await a decision*", len(rows)
+    ).format(count=format_number(len(rows)))
+    text = ngettext(
+        "{count} order awaits a decision.", "{count} orders await a decision.", len(rows)
+    ).format(count=format_number(len(rows)))
+    return _message(text, [("pending", _section("\n".join([title, *shown])))])
+
+
 def _mention(entity: str) -> str:
     """A user (U…/W…) or user group (S…) id as a Slack mention; anything else is dropped."""
     if not _SLACK_USER.match(entity):

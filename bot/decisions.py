@@ -237,7 +237,8 @@ class Decisions:
             if fresh.data.get("status") in FINAL_STATUSES:
                 self._already_final(order_id, user, fresh.data, fresh.request_id, row)
                 return
-            result = self.stripe.cancel_order(order_id, account=account)
+            attempt = self.storage.cancel_attempts(order_id)
+            result = self.stripe.cancel_order(order_id, attempt=attempt, account=account)
         except (Refused, NotFound) as exc:
             self._cancel_failed(order_id, user, "refused", exc.message, exc.request_id, row)
             answer = _("Stripe did not cancel order {order_id}: {message}").format(

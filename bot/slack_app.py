@@ -15,26 +15,16 @@ from slack_bolt.request.internals import build_context
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
+from bot.commands import Commands
 from bot.decisions import ACCEPT, CANCEL, Click, Decisions
-from bot.i18n import N_, _, use_locale
+from bot.i18n import use_locale
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-USAGE = N_(
-    "*Usage:* `/climate <subcommand>`\n"
-    "• `status <order_id>` — an order as Stripe has it now\n"
-    "• `orders` — recent orders\n"
-    "• `products` — what Frontier sells now\n"
-    "• `pending` — orders awaiting a decision\n"
-    "• `history <order_id>` — everything that happened to an order\n"
-    "• `help` — this message\n"
-    "Example: `/climate status climorder_1Pgc73B7WZ01zgkWaebIwEZ7`"
-)
 
-
-def build_bolt_app(settings: Settings, decisions: Decisions) -> App:
+def build_bolt_app(settings: Settings, decisions: Decisions, commands: Commands) -> App:
     """The Bolt app with every listener climate-bot registers."""
     client = WebClient(token=settings.SLACK_BOT_TOKEN, base_url=settings.SLACK_API_URL)
     app = App(
@@ -65,8 +55,10 @@ def build_bolt_app(settings: Settings, decisions: Decisions) -> App:
 
     @app.command("/climate")
     def climate_command(ack, command):
+        # Every answer here comes from the database, well inside Slack's 3 seconds.
         with use_locale(settings.locale_for(command.get("channel_id"))):
-            ack(text=_(USAGE))
+            answer = commands.answer(command.get("text") or "")
+        ack(text=answer.text, blocks=answer.blocks or None, response_type="ephemeral")
 
     return app
 

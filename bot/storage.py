@@ -351,6 +351,14 @@ class Storage:
             (order_id, action, user, time.time(), outcome, stripe_request_id, error),
         )
 
+    def cancel_attempts(self, order_id: str) -> int:
+        """How many cancels of this order ended without cancelling (refused, failed)."""
+        return self.conn.execute(
+            "SELECT count(*) FROM audit WHERE order_id = ? AND action = 'cancel'"
+            " AND outcome IN ('refused', 'failed')",
+            (order_id,),
+        ).fetchone()[0]
+
     def audit_rows(self, order_id: str) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT * FROM audit WHERE order_id = ? ORDER BY at, id", (order_id,)

@@ -42,9 +42,11 @@ class StripeResult:
     request_id: str | None
 
 
-def cancel_idempotency_key(order_id: str) -> str:
-    """One key per order, so double clicks, two users and retries cancel at most once."""
-    return f"climate-bot-cancel:{order_id}"
+def cancel_idempotency_key(order_id: str, attempt: int = 0) -> str:
+    """One key per cancel attempt on an order: a retry of the same attempt (a crash, a network
+    error inside the SDK) replays Stripe's first answer instead of cancelling twice. A new attempt
+    after a refusal gets a new key, or Stripe would replay the refusal for 24 hours."""
+    return f"climate-bot-cancel:{order_id}:{attempt}"
 
 
 class StripeGateway:
@@ -66,12 +68,14 @@ class StripeGateway:
             account,
         )
 
-    def cancel_order(self, order_id: str, *, account: str | None = None) -> StripeResult:
-        """Cancel the order; the same order always uses the same Idempotency-Key."""
+    def cancel_order(
+        self, order_id: str, *, attempt: int = 0, account: str | None = None
+    ) -> StripeResult:
+        """Cancel the order, with the Idempotency-Key of this attempt."""
         return self._call(
             lambda options: self.client.v1.climate.orders.cancel(order_id, options=options),
             account,
-            idempotency_key=cancel_idempotency_key(order_id),
+            idempotency_key=cancel_idempotency_key(order_id, attempt),
         )
 
     def _call(

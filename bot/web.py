@@ -12,6 +12,7 @@ from flask import Flask, jsonify, request
 from slack_bolt import App
 
 from bot import receiving
+from bot.commands import Commands
 from bot.decisions import Deciders, Decisions
 from bot.delivery import Deliverer, start_worker_thread
 from bot.scheduler import Scheduler, start_scheduler_thread
@@ -84,7 +85,7 @@ def build_bot(settings: Settings) -> ClimateBot:
         mentions=settings.allowed_deciders,
         wake=deliverer.wake.set,
     )
-    bolt = build_bolt_app(settings, decisions)
+    bolt = build_bolt_app(settings, decisions, Commands(storage))
     return ClimateBot(settings, storage, bolt, deliverer, scheduler)
 
 

@@ -20,10 +20,12 @@ from babel.messages.pofile import read_po
 
 from bot import cards, formatting, i18n
 from bot.cards import (
+    history_answer,
     limit_problems,
     order_card,
     order_notice,
     order_reply,
+    pending_answer,
     product_card,
     product_reply,
 )
@@ -234,8 +236,39 @@ def decisions() -> Iterator[tuple[str, Callable[[], Message]]]:
     yield "notice without a change", lambda: order_notice(Notice("decision", make_order()))
 
 
+def record_answers() -> Iterator[tuple[str, Callable[[], Message]]]:
+    """`/climate history` and `/climate pending`, empty, typical and overflowing."""
+    events = [
+        {"type": event, "created": DELAYED_AT + i, "late": i % 2}
+        for i, event in enumerate((*ORDER_EVENTS, "climate.order.from_the_future"))
+    ]
+    outcomes = [*cards._AUDIT_OUTCOMES, "something_new"]
+    audit = [
+        {"at": DELAYED_AT + i, "slack_user": "U0ALICE", "outcome": outcome, "error": "boom"}
+        for i, outcome in enumerate(outcomes)
+    ] + [{"at": DELAYED_AT, "slack_user": "<!here>", "outcome": "accepted", "error": None}]
+    yield "history", lambda: history_answer("climorder_1", events, audit)
+    yield "long history", lambda: history_answer("climorder_1", events * 20, audit * 20)
+    yield "empty history", lambda: history_answer("climorder_1", [], [])
+    rows = [
+        {"id": f"climorder_{i}", "decision_deadline": DEADLINE + i, "change": change}
+        for i, change in enumerate([{"kind": "delayed"}, {"kind": "product_substituted"}] * 30)
+    ]
+    yield "pending", lambda: pending_answer(rows[:2])
+    yield "one pending", lambda: pending_answer(rows[:1])
+    yield "many pending", lambda: pending_answer(rows)
+    yield "nothing pending", lambda: pending_answer([])
+
+
 RENDERS = dict(
-    [*order_cards(), *order_replies(), *product_cards(), *product_replies(), *decisions()]
+    [
+        *order_cards(),
+        *order_replies(),
+        *product_cards(),
+        *product_replies(),
+        *decisions(),
+        *record_answers(),
+    ]
 )
 
 

@@ -71,6 +71,7 @@ def test_manifest_asks_only_for_the_scopes_the_bot_uses(manifest):
         "channels:join",
         "channels:history",
         "groups:history",
+        "usergroups:read",
     }
     [command] = manifest["features"]["slash_commands"]
     assert command["command"] == "/climate"

@@ -7,45 +7,18 @@ import time
 
 import requests
 
-from bot.fakes import stripe_objects as so
 from bot.fakes.slack import (
-    RESPONSE_URL_METHOD,
     block_actions_body,
     sign_slack_request,
     slash_command_body,
 )
-from bot.model import ACCEPT_ACTION, CANCEL_ACTION
-from tests.conftest import CHANNEL, SIGNING_SECRET
+from bot.model import CANCEL_ACTION
+from tests.conftest import SIGNING_SECRET
 
 
 def post_slack(running, body: str, *, timestamp: int | None = None, secret=SIGNING_SECRET):
     headers = sign_slack_request(body, secret, timestamp=timestamp)
     return requests.post(running.url + "/slack/events", data=body, headers=headers, timeout=10)
-
-
-def test_click_on_a_decision_button_answers_that_deciding_is_not_available_yet(running, fake_slack):
-    order = so.order()
-    running.send_event(
-        so.event("climate.order.delayed", so.delayed(order, 2030, at=int(time.time())))
-    )
-    running.deliver()
-    [card] = fake_slack.messages(CHANNEL)
-    for action in (ACCEPT_ACTION, CANCEL_ACTION):
-        url = fake_slack.new_response_url()
-        body = block_actions_body(
-            action_id=action, value=order["id"], message=card, response_url=url
-        )
-        assert post_slack(running, body).status_code == 200
-        fake_slack.wait_for(
-            lambda c, u=url: (
-                c.method == RESPONSE_URL_METHOD and c.path.endswith(u.rsplit("/", 1)[1])
-            )
-        )
-        [answer] = fake_slack.responses(url)
-        assert "not available yet" in answer["text"]
-        assert answer.get("replace_original") is False
-    # The card is untouched: still one message, never updated by a click.
-    assert fake_slack.messages(CHANNEL)[0].updates == 0
 
 
 def test_forged_click_gets_401_and_does_nothing(running, fake_slack):

@@ -1,0 +1,295 @@
+"""Deciding from Slack: signed clicks on the real Bolt app; a fake Stripe cancels or refuses."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import requests
+
+from bot.fakes import stripe_objects as so
+from bot.fakes.slack import RESPONSE_URL_METHOD, block_actions_body, sign_slack_request
+from bot.model import ACCEPT_ACTION, CANCEL_ACTION, DECISION_WINDOW_SECONDS
+from bot.settings import load_settings
+from bot.stripe_api import cancel_idempotency_key
+from tests.conftest import CHANNEL, SIGNING_SECRET, env_for, serve_bot
+
+
+def click(bot, fake_slack, action: str, order_id: str, user: str = "U0ALICE") -> str:
+    """Click a card's button as Slack would; return the ephemeral answer the clicker sees."""
+    url = fake_slack.new_response_url()
+    cards = fake_slack.messages(CHANNEL)
+    body = block_actions_body(
+        action_id=action,
+        value=order_id,
+        user_id=user,
+        response_url=url,
+        message=cards[0] if cards else None,
+    )
+    response = requests.post(
+        bot.url + "/slack/events",
+        data=body,
+        headers=sign_slack_request(body, SIGNING_SECRET),
+        timeout=10,
+    )
+    assert response.status_code == 200
+    hook = url.rsplit("/", 1)[1]
+    fake_slack.wait_for(lambda c: c.method == RESPONSE_URL_METHOD and c.path.endswith(hook))
+    return fake_slack.responses(url)[0]["text"]
+
+
+def answers(fake_slack, url_count: int = 1) -> list[str]:
+    return [r["text"] for r in fake_slack.responses()]
+
+
+def delayed_order(bot, fake_stripe, *, at: int | None = None) -> dict:
+    """A confirmed order, known to Stripe, whose delay the bot has posted with buttons."""
+    order = so.order()
+    fake_stripe.add_order(order)
+    at = at or int(time.time())
+    delayed = so.delayed(order, 2030, at=at)
+    fake_stripe.add_order(delayed)
+    bot.send_event(so.event("climate.order.created", order, created=at - 100))
+    bot.send_event(so.event("climate.order.delayed", delayed, created=at))
+    bot.deliver()
+    return delayed
+
+
+def card_blocks(fake_slack) -> str:
+    [card] = fake_slack.messages(CHANNEL)
+    return json.dumps(card.blocks)
+
+
+def test_accept_records_the_decision_without_calling_stripe(running, fake_slack, fake_stripe):
+    order = delayed_order(running, fake_stripe)
+    fake_stripe.clear_calls()
+    answer = click(running, fake_slack, ACCEPT_ACTION, order["id"])
+    assert "You accepted the delay" in answer
+    running.deliver()
+    blocks = card_blocks(fake_slack)
+    assert '"actions"' not in blocks
+    assert "Delay accepted by <@U0ALICE>" in blocks
+    assert "Delivery moved from 2027 to 2030" in blocks  # the facts stay visible
+    [card] = fake_slack.messages(CHANNEL)
+    assert "Delay accepted by <@U0ALICE>" in fake_slack.replies(CHANNEL, card.ts)[-1].text
+    assert fake_stripe.calls == []
+    [row] = running.bot.storage.audit_rows(order["id"])
+    assert (row["action"], row["outcome"], row["slack_user"]) == ("accept", "accepted", "U0ALICE")
+
+
+def test_cancel_re_reads_the_order_then_cancels_once_with_an_idempotency_key(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    answer = click(running, fake_slack, CANCEL_ACTION, order["id"])
+    assert "Cancelling order" in answer
+    assert fake_stripe.calls_to("/v1/climate/orders") == []  # never on the web worker
+    running.deliver()
+    [retrieve] = fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}", method="GET")
+    [cancel] = fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}/cancel")
+    assert retrieve.at <= cancel.at
+    assert cancel.idempotency_key == cancel_idempotency_key(order["id"], 0)
+    assert fake_stripe.get_order(order["id"])["status"] == "canceled"
+    blocks = card_blocks(fake_slack)
+    assert "Cancelled by <@U0ALICE>" in blocks and "$5,665.00" in blocks  # full refund
+    assert '"actions"' not in blocks
+    [card] = fake_slack.messages(CHANNEL)
+    assert "Cancelled by <@U0ALICE>" in fake_slack.replies(CHANNEL, card.ts)[-1].text
+    assert any("is cancelled" in text for text in answers(fake_slack))
+    outcomes = [r["outcome"] for r in running.bot.storage.audit_rows(order["id"])]
+    assert outcomes == ["cancelled"]
+    assert running.bot.storage.audit_rows(order["id"])[0]["stripe_request_id"].startswith("req_")
+
+
+def test_double_click_cancels_once_and_the_second_click_is_told_who_decided(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    click(running, fake_slack, CANCEL_ACTION, order["id"])
+    second = click(running, fake_slack, CANCEL_ACTION, order["id"])
+    assert "Already decided by <@U0ALICE>" in second
+    running.deliver()
+    assert len(fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}/cancel")) == 1
+
+
+def test_two_users_clicking_at_once_decide_once(running, fake_slack, fake_stripe):
+    order = delayed_order(running, fake_stripe)
+    results: dict[str, str] = {}
+
+    def clicker(user: str, action: str) -> None:
+        results[user] = click(running, fake_slack, action, order["id"], user=user)
+
+    threads = [
+        threading.Thread(target=clicker, args=("U0ALICE", CANCEL_ACTION)),
+        threading.Thread(target=clicker, args=("U0BOB", ACCEPT_ACTION)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    running.deliver()
+    losers = [text for text in results.values() if "Already decided by" in text]
+    assert len(losers) == 1
+    decided = running.bot.storage.order_row(order["id"])
+    assert decided["decision"] in ("accepted", "cancelled")
+    cancels = fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}/cancel")
+    assert len(cancels) == (1 if decided["decision"] == "cancelled" else 0)
+
+
+@pytest.fixture
+def guarded(tmp_path, fake_slack, fake_stripe):
+    """The bot with deciders: Bob himself, and the user group S0DECIDERS (Carol)."""
+    fake_slack.add_user("U0CAROL", "carol")
+    fake_slack.add_usergroup("S0DECIDERS", "climate-deciders", ["U0CAROL"])
+    env = {
+        **env_for(tmp_path, fake_slack, fake_stripe),
+        "SLACK_ALLOWED_DECIDERS": "U0BOB,S0DECIDERS",
+    }
+    with serve_bot(load_settings(env)) as bot:
+        yield bot
+
+
+def test_only_allowed_deciders_may_decide_and_refusals_are_recorded(
+    guarded, fake_slack, fake_stripe
+):
+    order = delayed_order(guarded, fake_stripe)
+    fake_stripe.clear_calls()
+    answer = click(guarded, fake_slack, CANCEL_ACTION, order["id"], user="U0ALICE")
+    assert "Only <@U0BOB>, <!subteam^S0DECIDERS> may decide" in answer
+    guarded.deliver()
+    assert fake_stripe.calls == []
+    assert '"actions"' in card_blocks(fake_slack)
+    assert [r["outcome"] for r in guarded.bot.storage.audit_rows(order["id"])] == ["not_allowed"]
+    # Carol is in the user group; the group is read once and cached.
+    assert "You accepted" in click(guarded, fake_slack, ACCEPT_ACTION, order["id"], user="U0CAROL")
+    click(guarded, fake_slack, ACCEPT_ACTION, order["id"], user="U0CAROL")
+    assert len(fake_slack.calls_to("usergroups.users.list")) == 1
+
+
+def test_stripe_refusal_keeps_the_buttons_and_shows_stripes_message(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    fake_stripe.refuse_cancel(order["id"], message="Orders can only be canceled within 30 days.")
+    click(running, fake_slack, CANCEL_ACTION, order["id"])
+    running.deliver()
+    assert any("Orders can only be canceled within 30 days." in t for t in answers(fake_slack))
+    assert '"actions"' in card_blocks(fake_slack)
+    [row] = running.bot.storage.audit_rows(order["id"])
+    assert row["outcome"] == "refused" and row["stripe_request_id"].startswith("req_")
+    # Clicking again is safe, and works once Stripe agrees.
+    fake_stripe.allow_cancel(order["id"])
+    click(running, fake_slack, CANCEL_ACTION, order["id"])
+    running.deliver()
+    assert fake_stripe.get_order(order["id"])["status"] == "canceled"
+    keys = [c.idempotency_key for c in fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}/")]
+    assert keys == [cancel_idempotency_key(order["id"], 0), cancel_idempotency_key(order["id"], 1)]
+
+
+def test_stripe_down_during_a_cancel_changes_nothing_and_says_so(running, fake_slack, fake_stripe):
+    order = delayed_order(running, fake_stripe)
+    fake_stripe.set_down(True)
+    click(running, fake_slack, CANCEL_ACTION, order["id"])
+    running.deliver()
+    assert any("could not be reached" in t for t in answers(fake_slack))
+    assert '"actions"' in card_blocks(fake_slack)
+    assert running.bot.storage.order_row(order["id"])["decision"] is None
+    assert [r["outcome"] for r in running.bot.storage.audit_rows(order["id"])] == ["failed"]
+
+
+def test_order_already_cancelled_at_stripe_is_not_cancelled_again(running, fake_slack, fake_stripe):
+    order = delayed_order(running, fake_stripe)
+    fake_stripe.add_order(
+        {
+            **order,
+            "status": "canceled",
+            "canceled_at": int(time.time()),
+            "cancellation_reason": "product_unavailable",
+        }
+    )
+    click(running, fake_slack, CANCEL_ACTION, order["id"])
+    running.deliver()
+    assert fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}/cancel") == []
+    assert any("already cancelled at Stripe" in t for t in answers(fake_slack))
+    blocks = card_blocks(fake_slack)
+    assert "Order cancelled" in blocks and '"actions"' not in blocks
+
+
+def test_unknown_order_and_malformed_values_answer_cleanly(running, fake_slack, fake_stripe):
+    assert "No order climorder_nothere" in click(
+        running, fake_slack, CANCEL_ACTION, "climorder_nothere"
+    )
+    assert "does not name an order" in click(running, fake_slack, CANCEL_ACTION, "<!channel>")
+    assert fake_stripe.calls == []
+
+
+def test_click_on_an_old_copy_after_the_deadline_reaches_nothing_at_stripe(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe, at=int(time.time()) - DECISION_WINDOW_SECONDS - 60)
+    fake_stripe.clear_calls()
+    answer = click(running, fake_slack, CANCEL_ACTION, order["id"])
+    assert "decision window" in answer and "closed" in answer
+    running.deliver()
+    assert fake_stripe.calls == []
+    assert [r["outcome"] for r in running.bot.storage.audit_rows(order["id"])] == ["too_late"]
+
+
+def test_click_on_a_delivered_order_explains_and_calls_nobody(running, fake_slack, fake_stripe):
+    order = delayed_order(running, fake_stripe)
+    delivered = so.order(status="delivered", id=order["id"])
+    running.send_event(so.event("climate.order.delivered", delivered, created=int(time.time())))
+    running.deliver()
+    fake_stripe.clear_calls()
+    assert "already delivered" in click(running, fake_slack, ACCEPT_ACTION, order["id"])
+    assert fake_stripe.calls == []
+
+
+def test_history_and_pending_answer_from_the_record(running, fake_slack, fake_stripe):
+    first = delayed_order(running, fake_stripe, at=int(time.time()) - 10 * 86400)
+    second = so.delayed(so.order(), 2031, at=int(time.time()))
+    running.send_event(so.event("climate.order.delayed", second))
+    running.deliver()
+    pending = slash(running, fake_slack, "pending")
+    assert pending.index(first["id"]) < pending.index(second["id"])  # soonest deadline first
+    click(running, fake_slack, ACCEPT_ACTION, first["id"])
+    history = slash(running, fake_slack, f"history {first['id']}")
+    assert history.index("Order placed") < history.index("Delivery delayed")
+    assert history.index("Delivery delayed") < history.index("accepted the change")
+    assert "<@U0ALICE>" in history
+    assert first["id"] not in slash(running, fake_slack, "pending")
+    assert "No order climorder_x" in slash(running, fake_slack, "history climorder_x")
+
+
+def slash(bot, fake_slack, text: str) -> str:
+    from bot.fakes.slack import slash_command_body
+
+    body = slash_command_body(text=text, response_url=fake_slack.new_response_url())
+    response = requests.post(
+        bot.url + "/slack/events",
+        data=body,
+        headers=sign_slack_request(body, SIGNING_SECRET),
+        timeout=10,
+    )
+    assert response.status_code == 200
+    return response.text
+
+
+def test_reminders_come_before_the_deadline_once_and_stop_after_a_decision(
+    guarded, fake_slack, fake_stripe
+):
+    now = int(time.time())
+    order = delayed_order(guarded, fake_stripe, at=now - DECISION_WINDOW_SECONDS + 6 * 86400)
+    scheduler = guarded.bot.scheduler
+    assert scheduler.send_reminders(now) == [(order["id"], 7)]
+    assert scheduler.send_reminders(now) == []  # once
+    guarded.deliver()
+    [card] = fake_slack.messages(CHANNEL)
+    reminder = fake_slack.replies(CHANNEL, card.ts)[-1]
+    assert "Reminder" in reminder.text
+    assert "<@U0BOB>" in json.dumps(reminder.blocks)
+    assert "<!subteam^S0DECIDERS>" in json.dumps(reminder.blocks)
+    click(guarded, fake_slack, ACCEPT_ACTION, order["id"], user="U0BOB")
+    assert scheduler.send_reminders(now + 5 * 86400 + 3600) == []  # decided: no 1-day reminder
