@@ -282,6 +282,23 @@ def _supplier_line(supplier: Any) -> str:
     return _("• {name} — {pathway}").format(name=name, pathway=pathway)
 
 
+def _suppliers_section(product: dict[str, Any], budget: int) -> dict[str, Any] | None:
+    """The product's suppliers, one line each, as many as fit in `budget` characters."""
+    suppliers = _list(product.get("suppliers"))
+    if not suppliers:
+        return None
+    lines = _bounded_lines(
+        (_supplier_line(supplier) for supplier in suppliers),
+        len(suppliers),
+        budget,
+        SUPPLIERS_SHOWN,
+        lambda hidden: ngettext(
+            "and {count} more supplier", "and {count} more suppliers", hidden
+        ).format(count=format_number(hidden)),
+    )
+    return _section("\n".join([_("*Suppliers*"), *lines]))
+
+
 def _supplier_names(suppliers: list[Any]) -> str:
     """A short inline list: "Charm Industrial, Heirloom, Lithos and 3 more"."""
     names = format_names(
@@ -617,18 +634,9 @@ def order_card(state: OrderState, now: int) -> Message:
         )
     )
 
-    suppliers = _list(product.get("suppliers"))
-    if suppliers:
-        lines = _bounded_lines(
-            (_supplier_line(supplier) for supplier in suppliers),
-            len(suppliers),
-            SUPPLIER_BUDGET_SHORT,
-            SUPPLIERS_SHOWN,
-            lambda hidden: ngettext(
-                "and {count} more supplier", "and {count} more suppliers", hidden
-            ).format(count=format_number(hidden)),
-        )
-        blocks.append(("suppliers", _section("\n".join([_("*Suppliers*"), *lines]))))
+    suppliers_block = _suppliers_section(product, SUPPLIER_BUDGET_SHORT)
+    if suppliers_block is not None:
+        blocks.append(("suppliers", suppliers_block))
 
     if change is not None:
         facts = _change_facts(change, order, product)
@@ -1031,18 +1039,9 @@ def product_card(state: ProductState, now: int | None = None) -> Message:
     price_lines = _price_lines(prices) if prices else [_("No prices listed")]
     blocks.append(("prices", _section("\n".join([_("*Price per tonne*"), *price_lines]))))
 
-    suppliers = _list(product.get("suppliers"))
-    if suppliers:
-        lines = _bounded_lines(
-            (_supplier_line(supplier) for supplier in suppliers),
-            len(suppliers),
-            LIST_BUDGET,
-            SUPPLIERS_SHOWN,
-            lambda hidden: ngettext(
-                "and {count} more supplier", "and {count} more suppliers", hidden
-            ).format(count=format_number(hidden)),
-        )
-        blocks.append(("suppliers", _section("\n".join([_("*Suppliers*"), *lines]))))
+    suppliers_block = _suppliers_section(product, LIST_BUDGET)
+    if suppliers_block is not None:
+        blocks.append(("suppliers", suppliers_block))
 
     dashboard = _dashboard_context("product", product, state.account)
     if dashboard is not None:
