@@ -918,8 +918,9 @@ def history_answer(
     return _message(text, [("history", _section(body))])
 
 
-def pending_answer(rows: list[dict[str, Any]]) -> Message:
-    """`/climate pending`: orders awaiting a decision, soonest deadline first."""
+def pending_answer(rows: list[dict[str, Any]], links: dict[str, str] | None = None) -> Message:
+    """`/climate pending`: orders awaiting a decision, soonest deadline first, with card links."""
+    links = links or {}
     if not rows:
         return _message(
             _("No order is waiting for a decision."),
@@ -929,13 +930,13 @@ def pending_answer(rows: list[dict[str, Any]]) -> Message:
     for row in rows:
         change = _dict(row.get("change"))
         what = _("delay") if change.get("kind") == "delayed" else _("substitution")
-        lines.append(
-            _("{order_id} — {what}, decide by {deadline}").format(
-                order_id=_code(row["id"]),
-                what=what,
-                deadline=slack_date(int(row["decision_deadline"]), "{date_long} {time}"),
-            )
+        line = _("{order_id} — {what}, decide by {deadline}").format(
+            order_id=_code(row["id"]),
+            what=what,
+            deadline=slack_date(int(row["decision_deadline"]), "{date_long} {time}"),
         )
+        link = _link(links.get(row["id"]), _("card"))
+        lines.append(_("{line} · {link}").format(line=line, link=link) if link else line)
     shown = _bounded_lines(
         iter(lines),
         len(lines),
@@ -952,6 +953,223 @@ def pending_answer(rows: list[dict[str, Any]]) -> Message:
         "{count} order awaits a decision.", "{count} orders await a decision.", len(rows)
     ).format(count=format_number(len(rows)))
     return _message(text, [("pending", _section("\n".join([title, *shown])))])
+
+
+ORDERS_NEXT_ACTION = "orders_next"
+ORDERS_PER_PAGE = 10
+
+
+def status_answer(
+    state: OrderState, now: int, *, as_of: float | None, card_link: str | None
+) -> Message:
+    """`/climate status`: the order's card without its buttons, and how fresh it is.
+
+    `as_of` is None when the order was just read from Stripe, else the time of the local snapshot
+    shown because Stripe could not be asked.
+    """
+    card = order_card(state, now)
+    blocks = [
+        (block["block_id"].split(".")[0], {k: v for k, v in block.items() if k != "block_id"})
+        for block in card.blocks
+        if block["type"] != "actions"
+    ]
+    notes = []
+    if as_of is None:
+        notes.append(_("Fresh from Stripe."))
+    else:
+        notes.append(
+            _("Stripe could not be reached; as of {when}.").format(
+                when=slack_date(int(as_of), "{date_short} {time}")
+            )
+        )
+    link = _link(card_link, _("Open the card in the channel"))
+    if link:
+        notes.append(link)
+    blocks.append(("freshness", _context(*notes)))
+    return _message(card.text, blocks)
+
+
+def orders_page(
+    rows: list[dict[str, Any]],
+    *,
+    filter_name: str | None,
+    next_cursor: str | None,
+    links: dict[str, str] | None = None,
+) -> Message:
+    """One page of `/climate orders [filter]`, newest first, with a Next button."""
+    links = links or {}
+    if not rows:
+        text = (
+            _("No {filter} orders.").format(filter=_(_ORDER_FILTERS[filter_name]))
+            if filter_name
+            else _("No orders yet.")
+        )
+        return _message(text, [("orders", _section(text))])
+    lines = []
+    for row in rows:
+        order = _dict(row.get("snapshot"))
+        line = _("{order_id} — {status} · {tonnes} · {total} · placed {when}").format(
+            order_id=_code(row["id"]),
+            status=_status_text(row.get("status")),
+            tonnes=format_tonnes(order.get("metric_tons")),
+            total=_money(order.get("amount_total"), order.get("currency")),
+            when=slack_date(int(row.get("created") or 0), "{date_short}"),
+        )
+        link = _link(links.get(row["id"]), _("card"))
+        lines.append(_("{line} · {link}").format(line=line, link=link) if link else line)
+    title = (
+        _("*{filter} orders, newest first*").format(filter=_(_ORDER_FILTERS[filter_name]))
+        if filter_name
+        else _("*Orders, newest first*")
+    )
+    blocks: list[tuple[str, dict[str, Any]]] = [("orders", _section("\n".join([title, *lines])))]
+    if next_cursor is not None and len(next_cursor) <= MAX_BUTTON_VALUE:
+        blocks.append(
+            (
+                "more",
+                {
+                    "type": "actions",
+                    "elements": [
+                        {
+                            "type": "button",
+                            "action_id": ORDERS_NEXT_ACTION,
+                            "text": _plain(_("Next"), MAX_BUTTON_TEXT),
+                            "value": next_cursor,
+                        }
+                    ],
+                },
+            )
+        )
+    text = ngettext("{count} order.", "{count} orders.", len(rows)).format(
+        count=format_number(len(rows))
+    )
+    return _message(text, blocks)
+
+
+_ORDER_FILTERS = {
+    "open": N_("Open"),
+    "confirmed": N_("Confirmed"),
+    "delayed": N_("Delayed"),
+    "delivered": N_("Delivered"),
+    "canceled": N_("Cancelled"),
+}
+ORDER_FILTERS = tuple(_ORDER_FILTERS)
+PRODUCTS_SHOWN = 20
+
+
+def products_answer(products: list[dict[str, Any]], *, as_of: float | None, now: int) -> Message:
+    """`/climate products`: what Frontier sells now, per product its year, tonnes and prices."""
+    if not products:
+        text = _("Frontier offers no products right now.")
+        return _message(text, [("products", _section(text))])
+    blocks: list[tuple[str, dict[str, Any]]] = []
+    for index, product in enumerate(products[:PRODUCTS_SHOWN]):
+        product = _dict(product)
+        prices = _prices(product)
+        price_lines = _price_lines(prices) if prices else [_("No prices listed")]
+        body = "\n".join(
+            [
+                _("*{name}* — delivery {year}, {tonnes} available").format(
+                    name=_product_name(product),
+                    year=_delivery_year(product, now),
+                    tonnes=format_tonnes(product.get("metric_tons_available")),
+                ),
+                *price_lines,
+            ]
+        )
+        blocks.append((f"product{index}", _section(truncate(body, MAX_SECTION_TEXT))))
+    hidden = len(products) - PRODUCTS_SHOWN
+    if hidden > 0:
+        blocks.append(
+            (
+                "more",
+                _context(
+                    ngettext(
+                        "and {count} more product", "and {count} more products", hidden
+                    ).format(count=format_number(hidden))
+                ),
+            )
+        )
+    if as_of is not None:
+        blocks.append(
+            (
+                "freshness",
+                _context(
+                    _("Stripe could not be reached; as of {when}.").format(
+                        when=slack_date(int(as_of), "{date_short} {time}")
+                    )
+                ),
+            )
+        )
+    text = ngettext(
+        "Frontier offers {count} product.", "Frontier offers {count} products.", len(products)
+    ).format(count=format_number(len(products)))
+    return _message(text, blocks)
+
+
+HOME_LIST_SHOWN = 10
+
+
+def home_view(
+    pending: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    *,
+    last_event_at: float | None,
+    failed_deliveries: int,
+    links: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The App Home tab: what needs deciding, what happened lately, and the bot's health."""
+    decisions = pending_answer(pending[:HOME_LIST_SHOWN], links)
+    history_lines = [
+        _("{when} — {what} {object_id}").format(
+            when=slack_date(int(event["received_at"]), "{date_short} {time}"),
+            what=_event_name(event["type"]),
+            object_id=_code(event.get("object_id")),
+        )
+        for event in events[:HOME_LIST_SHOWN]
+    ]
+    health = [
+        _("Last Stripe event received {when}.").format(
+            when=slack_date(int(last_event_at), "{date_short} {time}")
+        )
+        if last_event_at
+        else _("No Stripe event received yet."),
+        ngettext(
+            "{count} delivery to Slack failed and waits for an operator.",
+            "{count} deliveries to Slack failed and wait for an operator.",
+            failed_deliveries,
+        ).format(count=format_number(failed_deliveries))
+        if failed_deliveries
+        else _("Every delivery to Slack succeeded."),
+    ]
+    named = [
+        ("title", _header(_("climate-bot"))),
+        *[(f"pending{i}", b) for i, b in enumerate(_unnamed(decisions.blocks))],
+        ("divider1", {"type": "divider"}),
+        (
+            "events",
+            _section("\n".join([_("*Latest events*"), *(history_lines or [_("Nothing yet.")])])),
+        ),
+        ("divider2", {"type": "divider"}),
+        ("health", _section("\n".join([_("*Health*"), *health]))),
+    ]
+    message = _message(_("climate-bot"), named)
+    return {"type": "home", "blocks": message.blocks}
+
+
+_PRODUCT_EVENT_NAMES = {
+    "climate.product.created": N_("New product"),
+    "climate.product.pricing_updated": N_("Price changed"),
+}
+
+
+def _event_name(event_type: str) -> str:
+    names = {**_EVENT_NAMES, **_PRODUCT_EVENT_NAMES}
+    return _(names[event_type]) if event_type in names else _("Update")
+
+
+def _unnamed(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in block.items() if k != "block_id"} for block in blocks]
 
 
 def _mention(entity: str) -> str:

@@ -1,62 +1,215 @@
-"""`/climate …`: answers about orders, ephemeral, from the database.
+"""`/climate …` and the App Home: answers about orders and products, ephemeral.
 
-Each subcommand is one function returning a `Message`; anything unrecognised answers the usage.
+Each subcommand is one method returning a `Message`; anything unrecognised answers the usage.
+`status` and `products` ask Stripe (with a short time-out, falling back to what the database
+knows), so the listener acknowledges first and answers through the response_url; the others
+answer from the database at once.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from bot import cards
+from bot.delivery import decision_of
 from bot.formatting import escape_mrkdwn
 from bot.i18n import N_, _
-from bot.model import Message
-from bot.storage import Storage
+from bot.model import Change, Message, OrderState
+from bot.slack_api import SlackGateway
+from bot.storage import Storage, card_key
+from bot.stripe_api import NotFound, StripeFailure, StripeGateway
+
+log = logging.getLogger(__name__)
 
 USAGE = N_(
     "*Usage:* `/climate <subcommand>`\n"
     "• `status <order_id>` — an order as Stripe has it now\n"
-    "• `orders` — recent orders\n"
+    "• `orders [open|confirmed|delayed|delivered|canceled]` — orders, newest first\n"
     "• `products` — what Frontier sells now\n"
     "• `pending` — orders awaiting a decision\n"
     "• `history <order_id>` — everything that happened to an order\n"
     "• `help` — this message\n"
     "Example: `/climate status climorder_1Pgc73B7WZ01zgkWaebIwEZ7`"
 )
+ORDER_ID = re.compile(r"^climorder_[A-Za-z0-9]{1,200}$")
+PRODUCTS_CACHE_SECONDS = 300.0
+ASKS_STRIPE = ("status", "products")
 
 
 class Commands:
-    """The `/climate` subcommands."""
+    """The `/climate` subcommands and the App Home view."""
 
-    def __init__(self, storage: Storage, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        slack: SlackGateway,
+        stripe: StripeGateway,
+        *,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.storage = storage
+        self.slack = slack
+        self.stripe = stripe  # with a short time-out: a person is waiting
         self.now = now
+        self._products: tuple[float, list[dict[str, Any]]] | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def asks_stripe(text: str) -> bool:
+        """True when answering `text` needs Stripe: acknowledge first, answer later."""
+        words = (text or "").split()
+        return bool(words) and words[0].lower() in ASKS_STRIPE
 
     def answer(self, text: str) -> Message:
         """The answer to `/climate <text>`."""
         words = (text or "").split()
         name, args = (words[0].lower(), words[1:]) if words else ("help", [])
-        if name == "history" and len(args) == 1:
-            return self.history(args[0])
+        if name in ("status", "history") and len(args) == 1:
+            return self.status(args[0]) if name == "status" else self.history(args[0])
+        if name == "orders" and len(args) <= 1:
+            wanted = args[0].lower() if args else None
+            if wanted is None or wanted in cards.ORDER_FILTERS:
+                return self.orders(wanted)
+        if name == "products" and not args:
+            return self.products()
         if name == "pending" and not args:
             return self.pending()
         return usage()
 
+    # -- subcommands -----------------------------------------------------------------------
+
+    def status(self, order_id: str) -> Message:
+        if not ORDER_ID.match(order_id):
+            return no_order(order_id)
+        row = self.storage.order_row(order_id)
+        as_of: float | None = None
+        try:
+            order = self.stripe.retrieve_order(
+                order_id, account=row["account"] if row else None
+            ).data
+        except NotFound:
+            return no_order(order_id)
+        except StripeFailure as exc:
+            log.info("status of %s from the database: %s", order_id, exc)
+            if row is None:
+                return Message(
+                    text=_(
+                        "Stripe could not be reached and climate-bot has no record of {order_id}."
+                    ).format(order_id=escape_mrkdwn(order_id[:100]))
+                )
+            order, as_of = row["snapshot"], row["updated_at"]
+        product = order.get("product")
+        if isinstance(product, str):
+            product_row = self.storage.product_row(product)
+            product = product_row["snapshot"] if product_row else None
+        state = OrderState(
+            order=order,
+            product=product if isinstance(product, dict) else None,
+            headline_event=row["headline_event"] if row else "climate.order.created",
+            change=Change(**row["change"]) if row and row["change"] else None,
+            account=row["account"] if row else None,
+            decision=decision_of(row) if row else None,
+        )
+        card = self.storage.card(card_key("order", order_id))
+        link = self.slack.permalink(card["channel"], card["ts"]) if card else None
+        return cards.status_answer(state, int(self.now()), as_of=as_of, card_link=link)
+
     def history(self, order_id: str) -> Message:
         if self.storage.order_row(order_id) is None:
-            return _plain(_("No order {order_id}.").format(order_id=order_id[:100]))
+            return no_order(order_id)
         return cards.history_answer(
             order_id, self.storage.order_events(order_id), self.storage.audit_rows(order_id)
         )
 
+    def orders(self, filter_name: str | None, cursor: str | None = None) -> Message:
+        """A page of orders; `cursor` is the Next button's value from the previous page."""
+        before = _decode_cursor(cursor)
+        kwargs: dict[str, Any] = {}
+        if filter_name == "delayed":
+            kwargs["change_kind"] = "delayed"
+        elif filter_name:
+            kwargs["status"] = filter_name
+        rows = self.storage.list_orders(before=before, limit=cards.ORDERS_PER_PAGE + 1, **kwargs)
+        page, more = rows[: cards.ORDERS_PER_PAGE], len(rows) > cards.ORDERS_PER_PAGE
+        next_cursor = (
+            _encode_cursor(filter_name, page[-1]["created"], page[-1]["id"]) if more else None
+        )
+        return cards.orders_page(
+            page, filter_name=filter_name, next_cursor=next_cursor, links=self._links(page)
+        )
+
+    def next_orders(self, cursor: str) -> Message:
+        """The page after the one whose Next button carried `cursor`."""
+        filter_name = cursor.split("|", 1)[0] or None
+        if filter_name is not None and filter_name not in cards.ORDER_FILTERS:
+            return usage()
+        return self.orders(filter_name, cursor)
+
+    def products(self) -> Message:
+        now = self.now()
+        with self._lock:
+            cached = self._products
+        if cached and now - cached[0] < PRODUCTS_CACHE_SECONDS:
+            return cards.products_answer(cached[1], as_of=None, now=int(now))
+        try:
+            products = self.stripe.list_products()
+        except StripeFailure as exc:
+            log.info("products from the database: %s", exc)
+            known = self.storage.known_products()
+            as_of = max((p["updated_at"] for p in known), default=now)
+            return cards.products_answer([p["snapshot"] for p in known], as_of=as_of, now=int(now))
+        with self._lock:
+            self._products = (now, products)
+        return cards.products_answer(products, as_of=None, now=int(now))
+
     def pending(self) -> Message:
-        return cards.pending_answer(self.storage.pending_decisions(self.now()))
+        rows = self.storage.pending_decisions(self.now())
+        return cards.pending_answer(rows, self._links(rows))
+
+    def home(self) -> dict[str, Any]:
+        """The App Home view: pending decisions, latest events, health."""
+        pending = self.storage.pending_decisions(self.now(), limit=cards.HOME_LIST_SHOWN)
+        return cards.home_view(
+            pending,
+            self.storage.recent_events(cards.HOME_LIST_SHOWN),
+            last_event_at=self.storage.last_event_received_at(),
+            failed_deliveries=len(self.storage.failures()),
+            links=self._links(pending),
+        )
+
+    def _links(self, rows: list[dict[str, Any]]) -> dict[str, str]:
+        """Card links for a list of orders: one query for the cards, no Slack call per row."""
+        found = self.storage.cards_of([card_key("order", r["id"]) for r in rows])
+        links = {}
+        for key, card in found.items():
+            link = self.slack.message_link(card["channel"], card["ts"])
+            if link:
+                links[key.split(":", 1)[1]] = link
+        return links
 
 
 def usage() -> Message:
     return Message(text=_(USAGE))
 
 
-def _plain(text: str) -> Message:
-    return Message(text=escape_mrkdwn(text))
+def no_order(order_id: str) -> Message:
+    return Message(text=_("No order {order_id}.").format(order_id=escape_mrkdwn(order_id[:100])))
+
+
+def _encode_cursor(filter_name: str | None, created: int, order_id: str) -> str:
+    return f"{filter_name or ''}|{created}|{order_id}"
+
+
+def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
+    if not cursor:
+        return None
+    try:
+        _filter, created, order_id = cursor.split("|", 2)
+        return int(created), order_id
+    except ValueError:
+        return None

@@ -91,6 +91,7 @@ class SlackGateway:
         # No client-side retries: failed deliveries are retried from the persisted outbox,
         # after checking whether an ambiguous attempt did reach Slack.
         self.client = WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[])
+        self._workspace_url: str | None = None
 
     def _call(self, method: str, *, form: bool = False, **params: Any) -> dict[str, Any]:
         """Call `method` (JSON body, or form fields for the methods that want them)."""
@@ -159,6 +160,36 @@ class SlackGateway:
             if not data.get("has_more") or not cursor:
                 return None
         return None
+
+    def permalink(self, channel: str, ts: str) -> str | None:
+        """The link to a message, or None when Slack will not say."""
+        try:
+            return self._call("chat.getPermalink", form=True, channel=channel, message_ts=ts).get(
+                "permalink"
+            )
+        except SlackError as exc:
+            log.warning("no permalink for %s/%s: %s", channel, ts, exc)
+            return None
+
+    def message_link(self, channel: str, ts: str) -> str | None:
+        """A message's permalink built from the workspace URL, without a call per message.
+
+        Slack's permalinks have the form `<workspace url>archives/<channel>/p<ts without dot>`;
+        the workspace URL comes from `auth.test`, asked once.
+        """
+        if self._workspace_url is None:
+            try:
+                self._workspace_url = str(self.auth_test().get("url") or "")
+            except SlackError as exc:
+                log.warning("no workspace url: %s", exc)
+                return None
+        if not self._workspace_url.startswith("https://"):
+            return None
+        base = self._workspace_url.rstrip("/")
+        return f"{base}/archives/{channel}/p{ts.replace('.', '')}"
+
+    def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        self._call("views.publish", user_id=user, view=view)
 
     def usergroup_members(self, usergroup: str) -> list[str]:
         """User ids in a user group (`S…`)."""

@@ -15,16 +15,25 @@ from slack_bolt.request.internals import build_context
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
+from bot.cards import ORDERS_NEXT_ACTION
 from bot.commands import Commands
 from bot.decisions import ACCEPT, CANCEL, Click, Decisions
 from bot.i18n import use_locale
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION
 from bot.settings import Settings
+from bot.slack_api import SlackGateway
+from bot.storage import Storage
 
 log = logging.getLogger(__name__)
 
 
-def build_bolt_app(settings: Settings, decisions: Decisions, commands: Commands) -> App:
+def build_bolt_app(
+    settings: Settings,
+    decisions: Decisions,
+    commands: Commands,
+    storage: Storage,
+    slack: SlackGateway,
+) -> App:
     """The Bolt app with every listener climate-bot registers."""
     client = WebClient(token=settings.SLACK_BOT_TOKEN, base_url=settings.SLACK_API_URL)
     app = App(
@@ -54,11 +63,34 @@ def build_bolt_app(settings: Settings, decisions: Decisions, commands: Commands)
         respond(text=text, response_type="ephemeral", replace_original=False)
 
     @app.command("/climate")
-    def climate_command(ack, command):
-        # Every answer here comes from the database, well inside Slack's 3 seconds.
+    def climate_command(ack, command, respond):
+        text = command.get("text") or ""
+        if commands.asks_stripe(text):
+            ack()  # Stripe must be asked: answer through the response_url, not within the ack
         with use_locale(settings.locale_for(command.get("channel_id"))):
-            answer = commands.answer(command.get("text") or "")
-        ack(text=answer.text, blocks=answer.blocks or None, response_type="ephemeral")
+            answer = commands.answer(text)
+        if commands.asks_stripe(text):
+            respond(text=answer.text, blocks=answer.blocks or None, response_type="ephemeral")
+        else:
+            ack(text=answer.text, blocks=answer.blocks or None, response_type="ephemeral")
+
+    @app.action(ORDERS_NEXT_ACTION)
+    def next_orders(ack, action, body, respond):
+        ack()
+        with use_locale(settings.locale_for((body.get("channel") or {}).get("id"))):
+            answer = commands.next_orders(str(action.get("value") or ""))
+        respond(text=answer.text, blocks=answer.blocks or None, replace_original=True)
+
+    @app.event("app_home_opened")
+    def home_opened(body, event, client, context):
+        # Slack retries an event it thinks we missed; the view is published once per delivery id.
+        if not storage.first_sight_of_slack_event(str(body.get("event_id") or "")):
+            return
+        if event.get("tab", "home") != "home":
+            return
+        with use_locale(settings.BOT_LOCALE):
+            view = commands.home()
+        slack.publish_home(event["user"], view)
 
     return app
 

@@ -141,6 +141,21 @@ def m002_decisions(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_listing(db: sqlite_utils.Database) -> None:
+    # `/climate orders [filter]` pages newest first by (created, id) without scanning.
+    db.execute("ALTER TABLE orders ADD COLUMN change_kind TEXT")
+    db.execute(
+        "UPDATE orders SET change_kind = json_extract(change, '$.kind') WHERE change IS NOT NULL"
+    )
+    db.execute("DROP INDEX orders_by_created")
+    db.execute("CREATE INDEX orders_newest ON orders (created DESC, id DESC)")
+    db.execute("CREATE INDEX orders_by_status ON orders (status, created DESC, id DESC)")
+    db.execute("CREATE INDEX orders_by_change ON orders (change_kind, created DESC, id DESC)")
+    # Events API deliveries already handled: Slack retries after 3 s even while we work.
+    db.execute("CREATE TABLE slack_events (event_id TEXT PRIMARY KEY, received_at REAL NOT NULL)")
+
+
 @dataclass
 class OutboxRow:
     """One thing Slack must be told, as leased by a delivery worker."""
@@ -374,6 +389,50 @@ class Storage:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    def list_orders(
+        self,
+        *,
+        status: str | None = None,
+        change_kind: str | None = None,
+        before: tuple[int, str] | None = None,
+        limit: int = 10,
+    ) -> list[dict[str, Any]]:
+        """Orders newest first (by `created`, then id), optionally of one status or change kind,
+        after the keyset `before` = (created, id) of the last order of the previous page."""
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if change_kind:
+            where.append("change_kind = ? AND status NOT IN ('delivered', 'canceled')")
+            params.append(change_kind)
+        if before:
+            where.append("(created, id) < (?, ?)")  # a range on the index, not a scan
+            params.extend([before[0], before[1]])
+        sql = "SELECT * FROM orders"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC, id DESC LIMIT ?"
+        rows = self.conn.execute(sql, (*params, limit)).fetchall()
+        return [_decode(r, "snapshot", "change", "decision_detail") for r in rows]
+
+    def recent_events(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest Climate events received, newest first."""
+        rows = self.conn.execute(
+            "SELECT id, type, object_id, created, received_at, late FROM events"
+            " WHERE handled = 1 ORDER BY received_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def first_sight_of_slack_event(self, event_id: str) -> bool:
+        """Record an Events API delivery; False if it was handled before (a retry)."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO slack_events (event_id, received_at) VALUES (?, ?)",
+            (event_id, time.time()),
+        )
+        return cur.rowcount == 1
+
     def pending_decisions(self, now: float, *, limit: int = 50) -> list[dict[str, Any]]:
         """Orders awaiting a decision, soonest deadline first."""
         rows = self.conn.execute(
@@ -422,7 +481,7 @@ class Storage:
         self.conn.execute(
             "INSERT INTO orders (id, account, livemode, status, created, snapshot,"
             " snapshot_created, snapshot_rank, headline_event, change, decision_deadline,"
-            " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            " updated_at, change_kind) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT (id) DO UPDATE SET account = excluded.account,"
             " livemode = excluded.livemode, status = excluded.status,"
             " created = excluded.created, snapshot = excluded.snapshot,"
@@ -439,7 +498,8 @@ class Storage:
             " THEN orders.decided_at ELSE NULL END,"
             " decision_detail = CASE WHEN excluded.decision_deadline IS orders.decision_deadline"
             " THEN orders.decision_detail ELSE NULL END,"
-            " decision_deadline = excluded.decision_deadline, updated_at = excluded.updated_at",
+            " decision_deadline = excluded.decision_deadline, updated_at = excluded.updated_at,"
+            " change_kind = excluded.change_kind",
             (
                 order["id"],
                 account,
@@ -453,6 +513,7 @@ class Storage:
                 json.dumps(change) if change else None,
                 decision_deadline,
                 time.time(),
+                change.get("kind") if change else None,
             ),
         )
 
@@ -691,6 +752,21 @@ class Storage:
     def outbox_counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
         return {r[0]: r[1] for r in rows}
+
+    def cards_of(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The cards of many orders or products in one query, by key."""
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        rows = self.conn.execute(f"SELECT * FROM cards WHERE key IN ({marks})", keys).fetchall()
+        return {r["key"]: dict(r) for r in rows}
+
+    def known_products(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Product snapshots received by webhook, newest first."""
+        rows = self.conn.execute(
+            "SELECT * FROM products ORDER BY updated_at DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_decode(r, "snapshot") for r in rows]
 
     def card(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM cards WHERE key = ?", (key,)).fetchone()

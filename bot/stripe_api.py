@@ -52,13 +52,15 @@ def cancel_idempotency_key(order_id: str, attempt: int = 0) -> str:
 class StripeGateway:
     """Stripe Climate calls climate-bot makes."""
 
-    def __init__(self, api_key: str, api_base: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, api_key: str, api_base: str, *, timeout: float = 10.0, retries: int = 2
+    ) -> None:
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
             http_client=stripe.RequestsClient(timeout=timeout),
             # Network errors and 5xx are retried by the SDK with the same Idempotency-Key.
-            max_network_retries=2,
+            max_network_retries=retries,
         )
 
     def retrieve_order(self, order_id: str, *, account: str | None = None) -> StripeResult:
@@ -77,6 +79,23 @@ class StripeGateway:
             account,
             idempotency_key=cancel_idempotency_key(order_id, attempt),
         )
+
+    def list_products(self, *, max_pages: int = 20) -> list[dict[str, Any]]:
+        """Every Climate product Stripe offers now (all pages, 100 at a time)."""
+        products: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 100}
+        for _ in range(max_pages):
+            page = self._call(
+                lambda options, p=dict(params): self.client.v1.climate.products.list(
+                    params=p, options=options
+                ),
+                None,
+            ).data
+            products.extend(page.get("data", []))
+            if not page.get("has_more") or not page.get("data"):
+                break
+            params["starting_after"] = page["data"][-1]["id"]
+        return products
 
     def _call(
         self, request, account: str | None, *, idempotency_key: str | None = None

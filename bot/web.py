@@ -85,7 +85,12 @@ def build_bot(settings: Settings) -> ClimateBot:
         mentions=settings.allowed_deciders,
         wake=deliverer.wake.set,
     )
-    bolt = build_bolt_app(settings, decisions, Commands(storage))
+    # A person waits for /climate answers: ask Stripe briefly, then fall back to the database.
+    quick_stripe = StripeGateway(
+        settings.STRIPE_API_KEY, settings.STRIPE_API_BASE, timeout=2.0, retries=0
+    )
+    commands = Commands(storage, slack, quick_stripe)
+    bolt = build_bolt_app(settings, decisions, commands, storage, slack)
     return ClimateBot(settings, storage, bolt, deliverer, scheduler)
 
 

@@ -8,6 +8,7 @@ English sentence of the catalog. A coverage check proves the renders below reach
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -20,14 +21,19 @@ from babel.messages.pofile import read_po
 
 from bot import cards, formatting, i18n
 from bot.cards import (
+    ORDER_FILTERS,
     history_answer,
+    home_view,
     limit_problems,
     order_card,
     order_notice,
     order_reply,
+    orders_page,
     pending_answer,
     product_card,
     product_reply,
+    products_answer,
+    status_answer,
 )
 from bot.formatting import STRIPE_THREE_DECIMAL, STRIPE_ZERO_DECIMAL
 from bot.i18n import LOCALES_DIR, SUPPORTED_LOCALES, use_locale
@@ -258,6 +264,64 @@ def record_answers() -> Iterator[tuple[str, Callable[[], Message]]]:
     yield "one pending", lambda: pending_answer(rows[:1])
     yield "many pending", lambda: pending_answer(rows)
     yield "nothing pending", lambda: pending_answer([])
+    yield (
+        "pending with links",
+        lambda: pending_answer(rows[:3], {"climorder_1": "https://x.example/a"}),
+    )
+    state = OrderState(
+        order_for("climate.order.delivered"), make_product(), "climate.order.delivered"
+    )
+    yield (
+        "status fresh",
+        lambda: status_answer(state, DELAYED_AT, as_of=None, card_link="https://x.example/c"),
+    )
+    yield "status stale", lambda: status_answer(state, DELAYED_AT, as_of=DELAYED_AT, card_link=None)
+    listed = [
+        {
+            "id": f"climorder_{i}",
+            "status": "confirmed",
+            "created": DELAYED_AT,
+            "snapshot": make_order(),
+        }
+        for i in range(3)
+    ]
+    for name in (None, *ORDER_FILTERS):
+        yield (
+            f"orders {name}",
+            lambda n=name: orders_page(
+                listed,
+                filter_name=n,
+                next_cursor="x|1|climorder_1",
+                links={"climorder_0": "https://x.example/o"},
+            ),
+        )
+        yield f"no orders {name}", lambda n=name: orders_page([], filter_name=n, next_cursor=None)
+    yield "one order", lambda: orders_page(listed[:1], filter_name=None, next_cursor=None)
+    many = [make_product(current_prices_per_metric_ton=NEW_PRICES)] * 25
+    yield "products", lambda: products_answer(many, as_of=None, now=DELAYED_AT)
+    yield "one product", lambda: products_answer(many[:1], as_of=DELAYED_AT, now=DELAYED_AT)
+    yield "no products", lambda: products_answer([], as_of=None, now=DELAYED_AT)
+    home_events = [
+        {"type": t, "object_id": "climorder_1", "received_at": DELAYED_AT, "created": DELAYED_AT}
+        for t in (*ORDER_EVENTS, "climate.product.created", "climate.product.pricing_updated", "x")
+    ]
+    for failed in (0, 1, 3):
+        for last in (None, DELAYED_AT):
+            yield (
+                f"home {failed} {last}",
+                lambda f=failed, t=last: home_message(
+                    home_view(rows[:2], home_events, last_event_at=t, failed_deliveries=f)
+                ),
+            )
+    yield (
+        "empty home",
+        lambda: home_message(home_view([], [], last_event_at=None, failed_deliveries=0)),
+    )
+
+
+def home_message(view: dict[str, Any]) -> Message:
+    """The Home view as a message, so the same checks apply (its text: the blocks' words)."""
+    return Message(json.dumps(view["blocks"], ensure_ascii=False)[:3000], view["blocks"])
 
 
 RENDERS = dict(

@@ -77,3 +77,5 @@ def test_manifest_asks_only_for_the_scopes_the_bot_uses(manifest):
     assert command["command"] == "/climate"
     assert "status <order_id>" in command["usage_hint"]
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True

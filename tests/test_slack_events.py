@@ -8,6 +8,7 @@ import time
 import requests
 
 from bot.fakes.slack import (
+    RESPONSE_URL_METHOD,
     block_actions_body,
     sign_slack_request,
     slash_command_body,
@@ -40,8 +41,16 @@ def test_malformed_interaction_payload_never_5xx(running):
 
 
 def test_climate_command_answers_usage_even_with_payload_in_the_text(running, fake_slack):
-    for text in ("help", "frobnicate", "status payload-x"):
+    for text in ("help", "frobnicate", "", "history", "payload please"):
         url = fake_slack.new_response_url()
         response = post_slack(running, slash_command_body(text=text, response_url=url))
         assert response.status_code == 200, text
         assert "/climate" in response.text and "status <order_id>" in response.text
+
+
+def test_a_bad_id_with_payload_in_it_is_named_plainly(running, fake_slack):
+    url = fake_slack.new_response_url()
+    body = slash_command_body(text="status payload-x", response_url=url)
+    assert post_slack(running, body).status_code == 200
+    fake_slack.wait_for(lambda c: c.method == RESPONSE_URL_METHOD and c.path.endswith(url[-16:]))
+    assert fake_slack.responses(url)[0]["text"] == "No order payload-x."
