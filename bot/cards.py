@@ -918,9 +918,15 @@ def history_answer(
     return _message(text, [("history", _section(body))])
 
 
-def pending_answer(rows: list[dict[str, Any]], links: dict[str, str] | None = None) -> Message:
-    """`/climate pending`: orders awaiting a decision, soonest deadline first, with card links."""
+def pending_answer(
+    rows: list[dict[str, Any]], links: dict[str, str] | None = None, total: int | None = None
+) -> Message:
+    """`/climate pending`: orders awaiting a decision, soonest deadline first, with card links.
+
+    `rows` are the first ones by deadline; `total` counts them all (default: `len(rows)`).
+    """
     links = links or {}
+    total = len(rows) if total is None else max(total, len(rows))
     if not rows:
         return _message(
             _("No order is waiting for a decision."),
@@ -943,15 +949,22 @@ def pending_answer(rows: list[dict[str, Any]], links: dict[str, str] | None = No
         LIST_BUDGET,
         PENDING_SHOWN,
         lambda hidden: ngettext("and {count} more order", "and {count} more orders", hidden).format(
-            count=format_number(hidden)
+            count=format_number(hidden + total - len(rows))
         ),
     )
+    if total > len(rows) and len(shown) == len(lines):
+        hidden = total - len(rows)
+        shown.append(
+            ngettext("and {count} more order", "and {count} more orders", hidden).format(
+                count=format_number(hidden)
+            )
+        )
     title = ngettext(
-        "*{count} order awaits a decision*", "*{count} orders await a decision*", len(rows)
-    ).format(count=format_number(len(rows)))
+        "*{count} order awaits a decision*", "*{count} orders await a decision*", total
+    ).format(count=format_number(total))
     text = ngettext(
-        "{count} order awaits a decision.", "{count} orders await a decision.", len(rows)
-    ).format(count=format_number(len(rows)))
+        "{count} order awaits a decision.", "{count} orders await a decision.", total
+    ).format(count=format_number(total))
     return _message(text, [("pending", _section("\n".join([title, *shown])))])
 
 

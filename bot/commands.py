@@ -168,8 +168,10 @@ class Commands:
         return cards.products_answer(products, as_of=None, now=int(now))
 
     def pending(self) -> Message:
-        rows = self.storage.pending_decisions(self.now())
-        return cards.pending_answer(rows, self._links(rows))
+        now = self.now()
+        rows = self.storage.pending_decisions(now)
+        total = self.storage.count_pending_decisions(now)
+        return cards.pending_answer(rows, self._links(rows), total)
 
     def home(self) -> dict[str, Any]:
         """The App Home view: pending decisions, latest events, health."""

@@ -443,6 +443,14 @@ class Storage:
         ).fetchall()
         return [_decode(r, "snapshot", "change", "decision_detail") for r in rows]
 
+    def count_pending_decisions(self, now: float) -> int:
+        """How many orders await a decision (walks the pending index, not the table)."""
+        return self.conn.execute(
+            "SELECT count(*) FROM orders WHERE window_closed = 0 AND decision IS NULL"
+            " AND decision_deadline > ? AND status NOT IN ('delivered', 'canceled')",
+            (now,),
+        ).fetchone()[0]
+
     def due_reminders(self, now: float, days: list[int]) -> list[tuple[str, int, int]]:
         """(order id, deadline, days) for every reminder due now and not yet sent."""
         due = []

@@ -196,3 +196,17 @@ def test_every_answer_respects_the_channel_language(tmp_path, fake_slack, fake_s
             assert any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in answer), (
                 text
             )
+
+
+def test_pending_counts_every_waiting_order_not_just_the_first_page(running, fake_slack):
+    """Regression: with more orders than one answer shows, the count said 50 (bench/slash.py)."""
+    now = int(time.time())
+    for i in range(60):
+        running.send_event(
+            so.event("climate.order.delayed", so.delayed(so.order(), 2030, at=now - i))
+        )
+    answer = ask(running, fake_slack, "pending")
+    assert answer["text"] == "60 orders await a decision."
+    blocks = everything(answer)
+    shown = blocks.count("climorder_")
+    assert f"and {60 - shown} more orders" in blocks
