@@ -210,3 +210,12 @@ def test_pending_counts_every_waiting_order_not_just_the_first_page(running, fak
     blocks = everything(answer)
     shown = blocks.count("climorder_")
     assert f"and {60 - shown} more orders" in blocks
+
+
+def test_products_reads_every_page_of_the_inventory(running, fake_slack, fake_stripe):
+    for i in range(120):
+        fake_stripe.add_product(so.product(id=f"climsku_bench_{i:03d}", name=f"Portfolio {i}"))
+    answer = ask(running, fake_slack, "products")
+    assert answer["text"] == "Frontier offers 121 products."
+    assert len(fake_stripe.calls_to("/v1/climate/products")) == 2  # 100 per page
+    assert "and 101 more products" in everything(answer)
