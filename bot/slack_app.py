@@ -106,6 +106,9 @@ def dispatch(app: App, request: Request, *, signing_secret: str) -> Response:
     headers = dict(request.headers)
     # Bolt checks the signature too, but only after parsing the body, and a forged body that is
     # not JSON would crash its parser: check first, so forgeries get 401 and junk gets 400.
+    # Slack's certificate probe (`ssl_check=1`) carries no signature; it only needs a 200.
+    if request.form.get("ssl_check") == "1":
+        return Response("", status=200)
     if not SignatureVerifier(signing_secret).is_valid_request(raw, headers):
         return Response('{"error": "invalid request"}', status=401, mimetype="application/json")
     try:

@@ -54,3 +54,14 @@ def test_a_bad_id_with_payload_in_it_is_named_plainly(running, fake_slack):
     assert post_slack(running, body).status_code == 200
     fake_slack.wait_for(lambda c: c.method == RESPONSE_URL_METHOD and c.path.endswith(url[-16:]))
     assert fake_slack.responses(url)[0]["text"] == "No order payload-x."
+
+
+def test_slacks_unsigned_certificate_check_gets_an_empty_200(running, fake_slack):
+    response = requests.post(
+        running.url + "/slack/events",
+        data="ssl_check=1&token=legacy",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
+    assert (response.status_code, response.text) == (200, "")
+    assert fake_slack.calls == []
