@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot import metrics
 from bot.formatting import format_money, slack_date
 from bot.i18n import _
 from bot.model import FINAL_STATUSES, refund_amount
@@ -167,7 +168,7 @@ class Decisions:
                 now=now,
             )
             if won:
-                self.storage.audit(click.order_id, ACCEPT, "accepted", user=click.user)
+                self._audit(click.order_id, ACCEPT, "accepted", user=click.user)
                 self._tell_thread(click.order_id)
         if not won:
             return self._already_decided(click)
@@ -215,8 +216,14 @@ class Decisions:
             )
         return _("Order {order_id} can no longer be decided here.").format(order_id=click.order_id)
 
+    def _audit(self, order_id: str, action: str, outcome: str, **details) -> None:
+        """Record a decision, refusal or failure, and count it."""
+        self.storage.audit(order_id, action, outcome, **details)
+        metrics.DECISIONS.labels(action, outcome).inc()
+        log.info("decision on %s: %s → %s by %s", order_id, action, outcome, details.get("user"))
+
     def _record(self, click: Click, outcome: str, *, error: str | None = None) -> None:
-        self.storage.audit(click.order_id, click.action, outcome, user=click.user, error=error)
+        self._audit(click.order_id, click.action, outcome, user=click.user, error=error)
 
     def _tell_thread(self, order_id: str) -> None:
         """Queue the decision's reply in the card's thread and the card's re-render."""
@@ -264,7 +271,7 @@ class Decisions:
                 decision="cancelled",
                 detail={"refund": refund, "stripe_request_id": result.request_id},
             )
-            self.storage.audit(
+            self._audit(
                 order_id, CANCEL, "cancelled", user=user, stripe_request_id=result.request_id
             )
             self._tell_thread(order_id)
@@ -282,7 +289,7 @@ class Decisions:
         with self.storage.transaction():
             self.storage.refresh_order(order, headline_event=headline)
             self.storage.settle_decision(order_id, expected="cancelling", decision=None)
-            self.storage.audit(
+            self._audit(
                 order_id,
                 CANCEL,
                 "already_final",
@@ -303,7 +310,7 @@ class Decisions:
     def _cancel_failed(self, order_id, user, outcome, message, request_id, row) -> None:
         with self.storage.transaction():
             self.storage.settle_decision(order_id, expected="cancelling", decision=None)
-            self.storage.audit(
+            self._audit(
                 order_id, CANCEL, outcome, user=user, stripe_request_id=request_id, error=message
             )
             self.storage.enqueue(card_key("order", order_id), "card", channel=self.channel)

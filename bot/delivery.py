@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from bot import cards
+from bot import cards, metrics
 from bot.i18n import DEFAULT_LOCALE, use_locale
 from bot.model import (
     Change,
@@ -130,6 +130,16 @@ class Deliverer:
                 self.storage.reschedule(row, delay=backoff(row.attempts), error=str(exc))
         else:
             self.storage.complete(row, card_channel=channel, ts=ts)
+            if row.event_id and row.created_at:
+                metrics.DELIVERY_SECONDS.observe(max(0.0, self.now() - row.created_at))
+            log.info(
+                "delivered %s %s for %s to %s ts=%s",
+                row.kind,
+                row.id,
+                row.card_key,
+                channel or row.channel,
+                ts or row.card_ts,
+            )
 
     def _run_job(self, job: Callable[[OutboxRow], None], row: OutboxRow) -> None:
         """Carry out a queued job; it records its own outcome, so only a crash is retried."""

@@ -11,6 +11,7 @@ import logging
 import stripe
 from flask import Blueprint, current_app, jsonify, request
 
+from bot import metrics
 from bot.ingest import MalformedEvent, parse_event, receive_event
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def stripe_webhook():
     except (UnicodeDecodeError, MalformedEvent) as exc:
         return _refuse(f"malformed event: {exc}")
     received = receive_event(bot.storage, event, text, channel=bot.settings.SLACK_CHANNEL)
+    metrics.EVENTS.labels(metrics.event_label(event["type"]), received.outcome.value).inc()
     bot.deliverer.wake.set()
     log.info("stripe event %s (%s): %s", event["id"], event["type"], received.outcome.value)
     return jsonify(received=True, outcome=received.outcome.value, late=received.late), 200
@@ -47,4 +49,5 @@ def stripe_webhook():
 
 def _refuse(reason: str):
     log.warning("refused a Stripe webhook: %s", reason)
+    metrics.EVENTS.labels("unverified", "refused").inc()
     return jsonify(error=reason), 400

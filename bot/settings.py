@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,8 @@ DESCRIPTIONS = {
     "BOT_LOCALE_CHANNELS": "per-channel language, e.g. C123:ja,C456:en",
     "SLACK_ALLOWED_DECIDERS": "user ids (U…) and user-group ids (S…) who may decide; empty: anyone",
     "REMINDER_DAYS": "days before a decision deadline to remind, e.g. 7,1",
+    "LOG_FORMAT": "text or json (one JSON object per line)",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
 }
 
 
@@ -63,6 +66,8 @@ class Settings(BaseSettings):
     BOT_LOCALE_CHANNELS: str = ""
     SLACK_ALLOWED_DECIDERS: str = ""
     REMINDER_DAYS: str = "7,1"
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("STRIPE_WEBHOOK_SECRET")
     @classmethod
@@ -133,6 +138,15 @@ class Settings(BaseSettings):
         if not all(d.isdigit() and 0 < int(d) < 30 for d in _items(v)):
             raise ValueError("must be whole days between 1 and 29, comma-separated, e.g. 7,1")
         return v
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line or an error message."""
+        return [
+            self.STRIPE_WEBHOOK_SECRET,
+            self.STRIPE_API_KEY,
+            self.SLACK_BOT_TOKEN,
+            self.SLACK_SIGNING_SECRET,
+        ]
 
     @property
     def allowed_deciders(self) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
+from bot import metrics
 from bot.model import Message
 
 log = logging.getLogger(__name__)
@@ -99,9 +100,13 @@ class SlackGateway:
         try:
             response = self.client.api_call(method, **body)
         except SlackApiError as exc:
-            raise classify(exc) from None
+            error = classify(exc)
+            metrics.SLACK_CALLS.labels(method, error.error).inc()
+            raise error from None
         except (OSError, TimeoutError) as exc:  # URLError, connection reset, socket time-out
+            metrics.SLACK_CALLS.labels(method, "connection_error").inc()
             raise Transient("connection_error", str(exc)) from None
+        metrics.SLACK_CALLS.labels(method, "ok").inc()
         return response.data if isinstance(response.data, dict) else {}
 
     def post_message(

@@ -170,6 +170,7 @@ class OutboxRow:
     first_attempt_at: float | None
     card_ts: str | None  # the card's ts when the card exists
     lease_owner: str
+    created_at: float = 0.0  # when the row was queued (the event's arrival, for latency)
 
 
 @dataclass
@@ -677,6 +678,7 @@ class Storage:
             first_attempt_at=row["first_attempt_at"] or now,
             card_ts=row["card_ts"],
             lease_owner=owner,
+            created_at=row["created_at"],
         )
 
     def next_delivery_at(self) -> float | None:
@@ -756,6 +758,13 @@ class Storage:
             (time.time(),),
         )
         return cur.rowcount
+
+    def outbox_backlog(self) -> tuple[int, float | None]:
+        """How many rows wait for delivery, and when the oldest of them was queued."""
+        row = self.conn.execute(
+            "SELECT count(*), min(created_at) FROM outbox WHERE status = 'pending'"
+        ).fetchone()
+        return row[0], row[1]
 
     def outbox_counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()

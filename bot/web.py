@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from slack_bolt import App
 
-from bot import receiving
+from bot import metrics, receiving
 from bot.commands import Commands
 from bot.decisions import Deciders, Decisions
 from bot.delivery import Deliverer, start_worker_thread
@@ -115,6 +116,21 @@ def create_app(
     @app.get("/healthz")
     def healthz():
         return jsonify(bot.health())
+
+    @app.get("/readyz")
+    def readyz():
+        # Ready means the database answers; parked deliveries are reported, not fatal, or one
+        # archived channel would take the receiver out of rotation and lose Stripe's webhooks.
+        try:
+            health = bot.health()
+        except sqlite3.Error as exc:
+            return jsonify(status="unavailable", reasons=[f"database: {exc}"]), 503
+        return jsonify(status=health["status"], reasons=health["reasons"])
+
+    @app.get("/metrics")
+    def metrics_endpoint():
+        body, content_type = metrics.render(bot.storage)
+        return Response(body, mimetype=content_type.split(";")[0], content_type=content_type)
 
     @app.errorhandler(413)
     def too_large(_exc):

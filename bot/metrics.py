@@ -1,0 +1,91 @@
+"""Prometheus metrics at `/metrics`.
+
+Counters and the latency histogram are process-local; under gunicorn (`gunicorn.conf.py` sets
+`PROMETHEUS_MULTIPROC_DIR`) prometheus-client adds up every worker's values. The outbox gauges are
+read from the database at scrape time, so every process reports the same truth.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bot.model import HANDLED_EVENTS
+from bot.storage import Storage
+
+EVENTS = Counter(
+    "climate_bot_events_received",
+    "Stripe webhook requests by event type and outcome (queued, duplicate, ignored, refused).",
+    ["type", "outcome"],
+)
+SLACK_CALLS = Counter(
+    "climate_bot_slack_calls", "Slack Web API calls by method and result.", ["method", "result"]
+)
+DELIVERY_SECONDS = Histogram(
+    "climate_bot_delivery_seconds",
+    "From a Stripe event received to Slack accepting the message about it.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
+)
+DECISIONS = Counter(
+    "climate_bot_decisions", "Clicks on Accept/Cancel by action and outcome.", ["action", "outcome"]
+)
+
+
+def event_label(event_type: object) -> str:
+    """Keep the label set small: the Climate types by name, everything else as "other"."""
+    return event_type if event_type in HANDLED_EVENTS else "other"  # type: ignore[return-value]
+
+
+class OutboxCollector(Collector):
+    """Outbox depth, age of the oldest pending row and parked rows, read at scrape time."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def collect(self) -> Iterator[Metric]:
+        depth, oldest = self.storage.outbox_backlog()
+        counts = self.storage.outbox_counts()
+        yield GaugeMetricFamily(
+            "climate_bot_outbox_pending", "Messages waiting to be delivered to Slack.", value=depth
+        )
+        yield GaugeMetricFamily(
+            "climate_bot_outbox_oldest_pending_age_seconds",
+            "Age of the oldest message waiting for delivery (0 when none).",
+            value=max(0.0, time.time() - oldest) if oldest else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "climate_bot_outbox_failed",
+            "Deliveries parked after a permanent error.",
+            value=counts.get("failed", 0),
+        )
+
+
+class _ProcessMetrics(Collector):
+    """This process's own counters, when not running with several gunicorn workers."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+def render(storage: Storage) -> tuple[bytes, str]:
+    """The scrape body and its content type."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_ProcessMetrics())
+    registry.register(OutboxCollector(storage))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

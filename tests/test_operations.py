@@ -1,0 +1,169 @@
+"""What the engineer running climate-bot sees: /metrics, /readyz, and logs without secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.fakes import stripe_objects as so
+from bot.fakes.slack import (
+    RESPONSE_URL_METHOD,
+    block_actions_body,
+    sign_slack_request,
+    slash_command_body,
+)
+from bot.model import CANCEL_ACTION
+from tests.conftest import (
+    BOT_TOKEN,
+    CHANNEL,
+    SIGNING_SECRET,
+    STRIPE_KEY,
+    WEBHOOK_SECRET,
+    env_for,
+)
+from tests.test_crash import free_port, post, start_bot, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def scrape(bot) -> dict[tuple[str, tuple], float]:
+    text = requests.get(bot.url + "/metrics", timeout=10).text
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def value(samples, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_events_slack_calls_deliveries_and_the_outbox(running, fake_slack):
+    before = scrape(running)
+    event = so.event("climate.order.created", so.order())
+    running.send_event(event)
+    running.send_event(event)  # a redelivery
+    running.send_event(so.event("climate.order.created", so.order()), secret="whsec_wrong")
+    during = scrape(running)
+    assert value(during, "climate_bot_outbox_pending") == 1
+    assert value(during, "climate_bot_outbox_oldest_pending_age_seconds") >= 0
+    running.deliver()
+    after = scrape(running)
+
+    def grew(name: str, **labels) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    created = "climate.order.created"
+    assert grew("climate_bot_events_received_total", type=created, outcome="queued") == 1
+    assert grew("climate_bot_events_received_total", type=created, outcome="duplicate") == 1
+    assert grew("climate_bot_events_received_total", type="unverified", outcome="refused") == 1
+    assert grew("climate_bot_slack_calls_total", method="chat.postMessage", result="ok") == 1
+    assert grew("climate_bot_delivery_seconds_count") == 1
+    assert value(after, "climate_bot_outbox_pending") == 0
+    assert value(after, "climate_bot_outbox_failed") == 0
+
+
+def test_readyz_checks_the_database_and_reports_parked_deliveries(running, fake_slack):
+    assert requests.get(running.url + "/readyz").json() == {"status": "ok", "reasons": []}
+    fake_slack.add_channel(CHANNEL, "climate", is_archived=True)
+    running.send_event(so.event("climate.order.created", so.order()))
+    running.deliver()
+    ready = requests.get(running.url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+    db = sqlite3.connect(running.bot.settings.DATABASE_PATH)
+    db.execute("DROP TABLE outbox")
+    db.commit()
+    db.close()
+    broken = requests.get(running.url + "/readyz")
+    assert broken.status_code == 503 and "database" in broken.json()["reasons"][0]
+
+
+def test_logs_are_json_lines_and_never_carry_a_secret_url_or_body(
+    tmp_path, fake_slack, fake_stripe
+):
+    env = {
+        **env_for(tmp_path, fake_slack, fake_stripe),
+        "PORT": str(free_port()),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "DEBUG",
+    }
+    log = tmp_path / "bot.log"
+    proc = start_bot(env, tmp_path, log)
+    base = f"http://127.0.0.1:{env['PORT']}"
+    marker = "BODY-MARKER-7f3a"
+    response_url = fake_slack.new_response_url()
+    try:
+        order = so.order()
+        fake_stripe.add_order(order)
+        # The marker travels only inside the request bodies we receive, never in API answers.
+        assert post(env, so.event("climate.order.created", order, idempotency_key=marker)) == 200
+        delayed = so.delayed(order, 2030, at=int(__import__("time").time()))
+        assert post(env, so.event("climate.order.delayed", delayed)) == 200
+        forged = so.webhook_request(so.event("climate.order.created", so.order()), "whsec_other1")
+        requests.post(base + "/stripe/webhook", data=forged[0], headers=forged[1], timeout=10)
+        wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 30, "no card")
+        click = block_actions_body(
+            action_id=CANCEL_ACTION,
+            value=order["id"],
+            response_url=response_url,
+            message={"type": "message", "ts": "1.000100", "text": marker, "blocks": []},
+        )
+        for secret in (SIGNING_SECRET, "forged-secret"):
+            requests.post(
+                base + "/slack/events",
+                data=click,
+                headers=sign_slack_request(click, secret),
+                timeout=10,
+            )
+        command = slash_command_body(text="history climorder_x", response_url=response_url)
+        requests.post(
+            base + "/slack/events",
+            data=command,
+            headers=sign_slack_request(command, SIGNING_SECRET),
+            timeout=10,
+        )
+        fake_slack.wait_for(RESPONSE_URL_METHOD, count=2, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert len(lines) > 10
+    for line in lines:
+        record = json.loads(line)  # every line is one JSON object
+        assert {"level", "name", "message"} <= set(record)
+    text = log.read_text()
+    for secret in (BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET, STRIPE_KEY, response_url, marker):
+        leaks = [line for line in lines if secret in line]
+        assert leaks == [], secret
+    assert "delivered card" in text  # one line per thing that happened
+
+
+def test_app_py_metrics_under_one_process(tmp_path, fake_slack, fake_stripe):
+    env = {
+        **env_for(tmp_path, fake_slack, fake_stripe),
+        "PORT": str(free_port()),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    proc = start_bot(env, tmp_path, tmp_path / "bot.log")
+    try:
+        assert post(env, so.event("climate.order.created", so.order())) == 200
+        body = requests.get(f"http://127.0.0.1:{env['PORT']}/metrics", timeout=10).text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    assert (
+        'climate_bot_events_received_total{outcome="queued",type="climate.order.created"} 1.0'
+        in body
+    )
+    assert sys.executable  # the same interpreter ran the bot
