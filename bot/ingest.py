@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from bot.model import FINAL_STATUSES, HANDLED_EVENTS, ORDER_EVENTS, Change
+from bot.routing import Routing
 from bot.storage import Storage, card_key
 
 # How far along its lifecycle an event puts an object; breaks ties between events of one second.
@@ -70,13 +71,26 @@ def parse_event(raw: bytes) -> dict[str, Any]:
     return event
 
 
-def receive_event(storage: Storage, event: dict[str, Any], raw: str, *, channel: str) -> Received:
-    """Record `event`, apply it to its snapshot and queue the Slack work, atomically."""
+def receive_event(
+    storage: Storage,
+    event: dict[str, Any],
+    raw: str,
+    *,
+    channel: str,
+    routing: Routing | None = None,
+) -> Received:
+    """Record `event`, apply it to its snapshot and queue the Slack work, atomically.
+
+    The card goes to `routing`'s channel for the event (default: `channel`); a card that exists
+    keeps its channel.
+    """
     etype = event["type"]
     handled = etype in HANDLED_EVENTS
     obj = event["data"]["object"] if handled else None
     kind = None if obj is None else ("order" if etype in ORDER_EVENTS else "product")
     account = event.get("account") if isinstance(event.get("account"), str) else None
+    if routing is not None:
+        channel = routing.channel_for(etype, account)
     with storage.transaction():
         fresh = storage.insert_event(
             event_id=event["id"],

@@ -40,7 +40,13 @@ def stripe_webhook():
         event = parse_event(raw)
     except (UnicodeDecodeError, MalformedEvent) as exc:
         return _refuse(f"malformed event: {exc}")
-    received = receive_event(bot.storage, event, text, channel=bot.settings.SLACK_CHANNEL)
+    received = receive_event(
+        bot.storage,
+        event,
+        text,
+        channel=bot.settings.SLACK_CHANNEL,
+        routing=bot.settings.routing,
+    )
     metrics.EVENTS.labels(metrics.event_label(event["type"]), received.outcome.value).inc()
     bot.deliverer.wake.set()
     log.info("stripe event %s (%s): %s", event["id"], event["type"], received.outcome.value)

@@ -12,10 +12,11 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.i18n import DEFAULT_LOCALE, SUPPORTED_LOCALES
+from bot.routing import Routing, RoutingError, load_routing
 
 # What each variable means, for error messages (the README has the same table).
 DESCRIPTIONS = {
@@ -32,6 +33,7 @@ DESCRIPTIONS = {
     "BOT_LOCALE_CHANNELS": "per-channel language, e.g. C123:ja,C456:en",
     "SLACK_ALLOWED_DECIDERS": "user ids (U…) and user-group ids (S…) who may decide; empty: anyone",
     "REMINDER_DAYS": "days before a decision deadline to remind, e.g. 7,1",
+    "ROUTING_FILE": "TOML file routing event types and Stripe accounts to channels",
     "LOG_FORMAT": "text or json (one JSON object per line)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
 }
@@ -62,10 +64,12 @@ class Settings(BaseSettings):
     SLACK_API_URL: str = "https://slack.com/api/"
     STRIPE_API_BASE: str = "https://api.stripe.com"
     PORT: int = Field(default=3000, ge=1, le=65535)
+    _routing: Routing = PrivateAttr()
     BOT_LOCALE: str = DEFAULT_LOCALE
     BOT_LOCALE_CHANNELS: str = ""
     SLACK_ALLOWED_DECIDERS: str = ""
     REMINDER_DAYS: str = "7,1"
+    ROUTING_FILE: str = ""
     LOG_FORMAT: Literal["text", "json"] = "text"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -139,6 +143,21 @@ class Settings(BaseSettings):
             raise ValueError("must be whole days between 1 and 29, comma-separated, e.g. 7,1")
         return v
 
+    @model_validator(mode="after")
+    def _routing_file(self) -> Settings:
+        # Read once at start-up: a mistake in the file stops the bot with the line named.
+        try:
+            object.__setattr__(
+                self, "_routing", load_routing(self.ROUTING_FILE or None, self.SLACK_CHANNEL)
+            )
+        except RoutingError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def routing(self) -> Routing:
+        return self._routing
+
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or an error message."""
         return [
@@ -157,8 +176,12 @@ class Settings(BaseSettings):
         return sorted({int(d) for d in _items(self.REMINDER_DAYS)}, reverse=True)
 
     def locale_for(self, channel: str | None) -> str:
-        """The language of messages shown in `channel`: its override, else BOT_LOCALE."""
-        return parse_channel_locales(self.BOT_LOCALE_CHANNELS).get(channel or "", self.BOT_LOCALE)
+        """The language of messages shown in `channel`: BOT_LOCALE_CHANNELS, then the routing
+        file's `[channels.X] locale`, else BOT_LOCALE."""
+        overrides = parse_channel_locales(self.BOT_LOCALE_CHANNELS)
+        return overrides.get(channel or "") or self.routing.locales.get(
+            channel or "", self.BOT_LOCALE
+        )
 
     @property
     def database_path(self) -> Path:
@@ -207,7 +230,11 @@ def load_settings(
 def _problems(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors():
-        name = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # the routing file, checked once the fields are valid
+            reason = err["msg"].removeprefix("Value error, ")
+            problems.extend(f"ROUTING_FILE: {line}" for line in reason.splitlines())
+            continue
+        name = str(err["loc"][0])
         what = DESCRIPTIONS.get(name, "")
         if err["type"] == "missing":
             problems.append(f"{name} is not set ({what})")

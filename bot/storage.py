@@ -595,10 +595,12 @@ class Storage:
     ) -> int | None:
         """Queue what Slack must be told about a card.
 
-        A "card" row is skipped when an untouched one is already queued for the same card: it will
-        render the state current at delivery time, which includes this change.
+        A card never moves: once it is posted or queued, its rows go to its channel, whatever
+        `channel` says. A "card" row is skipped when an untouched one is already queued for the
+        same card: it will render the state current at delivery time, which includes this change.
         """
         now = time.time()
+        channel = self.card_channel(key) or channel
         if kind == "card":
             waiting = self.conn.execute(
                 "SELECT 1 FROM outbox WHERE card_key = ? AND kind = 'card'"
@@ -613,6 +615,16 @@ class Storage:
             (key, kind, event_id, json.dumps(facts or {}), channel, now, now),
         )
         return cur.lastrowid
+
+    def card_channel(self, key: str) -> str | None:
+        """The channel of a card that is posted or queued, else None."""
+        row = self.conn.execute(
+            "SELECT channel FROM cards WHERE key = ? UNION ALL"
+            " SELECT channel FROM (SELECT channel FROM outbox WHERE card_key = ? AND kind = 'card'"
+            " ORDER BY id LIMIT 1)",
+            (key, key),
+        ).fetchone()
+        return row[0] if row else None
 
     def card_exists_or_queued(self, key: str) -> bool:
         """True once a card for `key` is posted or queued to be posted."""
