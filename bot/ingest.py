@@ -8,8 +8,10 @@ reverts the card.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -46,7 +48,7 @@ class MalformedEvent(ValueError):
 
 
 def parse_event(raw: bytes) -> dict[str, Any]:
-    """Parse and shape-check a webhook body; raise MalformedEvent with the reason."""
+    """Parse and shape-check a webhook body (a snapshot or a thin event); raise MalformedEvent."""
     try:
         event = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -57,6 +59,8 @@ def parse_event(raw: bytes) -> dict[str, Any]:
         raise MalformedEvent("event has no id")
     if not isinstance(event.get("type"), str):
         raise MalformedEvent("event has no type")
+    if is_thin(event):
+        return _check_thin(event)
     if not isinstance(event.get("created"), int):
         raise MalformedEvent("event has no integer created")
     if event["type"] in HANDLED_EVENTS:
@@ -69,6 +73,99 @@ def parse_event(raw: bytes) -> dict[str, Any]:
         if obj.get("object") != expected:
             raise MalformedEvent(f"data.object is not a {expected}")
     return event
+
+
+def is_thin(event: dict[str, Any]) -> bool:
+    """A thin event (event destinations, `v1.climate.*`): it names its object, carries no data."""
+    return event.get("object") == "v2.core.event"
+
+
+def thin_created(event: dict[str, Any]) -> int:
+    """A thin event's ISO-8601 `created` as unix seconds."""
+    return int(datetime.fromisoformat(event["created"].replace("Z", "+00:00")).timestamp())
+
+
+def _check_thin(event: dict[str, Any]) -> dict[str, Any]:
+    try:
+        thin_created(event)
+    except (KeyError, AttributeError, ValueError):
+        raise MalformedEvent("thin event has no ISO-8601 created") from None
+    if snapshot_type(event) in HANDLED_EVENTS:
+        related = event.get("related_object")
+        if not isinstance(related, dict) or not isinstance(related.get("id"), str):
+            raise MalformedEvent("thin event names no related_object")
+    return event
+
+
+def snapshot_type(thin_event: dict[str, Any]) -> str:
+    """`v1.climate.order.delayed` → `climate.order.delayed`."""
+    return thin_event["type"].removeprefix("v1.")
+
+
+def change_key(event_type: str, obj: dict[str, Any]) -> str | None:
+    """What identifies the change an event tells, whichever event tells it.
+
+    A thin event and its snapshot twin have different ids but the same change key, so the change
+    is recorded (and posted) once.
+    """
+    stamp_field = {
+        "climate.order.created": "created",
+        "climate.order.delayed": "delayed_at",
+        "climate.order.product_substituted": "product_substituted_at",
+        "climate.order.delivered": "delivered_at",
+        "climate.order.canceled": "canceled_at",
+        "climate.product.created": "created",
+    }.get(event_type)
+    if stamp_field is not None:
+        stamp = obj.get(stamp_field)
+        return f"{event_type}:{obj.get('id')}:{stamp}" if stamp is not None else None
+    if event_type == "climate.product.pricing_updated":
+        prices = json.dumps(obj.get("current_prices_per_metric_ton"), sort_keys=True)
+        digest = hashlib.sha256(prices.encode()).hexdigest()[:16]
+        return f"{event_type}:{obj.get('id')}:{digest}"
+    return None
+
+
+def receive_thin_event(
+    storage: Storage, event: dict[str, Any], raw: str, *, channel: str, routing: Routing | None
+) -> Received:
+    """Record a thin event and queue the fetch of its object (the worker asks Stripe, then
+    ingests it like a snapshot); nothing is fetched on the receiving path."""
+    stype = snapshot_type(event)
+    related = event.get("related_object") or {}
+    handled = stype in HANDLED_EVENTS
+    kind = None if not handled else ("order" if stype in ORDER_EVENTS else "product")
+    account = event.get("context") if isinstance(event.get("context"), str) else None
+    if routing is not None:
+        channel = routing.channel_for(stype, account)
+    with storage.transaction():
+        fresh = storage.insert_event(
+            event_id=event["id"],
+            type=event["type"],
+            object_kind=kind,
+            object_id=related.get("id") if handled else None,
+            created=thin_created(event),
+            livemode=bool(event.get("livemode")),
+            account=account,
+            handled=False,  # the snapshot built from it is the handled one
+            payload=raw,
+        )
+        if not fresh:
+            return Received(Outcome.DUPLICATE)
+        if not handled:
+            return Received(Outcome.IGNORED)
+        storage.enqueue(
+            card_key(kind, related["id"]),
+            "fetch",
+            channel=channel,
+            event_id=event["id"],
+            facts={
+                "type": stype,
+                "account": account,
+                "snapshot_event": event.get("snapshot_event"),
+            },
+        )
+    return Received(Outcome.QUEUED)
 
 
 def receive_event(
@@ -102,6 +199,7 @@ def receive_event(
             account=account,
             handled=handled,
             payload=raw,
+            change_key=change_key(etype, obj) if obj else None,
         )
         if not fresh:
             return Received(Outcome.DUPLICATE)

@@ -12,7 +12,13 @@ import stripe
 from flask import Blueprint, current_app, jsonify, request
 
 from bot import metrics
-from bot.ingest import MalformedEvent, parse_event, receive_event
+from bot.ingest import (
+    MalformedEvent,
+    is_thin,
+    parse_event,
+    receive_event,
+    receive_thin_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +46,16 @@ def stripe_webhook():
         event = parse_event(raw)
     except (UnicodeDecodeError, MalformedEvent) as exc:
         return _refuse(f"malformed event: {exc}")
-    received = receive_event(
+    receive = receive_thin_event if is_thin(event) else receive_event
+    received = receive(
         bot.storage,
         event,
         text,
         channel=bot.settings.SLACK_CHANNEL,
         routing=bot.settings.routing,
     )
-    metrics.EVENTS.labels(metrics.event_label(event["type"]), received.outcome.value).inc()
+    label = metrics.event_label(event["type"].removeprefix("v1."))
+    metrics.EVENTS.labels(label, received.outcome.value).inc()
     bot.deliverer.wake.set()
     log.info("stripe event %s (%s): %s", event["id"], event["type"], received.outcome.value)
     return jsonify(received=True, outcome=received.outcome.value, late=received.late), 200

@@ -156,6 +156,13 @@ def m003_listing(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE slack_events (event_id TEXT PRIMARY KEY, received_at REAL NOT NULL)")
 
 
+@migrations()
+def m004_change_keys(db: sqlite_utils.Database) -> None:
+    # One change told by two events (a thin event and its snapshot twin) is recorded once.
+    db.execute("ALTER TABLE events ADD COLUMN change_key TEXT")
+    db.execute("CREATE UNIQUE INDEX events_by_change ON events (change_key)")
+
+
 @dataclass
 class OutboxRow:
     """One thing Slack must be told, as leased by a delivery worker."""
@@ -266,11 +273,12 @@ class Storage:
         account: str | None,
         handled: bool,
         payload: str,
+        change_key: str | None = None,
     ) -> bool:
-        """Record an event; False when its id was already recorded (a redelivery)."""
+        """Record an event; False when its id, or the change it tells, was already recorded."""
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO events (id, type, object_kind, object_id, created, livemode,"
-            " account, handled, received_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " account, handled, received_at, payload, change_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 event_id,
                 type,
@@ -282,6 +290,7 @@ class Storage:
                 int(handled),
                 time.time(),
                 payload,
+                change_key,
             ),
         )
         return cur.rowcount == 1
@@ -655,7 +664,7 @@ class Storage:
                   AND (o.lease_until IS NULL OR o.lease_until < :now)
                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.card_key = o.card_key
                                   AND p.status = 'pending' AND p.id < o.id)
-                  AND (o.kind IN ('card', 'cancel') OR c.ts IS NOT NULL)
+                  AND (o.kind <> 'reply' OR c.ts IS NOT NULL)
                   AND (
                     NOT (o.kind = 'reply' OR (o.kind = 'card' AND c.ts IS NULL))
                     OR coalesce((SELECT next_post_at FROM pacing WHERE channel = o.channel), 0)
@@ -713,7 +722,7 @@ class Storage:
             WHERE o.status = 'pending'
               AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.card_key = o.card_key
                               AND e.status = 'pending' AND e.id < o.id)
-              AND (o.kind IN ('card', 'cancel') OR c.ts IS NOT NULL)
+              AND (o.kind <> 'reply' OR c.ts IS NOT NULL)
             """
         ).fetchone()[0]
 

@@ -70,6 +70,13 @@ class StripeGateway:
             account,
         )
 
+    def retrieve_product(self, product_id: str, *, account: str | None = None) -> StripeResult:
+        """The product as Stripe has it now."""
+        return self._call(
+            lambda options: self.client.v1.climate.products.retrieve(product_id, options=options),
+            account,
+        )
+
     def cancel_order(
         self, order_id: str, *, attempt: int = 0, account: str | None = None
     ) -> StripeResult:
@@ -96,6 +103,28 @@ class StripeGateway:
                 break
             params["starting_after"] = page["data"][-1]["id"]
         return products
+
+    def events(
+        self,
+        *,
+        types: list[str] | tuple[str, ...],
+        created_gte: int | None = None,
+        created_lte: int | None = None,
+        starting_after: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """One page of `GET /v1/events` (newest first; Stripe keeps 30 days) as the JSON Stripe
+        sent: `{"data": [...], "has_more": ...}`, each event a plain dict as a webhook carries it.
+        Pass the last event's id as `starting_after` for the next page."""
+        params: dict[str, Any] = {"types": list(types), "limit": limit}
+        created = {"gte": created_gte, "lte": created_lte}
+        if any(v is not None for v in created.values()):
+            params["created"] = {k: v for k, v in created.items() if v is not None}
+        if starting_after:
+            params["starting_after"] = starting_after
+        return self._call(
+            lambda options: self.client.v1.events.list(params=params, options=options), None
+        ).data
 
     def _call(
         self, request, account: str | None, *, idempotency_key: str | None = None

@@ -22,6 +22,7 @@ from bot.slack_api import SlackGateway
 from bot.slack_app import build_bolt_app, dispatch
 from bot.storage import Storage
 from bot.stripe_api import StripeGateway
+from bot.thin_events import ThinEvents
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,14 @@ def build_bot(settings: Settings) -> ClimateBot:
     stripe = StripeGateway(settings.STRIPE_API_KEY, settings.STRIPE_API_BASE)
     deciders = Deciders(settings.allowed_deciders, slack)
     decisions = Decisions(storage, slack, stripe, deciders, channel=settings.SLACK_CHANNEL)
+    thin_events = ThinEvents(storage, stripe, settings.routing)
     deliverer = Deliverer(
         storage,
         slack,
         locale_for=settings.locale_for,
-        jobs={"cancel": decisions.carry_out_cancel},
+        jobs={"cancel": decisions.carry_out_cancel, "fetch": thin_events.carry_out_fetch},
     )
-    decisions.wake = deliverer.wake.set
+    decisions.wake = thin_events.wake = deliverer.wake.set
     scheduler = Scheduler(
         storage,
         settings.SLACK_CHANNEL,

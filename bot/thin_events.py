@@ -1,0 +1,77 @@
+"""Thin events (Stripe event destinations, `v1.climate.*`): fetch the object, then ingest it.
+
+The receiver records a thin event and queues a "fetch" job; this worker job asks Stripe for the
+object the event names (on the account it came from) and feeds a snapshot event built from it
+through the same path as webhooks. The snapshot takes the id of the event's snapshot twin when
+Stripe names one (`snapshot_event`), and the change key makes a thin event and its twin post once
+in either order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from bot.ingest import receive_event, thin_created
+from bot.routing import Routing
+from bot.storage import OutboxRow, Storage
+from bot.stripe_api import NotFound, StripeGateway
+
+log = logging.getLogger(__name__)
+
+
+class ThinEvents:
+    """Carries out queued fetches of thin events' objects."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        stripe: StripeGateway,
+        routing: Routing,
+        *,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.storage = storage
+        self.stripe = stripe
+        self.routing = routing
+        self.wake = wake
+
+    def carry_out_fetch(self, row: OutboxRow) -> None:
+        """Fetch the object of the thin event behind `row` and ingest it as a snapshot event.
+
+        Stripe being unreachable raises, so the worker retries the job with backoff.
+        """
+        thin = self.storage.event(row.event_id or "")
+        if thin is None:
+            log.error("thin event %s is not recorded; nothing to fetch", row.event_id)
+            return
+        kind, object_id = row.card_key.split(":", 1)
+        account = row.facts.get("account")
+        fetch = self.stripe.retrieve_order if kind == "order" else self.stripe.retrieve_product
+        try:
+            obj = fetch(object_id, account=account).data
+        except NotFound:
+            log.warning("thin event %s names %s, which Stripe does not know", thin["id"], object_id)
+            return
+        snapshot = {
+            "id": row.facts.get("snapshot_event") or f"{thin['id']}-snapshot",
+            "object": "event",
+            "type": row.facts["type"],
+            "created": thin_created(thin),
+            "livemode": bool(thin.get("livemode")),
+            "pending_webhooks": 0,
+            "request": None,
+            "data": {"object": obj},
+        }
+        if account:
+            snapshot["account"] = account
+        received = receive_event(
+            self.storage,
+            snapshot,
+            json.dumps(snapshot),
+            channel=self.routing.default_channel,
+            routing=self.routing,
+        )
+        log.info("thin event %s → %s: %s", thin["id"], snapshot["type"], received.outcome.value)
+        self.wake()

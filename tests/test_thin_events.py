@@ -1,0 +1,110 @@
+"""Thin events (`v1.climate.*`): verified, their object fetched by the worker, posted once."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from bot.fakes import stripe_objects as so
+from tests.conftest import CHANNEL
+
+
+def thin(
+    event_type: str, obj: dict, *, context: str | None = None, twin: str | None = None
+) -> dict:
+    kind = obj["object"]
+    path = "orders" if kind == "climate.order" else "products"
+    event = {
+        "id": f"evt_thin_{secrets.token_hex(6)}",
+        "object": "v2.core.event",
+        "type": f"v1.{event_type}",
+        "created": "2026-11-29T12:00:00.000Z",
+        "livemode": False,
+        "related_object": {"id": obj["id"], "type": kind, "url": f"/v1/climate/{path}/{obj['id']}"},
+    }
+    if context:
+        event["context"] = context
+    if twin:
+        event["snapshot_event"] = twin
+    return event
+
+
+def test_thin_event_is_acknowledged_then_fetched_by_the_worker(running, fake_slack, fake_stripe):
+    order = so.order()
+    fake_stripe.add_order(order)
+    response = running.send_event(thin("climate.order.created", order))
+    assert response.status_code == 200 and response.json()["outcome"] == "queued"
+    assert fake_stripe.calls_to("/v1/climate/orders") == []  # nothing fetched on receipt
+    running.deliver()
+    assert len(fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}")) == 1
+    [card] = fake_slack.messages(CHANNEL)
+    assert order["id"] in json.dumps(card.blocks)
+
+
+def test_thin_and_snapshot_events_for_one_change_post_once(running, fake_slack, fake_stripe):
+    order = so.order()
+    delayed = so.delayed(order, 2030, at=1_900_000_000)
+    fake_stripe.add_order(delayed)
+    running.send_event(so.event("climate.order.created", order, created=1000))
+    snapshot = so.event("climate.order.delayed", delayed, created=1_900_000_000)
+    running.send_event(snapshot)
+    running.send_event(thin("climate.order.delayed", delayed))  # no twin named
+    running.deliver()
+    [card] = fake_slack.messages(CHANNEL)
+    assert len(fake_slack.replies(CHANNEL, card.ts)) == 1
+    # The other order: thin first, naming its twin, which arrives after.
+    other = so.order()
+    fake_stripe.add_order(other)
+    twin = so.event("climate.order.created", other)
+    running.send_event(thin("climate.order.created", other, twin=twin["id"]))
+    running.deliver()
+    assert running.send_event(twin).json()["outcome"] == "duplicate"
+    running.deliver()
+    assert len(fake_slack.messages(CHANNEL)) == 2
+
+
+def test_thin_product_event_of_a_connected_account_is_fetched_on_that_account(
+    running, fake_slack, fake_stripe
+):
+    product = so.product(prices={"usd": 60000})
+    fake_stripe.add_account("acct_partner1")
+    fake_stripe.add_product(product)
+    running.send_event(thin("climate.product.pricing_updated", product, context="acct_partner1"))
+    running.deliver()
+    [call] = fake_stripe.calls_to(f"/v1/climate/products/{product['id']}")
+    assert call.account == "acct_partner1"
+    assert "$600.00" in json.dumps(fake_slack.messages(CHANNEL)[0].blocks)
+
+
+def test_thin_event_while_stripe_is_down_is_retried_not_lost(running, fake_slack, fake_stripe):
+    import time_machine
+
+    order = so.order()
+    fake_stripe.add_order(order)
+    with time_machine.travel(1_900_000_000, tick=False) as clock:
+        fake_stripe.set_down(True)
+        running.send_event(thin("climate.order.created", order))
+        running.deliver()
+        assert fake_slack.messages(CHANNEL) == []
+        fake_stripe.set_down(False)
+        clock.shift(10)
+        running.deliver()
+    assert len(fake_slack.messages(CHANNEL)) == 1
+
+
+def test_unknown_thin_types_and_bad_thin_bodies(running, fake_slack):
+    unknown = thin("climate.order.created", so.order())
+    unknown["type"] = "v1.billing.meter.error_report_triggered"
+    assert running.send_event(unknown).json()["outcome"] == "ignored"
+    no_object = thin("climate.order.created", so.order())
+    del no_object["related_object"]
+    assert running.send_event(no_object).status_code == 400
+    bad_time = thin("climate.order.created", so.order())
+    bad_time["created"] = "yesterday"
+    assert running.send_event(bad_time).status_code == 400
+    assert (
+        running.send_event(thin("climate.order.created", so.order()), secret="whsec_x1").status_code
+        == 400
+    )
+    running.deliver()
+    assert fake_slack.messages(CHANNEL) == []
