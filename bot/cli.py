@@ -1,4 +1,4 @@
-"""The `climate-bot` operator commands: serve, worker, check, failed, retry."""
+"""The `climate-bot` operator commands: serve, worker, check, failed, retry, demo."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import click
 import stripe
 from werkzeug.serving import make_server
 
+from bot import logs
 from bot.settings import Settings, SettingsError, load_settings
 from bot.slack_api import SlackError, SlackGateway
 
@@ -19,16 +20,22 @@ from bot.slack_api import SlackError, SlackGateway
 def settings_or_exit(exit_code: int = 2) -> Settings:
     """Load the settings, or print every problem and exit with `exit_code` — never a traceback."""
     try:
-        return load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         click.echo(str(exc), err=True)
         sys.exit(exit_code)
+    # Now that the secrets are known, every log line is filtered for them.
+    logs.configure_logging(
+        fmt=settings.LOG_FORMAT,
+        level=logging.getLevelName(settings.LOG_LEVEL),
+        secrets=settings.secrets(),
+    )
+    return settings
 
 
 def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Logging before the settings are read (text, INFO, generic secret patterns masked)."""
+    logs.configure_logging()
 
 
 @click.group()
@@ -173,3 +180,157 @@ def retry() -> None:
 
     storage = Storage(settings_or_exit().database_path)
     click.echo(f"{storage.retry_failed()} deliveries queued again")
+
+
+def _when(value: str, option: str, *, end_of_day: bool = False) -> int:
+    from bot.replay import parse_when
+
+    try:
+        return parse_when(value, end_of_day=end_of_day)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+@main.command("replay")
+@click.option(
+    "--since",
+    required=True,
+    metavar="DATE",
+    help="2026-11-01 (UTC), an ISO datetime or unix seconds",
+)
+@click.option("--until", default=None, metavar="DATE", help="as --since; a date includes its day")
+@click.option("--dry-run", is_flag=True, help="List what would be processed; write nothing.")
+def replay_command(since: str, until: str | None, dry_run: bool) -> None:
+    """Receive the Climate events Stripe created since DATE (it keeps 30 days) as webhooks are
+    received; ids already recorded are skipped. Safe while the bot runs: its worker posts them."""
+    from bot.replay import replay, retention_warning
+    from bot.storage import Storage
+    from bot.stripe_api import StripeFailure, StripeGateway
+
+    start = _when(since, "--since")
+    end = _when(until, "--until", end_of_day=True) if until else None
+    if end is not None and end < start:
+        raise click.BadParameter("is before --since", param_hint="--until")
+    settings = settings_or_exit()
+    warning = retention_warning(start)
+    if warning:
+        click.echo(warning, err=True)
+    # A dry run must not even create the database file.
+    exists = settings.database_path.exists()
+    storage = Storage(settings.database_path) if exists or not dry_run else None
+
+    def progress(events):
+        click.echo(f"{len(events)} Climate events at Stripe in that range", err=True)
+        return click.progressbar(
+            events, label="Receiving", file=sys.stderr, hidden=dry_run or not events
+        )
+
+    try:
+        summary = replay(
+            StripeGateway(settings.STRIPE_API_KEY, settings.STRIPE_API_BASE),
+            storage,
+            settings,
+            since=start,
+            until=end,
+            dry_run=dry_run,
+            progress=progress,
+        )
+    except StripeFailure as exc:
+        click.echo(f"Stripe could not list the events; nothing was written: {exc}", err=True)
+        sys.exit(1)
+    for event in summary.events:
+        if dry_run:
+            click.echo(event.line())
+        elif event.status == "failed":
+            click.echo(event.line(), err=True)
+    click.echo(str(summary))
+    if summary.new and not dry_run:
+        click.echo(
+            "Their Slack messages are queued: the running bot (climate-bot serve, python app.py "
+            "or climate-bot worker) posts them. If no bot is running, start one."
+        )
+    if summary.failed:
+        sys.exit(1)
+
+
+@main.command("trigger")
+@click.argument("event_type")
+@click.option("--url", default=None, help="default: http://127.0.0.1:$PORT/stripe/webhook")
+@click.option(
+    "--order", "order_id", default=None, metavar="ID", help="reuse this order id (climorder_…)"
+)
+def trigger_command(event_type: str, url: str | None, order_id: str | None) -> None:
+    """POST a realistic, signed EVENT_TYPE event to a running bot, like `stripe trigger`.
+
+    Several triggers with one --order tell one order's story on one card."""
+    from bot.model import ORDER_EVENTS
+    from bot.trigger import (
+        TRIGGER_TYPES,
+        BotUnreachable,
+        build_event,
+        describe,
+        load_trigger_settings,
+        send_event,
+    )
+
+    if event_type not in TRIGGER_TYPES:
+        click.echo(f"Unknown event type {event_type!r}; choose one of:", err=True)
+        for name in TRIGGER_TYPES:
+            click.echo(f"  {name}", err=True)
+        sys.exit(2)
+    if order_id is not None and (
+        event_type not in ORDER_EVENTS or not order_id.startswith("climorder_")
+    ):
+        raise click.BadParameter(
+            "takes a climorder_… id, and only with a climate.order.* event", param_hint="--order"
+        )
+    try:
+        target = load_trigger_settings()
+    except SettingsError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    event = build_event(event_type, order_id=order_id)
+    destination = url or target.webhook_url
+    click.echo(f"POST {destination}\n  {describe(event)}")
+    try:
+        result = send_event(event, destination, target.STRIPE_WEBHOOK_SECRET)
+    except BotUnreachable as exc:
+        click.echo(f"{exc}\nIs the bot running there? Start it with `climate-bot serve`.", err=True)
+        sys.exit(1)
+    click.echo(f"bot answered {result.status}: {result.answer}")
+    if not result.accepted:
+        click.echo("The bot refused the event.", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=3000,
+    show_default=True,
+    help="port of the Slack sandbox page on 127.0.0.1 (0: any free port)",
+)
+@click.option("--fast", is_flag=True, help="tell the story at once instead of a few seconds apart")
+@click.option(
+    "--events",
+    type=click.IntRange(0, 100_000),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="add N random events after the story, for a busy channel",
+)
+def demo(port: int, fast: bool, events: int) -> None:
+    """Try climate-bot without Slack or Stripe: a Slack sandbox in your browser.
+
+    Starts, on 127.0.0.1, a fake Slack workspace shown as a web page, a fake Stripe Climate with
+    Frontier's inventory, and the bot itself between them; then tells a story as signed Stripe
+    webhooks. The bot posts at Slack's pace, about one message a second. Ctrl-C stops it all.
+    """
+    from bot.demo import DemoError, run_demo
+
+    try:
+        run_demo(port=port, fast=fast, events=events)
+    except DemoError as exc:
+        click.echo(f"climate-bot demo: {exc}", err=True)
+        sys.exit(1)

@@ -10,7 +10,9 @@ Point the real stripe-python client at it and it answers like Stripe does, error
         fake.set_down(True)         # next call raises stripe.APIConnectionError
 
 What it models (see ``shared/stripe/FACTS.md``): orders (list/create/retrieve/update/cancel),
-products and suppliers (list/retrieve); form bodies in bracket notation; API-key auth with 401 and
+products and suppliers (list/retrieve); the Events API (list with ``type``/``types[]``/``created``
+filters, retrieve; 30 days kept) over the events it generates and those given to ``add_event``;
+form bodies in bracket notation; API-key auth with 401 and
 403 bodies; ``Stripe-Account`` (Connect) with one order store per account; ``Idempotency-Key``
 replay for POSTs; ``Request-Id`` on every response; scripted cancel refusals; outages, injected
 500/429s and slow answers. Every request is recorded as a :class:`Call` with the response it got.
@@ -57,11 +59,35 @@ ORDER_READ = "climate_order_read"
 ORDER_WRITE = "climate_order_write"
 PRODUCT_READ = "climate_product_read"
 SUPPLIER_READ = "climate_supplier_read"
+EVENT_READ = "event_read"
+
+# Stripe lists and retrieves events for 30 days only (FACTS.md §4).
+EVENT_RETENTION_SECONDS = 30 * 24 * 60 * 60
+MAX_EVENT_TYPES = 20
 
 _ALNUM = string.ascii_letters + string.digits
 _ORDERS = "/v1/climate/orders"
 _PRODUCTS = "/v1/climate/products"
 _SUPPLIERS = "/v1/climate/suppliers"
+_EVENTS = "/v1/events"
+
+# The vendored spec subset stops at the Climate paths; these are the Events API's parameters as
+# stripe-python 16 (generated from the full spec) sends them.
+_EXTRA_PARAMS: dict[tuple[str, str], frozenset[str]] = {
+    (_EVENTS, "get"): frozenset(
+        {
+            "created",
+            "delivery_success",
+            "ending_before",
+            "expand",
+            "limit",
+            "starting_after",
+            "type",
+            "types",
+        }
+    ),
+    (_EVENTS + "/{id}", "get"): frozenset({"expand"}),
+}
 
 
 class _Headers(dict[str, str]):
@@ -235,6 +261,8 @@ def _listify(node: Any, top: bool = False, key: str = "") -> Any:
 @functools.cache
 def _spec_params(template: str, method: str) -> frozenset[str]:
     """The request parameters the spec allows for an operation (query and form body)."""
+    if (template, method) in _EXTRA_PARAMS:
+        return _EXTRA_PARAMS[template, method]
     operation = load_spec()["paths"][template][method]
     names = {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
     body = operation.get("requestBody", {}).get("content", {})
@@ -458,9 +486,31 @@ class FakeStripe:
     @property
     def events(self) -> list[dict[str, Any]]:
         """Snapshot events the fake generated (``climate.order.created``/``canceled`` from API
-        calls), oldest first, ready for ``stripe_objects.webhook_request``."""
+        calls) and those given to :meth:`add_event`, in the order they arrived, ready for
+        ``stripe_objects.webhook_request``."""
         with self._lock:
             return copy.deepcopy(self._events)
+
+    def add_event(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Make a snapshot event (e.g. ``stripe_objects.event(...)``) visible to ``GET
+        /v1/events``, as if Stripe had created it; an event with a known id replaces that one.
+
+        It belongs to the account in its ``account`` field (the platform when absent), and, as at
+        Stripe, is neither listed nor retrievable once its ``created`` is more than 30 days
+        before the fake's clock. Returns a copy of what is stored.
+        """
+        stored = copy.deepcopy(dict(event))
+        for key, kind in (("id", str), ("type", str), ("created", int)):
+            if not isinstance(stored.get(key), kind):
+                raise ValueError(f"an event needs a {kind.__name__} {key!r}")
+        with self._lock:
+            for i, existing in enumerate(self._events):
+                if existing["id"] == stored["id"]:
+                    self._events[i] = stored
+                    break
+            else:
+                self._events.append(stored)
+            return copy.deepcopy(stored)
 
     # -- scripting ---------------------------------------------------------------------------
 
@@ -838,6 +888,8 @@ class FakeStripe:
             return PRODUCT_READ
         if call.path.startswith(_SUPPLIERS):
             return SUPPLIER_READ
+        if call.path.startswith(_EVENTS):
+            return EVENT_READ
         return None
 
     def _run(
@@ -909,6 +961,8 @@ class FakeStripe:
                 _SUPPLIERS + "/{supplier}",
                 self._retrieve_supplier,
             ),
+            ("GET", rf"^{_EVENTS}$", _EVENTS, self._list_events),
+            ("GET", rf"^{_EVENTS}/([^/]+)$", _EVENTS + "/{id}", self._retrieve_event),
         ]
         for method, pattern, template, handler in routes:
             match = re.match(pattern, call.path)
@@ -1253,3 +1307,95 @@ class FakeStripe:
                 param="id",
             )
         return copy.deepcopy(supplier)
+
+    def _visible_events(self, account: str) -> list[dict[str, Any]]:
+        """The account's events Stripe still keeps, newest first (later-added first on ties)."""
+        oldest = self._now() - EVENT_RETENTION_SECONDS
+        mine = [
+            (e["created"], i, e)
+            for i, e in enumerate(self._events)
+            if (e.get("account") or self.account_id) == account and e["created"] >= oldest
+        ]
+        return [e for _, _, e in sorted(mine, key=lambda t: t[:2], reverse=True)]
+
+    @staticmethod
+    def _created_filter(value: Any) -> Callable[[int], bool]:
+        """``created=<ts>`` or ``created[gt|gte|lt|lte]=<ts>`` as a predicate on a timestamp."""
+        if isinstance(value, str):
+            value = {"eq": value}
+        if not isinstance(value, dict):
+            raise _invalid("Invalid hash", param="created")
+        bounds: dict[str, int] = {}
+        for op, raw in value.items():
+            name = "created" if op == "eq" else f"created[{op}]"
+            if op not in ("eq", "gt", "gte", "lt", "lte"):
+                raise _invalid(
+                    f"Received unknown parameter: {name}", param=name, code="parameter_unknown"
+                )
+            try:
+                bounds[op] = int(raw)
+            except (TypeError, ValueError):
+                raise _invalid(
+                    f"Invalid integer: {raw}", param=name, code="parameter_invalid_integer"
+                ) from None
+        checks = {
+            "eq": lambda t, b: t == b,
+            "gt": lambda t, b: t > b,
+            "gte": lambda t, b: t >= b,
+            "lt": lambda t, b: t < b,
+            "lte": lambda t, b: t <= b,
+        }
+        return lambda ts: all(checks[op](ts, bound) for op, bound in bounds.items())
+
+    @staticmethod
+    def _type_filter(params: Mapping[str, Any]) -> Callable[[str], bool]:
+        """``type`` (one name, ``*`` wildcards) or ``types[]`` (up to 20 exact names)."""
+        if "type" in params and "types" in params:
+            raise _invalid(
+                "You may only specify one of these parameters: type, types.",
+                code="parameters_exclusive",
+            )
+        if "type" in params:
+            pattern = params["type"]
+            if not isinstance(pattern, str):
+                raise _invalid("Invalid string", param="type")
+            regex = re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
+            return lambda t: regex.fullmatch(t) is not None
+        if "types" in params:
+            types = params["types"]
+            if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+                raise _invalid("Invalid array", param="types")
+            if len(types) > MAX_EVENT_TYPES:
+                # [inferred] message: Stripe documents the limit, not the error's wording.
+                raise _invalid(
+                    f"You may pass at most {MAX_EVENT_TYPES} event types.", param="types"
+                )
+            wanted = set(types)
+            return lambda t: t in wanted
+        return lambda t: True
+
+    def _list_events(self, call: Call, account: str, _id: None, _req: str) -> dict[str, Any]:
+        params = call.params
+        self._check_expand(params, "event", prefix="data.")
+        type_ok = self._type_filter(params)
+        created_ok = self._created_filter(params["created"]) if "created" in params else None
+        delivered = params.get("delivery_success")
+        if delivered not in (None, "true", "false"):
+            raise _invalid(f"Invalid boolean: {delivered}", param="delivery_success")
+        items = [
+            e
+            for e in self._visible_events(account)
+            if type_ok(e["type"])
+            and (created_ok is None or created_ok(e["created"]))
+            # [inferred] "delivered" = no endpoint still pending; the fake delivers nothing.
+            and (delivered is None or (e.get("pending_webhooks", 0) == 0) == (delivered == "true"))
+        ]
+        page, more = self._paginate(items, params, _EVENTS, "event")
+        return {"object": "list", "data": copy.deepcopy(page), "has_more": more, "url": _EVENTS}
+
+    def _retrieve_event(self, call: Call, account: str, event_id: str, _req: str) -> dict:
+        self._check_expand(call.params, "event")
+        for e in self._visible_events(account):
+            if e["id"] == event_id:
+                return copy.deepcopy(e)
+        raise _ApiError(404, f"No such event: '{event_id}'", code="resource_missing", param="id")
