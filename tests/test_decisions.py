@@ -293,3 +293,18 @@ def test_reminders_come_before_the_deadline_once_and_stop_after_a_decision(
     assert "<!subteam^S0DECIDERS>" in json.dumps(reminder.blocks)
     click(guarded, fake_slack, ACCEPT_ACTION, order["id"], user="U0BOB")
     assert scheduler.send_reminders(now + 5 * 86400 + 3600) == []  # decided: no 1-day reminder
+
+
+def test_cancel_of_a_connected_accounts_order_acts_on_that_account(
+    running, fake_slack, fake_stripe
+):
+    fake_stripe.add_account("acct_partner1")
+    order = so.delayed(so.order(), 2030, at=int(time.time()))
+    fake_stripe.add_order(order, account="acct_partner1")
+    running.send_event(so.event("climate.order.delayed", order, account="acct_partner1"))
+    running.deliver()
+    click(running, fake_slack, CANCEL_ACTION, order["id"])
+    running.deliver()
+    calls = fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}")
+    assert [c.account for c in calls] == ["acct_partner1", "acct_partner1"]  # retrieve, cancel
+    assert fake_stripe.get_order(order["id"], account="acct_partner1")["status"] == "canceled"
