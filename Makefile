@@ -1,9 +1,10 @@
-# The two commands a newcomer needs: `make run` starts the bot from .env, `make test` proves it works.
+# The commands a newcomer needs: `make demo` shows the bot in a local Slack sandbox, `make run`
+# starts it from .env, `make test` proves it works.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format messages clean
+.PHONY: install run demo browser test lint format messages clean
 
 $(BIN)/climate-bot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +17,21 @@ install: $(BIN)/climate-bot
 run: install
 	$(BIN)/python app.py
 
+# No Slack, no Stripe, no .env: a Slack sandbox page on http://127.0.0.1:3000/ with the real bot.
+demo: install
+	$(BIN)/climate-bot demo
+
+# The browser test drives Debian's chromium (never a browser downloaded by Playwright). Installing
+# it needs root, as in CI; elsewhere run this target with sudo once.
+browser:
+	@command -v chromium >/dev/null || (apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint browser
 	$(BIN)/pytest
 
 format: install

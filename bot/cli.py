@@ -327,8 +327,15 @@ def demo(port: int, fast: bool, events: int) -> None:
     Frontier's inventory, and the bot itself between them; then tells a story as signed Stripe
     webhooks. The bot posts at Slack's pace, about one message a second. Ctrl-C stops it all.
     """
-    from bot.demo import DemoError, run_demo
-
+    try:
+        from bot.demo import DemoError, run_demo
+    except ModuleNotFoundError as exc:  # the fakes behind the sandboxes use the dev extras
+        click.echo(
+            f"climate-bot demo needs the development extras ({exc.name} is missing): "
+            "run `make demo`, or pip install -e '.[dev]'",
+            err=True,
+        )
+        sys.exit(1)
     try:
         run_demo(port=port, fast=fast, events=events)
     except DemoError as exc:

@@ -37,6 +37,7 @@ __all__ = [
     "Call",
     "FakeSlack",
     "Message",
+    "WorkspaceChanges",
     "block_actions_body",
     "block_kit_errors",
     "event_callback_body",
@@ -128,6 +129,22 @@ class Message:
     updates: int = 0  # how many chat.update (or replace_original) calls hit it
     reply_count: int = 0
     edited_ts: str | None = None
+
+
+@dataclass
+class WorkspaceChanges:
+    """What changed in the workspace since a revision (see `FakeSlack.changes_since`).
+
+    `full` is True when everything is listed (a first look, or the revision predates a `reset`):
+    the watcher should then forget what it showed before.
+    """
+
+    revision: int
+    full: bool
+    messages: list[Message]  # new or changed, thread replies included, in post order (copies)
+    deleted: list[tuple[str, str]]  # (channel, ts) of deleted messages
+    ephemerals: list[dict[str, Any]]  # new or replaced ephemerals, shaped as in `ephemerals()`
+    deleted_ephemerals: list[str]  # message_ts of ephemerals deleted by `delete_original`
 
 
 @dataclass
@@ -347,6 +364,7 @@ class FakeSlack:
         self._ts_second = 0
         self._ts_counter = 0
         self._id_counter = 0
+        self._revision = 0  # counts changes a watcher can see; never goes back, even on reset
         self._clear_activity()
 
         self.add_user(bot_user_id, "climate-bot", is_bot=True)
@@ -372,6 +390,13 @@ class FakeSlack:
         self._token_state: str | None = None
         self._last_post: dict[str, float] = {}
         self._ratelimited_count = 0
+        # Watching (the demo's sandbox page): what changed at which revision.
+        self._revision += 1
+        self._reset_revision = self._revision
+        self._touched: dict[tuple[str, str], int] = {}
+        self._deleted: dict[tuple[str, str], int] = {}
+        self._touched_ephemerals: dict[str, int] = {}
+        self._deleted_ephemerals: dict[str, int] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -652,6 +677,99 @@ class FakeSlack:
         with self._cond:
             self._clear_activity()
             self._channels = copy.deepcopy(self._channel_config)
+            self._cond.notify_all()
+
+    # ---- watching (the demo's Slack sandbox) ----------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """A number that grows whenever a message or ephemeral appears, changes or goes."""
+        with self._cond:
+            return self._revision
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        """Block until the revision is past `since` or `timeout` seconds pass; return it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._revision <= since:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return self._revision
+
+    def changes_since(self, since: int) -> WorkspaceChanges:
+        """What changed after revision `since` (0, or one from before a `reset`: everything).
+
+        A page showing the workspace calls this with the revision it last saw and redraws only
+        what is listed, so a channel with thousands of messages stays cheap to watch.
+        """
+        with self._cond:
+            full = since < self._reset_revision
+            everything = [m for channel in self._messages.values() for m in channel]
+            if full:
+                messages = everything
+                ephemerals = list(self._ephemerals)
+            else:
+                messages = [
+                    m for m in everything if self._touched.get((m.channel, m.ts), 0) > since
+                ]
+                ephemerals = [
+                    e
+                    for e in self._ephemerals
+                    if self._touched_ephemerals.get(e["message_ts"], 0) > since
+                ]
+            return WorkspaceChanges(
+                revision=self._revision,
+                full=full,
+                messages=copy.deepcopy(sorted(messages, key=lambda m: _ts_key(m.ts))),
+                deleted=[] if full else [k for k, rev in self._deleted.items() if rev > since],
+                ephemerals=copy.deepcopy(ephemerals),
+                deleted_ephemerals=[]
+                if full
+                else [ts for ts, rev in self._deleted_ephemerals.items() if rev > since],
+            )
+
+    def users(self) -> list[dict[str, Any]]:
+        """Workspace members as ``{"id", "name", "is_bot"}``, in the order they were added."""
+        with self._cond:
+            return [{"id": u.id, "name": u.name, "is_bot": u.is_bot} for u in self._users.values()]
+
+    def usergroups(self) -> dict[str, str]:
+        """User-group ids (``S…``) and their handles."""
+        with self._cond:
+            return {group_id: handle for group_id, (handle, _) in self._usergroups.items()}
+
+    def channel_names(self) -> dict[str, str]:
+        """Channel ids and their names."""
+        with self._cond:
+            return {channel.id: channel.name for channel in self._channels.values()}
+
+    def add_ephemeral(
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        *,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+        source: str = "slash_command",
+    ) -> dict[str, Any]:
+        """Show `user` an ephemeral message, as Slack shows an app's immediate answer to a slash
+        command (the body of its HTTP response); returns a copy."""
+        with self._cond:
+            ephemeral = {
+                "channel": channel,
+                "user": user,
+                "text": text,
+                "blocks": copy.deepcopy(blocks or []),
+                "thread_ts": thread_ts,
+                "message_ts": self._next_ts(),
+                "source": source,
+            }
+            self._ephemerals.append(ephemeral)
+            self._touch_ephemeral(ephemeral["message_ts"])
+            return copy.deepcopy(ephemeral)
 
     # ---- response_urls and trigger ids ----------------------------------------------------------
 
@@ -890,6 +1008,7 @@ class FakeSlack:
             message.metadata = metadata or None
         message.updates += 1
         message.edited_ts = self._next_ts()
+        self._touch(message)
         return {
             "channel": channel.id,
             "ts": message.ts,
@@ -915,6 +1034,7 @@ class FakeSlack:
                 "source": "chat.postEphemeral",
             }
         )
+        self._touch_ephemeral(message_ts)
         return {"message_ts": message_ts}
 
     def _chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -1170,10 +1290,12 @@ class FakeSlack:
             bot_id=bot_id,
         )
         self._messages.setdefault(channel, []).append(message)
+        self._touch(message)
         if thread_ts:
             parent = self._find_message(channel, thread_ts)
             if parent is not None and parent.thread_ts is None:
                 parent.reply_count += 1
+                self._touch(parent)
         return message
 
     def _find_message(self, channel: str, ts: str) -> Message | None:
@@ -1181,10 +1303,28 @@ class FakeSlack:
 
     def _delete_message(self, message: Message) -> None:
         self._messages[message.channel].remove(message)
+        key = (message.channel, message.ts)
+        self._touched.pop(key, None)
+        self._deleted[key] = self._bump()
         if message.thread_ts:
             parent = self._find_message(message.channel, message.thread_ts)
             if parent is not None and parent.thread_ts is None:
                 parent.reply_count -= 1
+                self._touch(parent)
+
+    def _bump(self) -> int:
+        self._revision += 1
+        self._cond.notify_all()
+        return self._revision
+
+    def _touch(self, message: Message) -> None:
+        self._touched[(message.channel, message.ts)] = self._bump()
+
+    def _touch_ephemeral(self, message_ts: str) -> None:
+        self._touched_ephemerals[message_ts] = self._bump()
+
+    def _find_ephemeral(self, message_ts: str) -> dict[str, Any] | None:
+        return next((e for e in self._ephemerals if e["message_ts"] == message_ts), None)
 
     def _message_json(self, message: Message, *, include_metadata: bool) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -1298,15 +1438,28 @@ class FakeSlack:
         if hook.channel is None:
             return
         original = self._find_message(hook.channel, hook.message_ts) if hook.message_ts else None
+        # A response_url minted for a click on an ephemeral message acts on that ephemeral.
+        ephemeral = (
+            self._find_ephemeral(hook.message_ts) if original is None and hook.message_ts else None
+        )
         if _truthy(payload.get("delete_original")):
             if original is not None:
                 self._delete_message(original)
+            elif ephemeral is not None:
+                self._ephemerals.remove(ephemeral)
+                self._touched_ephemerals.pop(ephemeral["message_ts"], None)
+                self._deleted_ephemerals[ephemeral["message_ts"]] = self._bump()
         elif _truthy(payload.get("replace_original")):
             if original is not None:
                 original.text = text
                 original.blocks = blocks or []
                 original.updates += 1
                 original.edited_ts = self._next_ts()
+                self._touch(original)
+            elif ephemeral is not None:
+                ephemeral["text"] = text
+                ephemeral["blocks"] = blocks or []
+                self._touch_ephemeral(ephemeral["message_ts"])
         elif payload.get("response_type") == "in_channel":
             self._store_message(
                 hook.channel,
@@ -1329,6 +1482,7 @@ class FakeSlack:
                     "source": RESPONSE_URL_METHOD,
                 }
             )
+            self._touch_ephemeral(self._ephemerals[-1]["message_ts"])
 
 
 # --------------------------------------------------------------------------------------------

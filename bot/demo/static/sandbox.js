@@ -1,0 +1,387 @@
+// The Slack sandbox page: draws #climate from finished HTML fragments the sandbox server renders
+// (bot/demo/render.py escapes everything), keeps it live with a long poll that returns only what
+// changed, and sends clicks and typed commands back to the server, which signs them for the bot.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const channelList = $("messages");
+  const threadPane = $("thread");
+  const threadList = $("thread-messages");
+  const userSelect = $("user");
+  const composer = $("composer");
+  const messageBox = $("message-box");
+  const toastBox = $("toast");
+  const liveBadge = $("live");
+  const dialog = $("confirm");
+
+  const state = {
+    user: null,
+    since: 0, // the workspace revision this page has drawn
+    instance: "", // which run of the sandbox that revision belongs to
+    entries: new Map(), // key -> {key, ts, thread_ts, html}: everything this user can see
+    nodes: new Map(), // key -> element in the channel list
+    dismissed: new Set(),
+    thread: null, // ts of the open thread
+    generation: 0, // bumped on a user switch: answers for the previous user are dropped
+    controller: null,
+    permalinkBase: "",
+  };
+
+  // --- drawing ------------------------------------------------------------------------------
+
+  const scratch = document.createElement("template");
+
+  function toNode(html) {
+    scratch.innerHTML = html;
+    const node = scratch.content.firstElementChild;
+    localizeTimes(node);
+    return node;
+  }
+
+  function localizeTimes(root) {
+    for (const time of root.querySelectorAll("time.sk-time")) {
+      const when = new Date(time.dateTime);
+      if (Number.isNaN(when.getTime())) continue;
+      time.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      time.title = when.toLocaleString();
+    }
+  }
+
+  // Slack timestamps ("1700000000.000100") have more digits than a double keeps: compare as text.
+  function compareTs(a, b) {
+    const [aSec, aFrac = ""] = String(a).split(".");
+    const [bSec, bFrac = ""] = String(b).split(".");
+    if (aSec.length !== bSec.length) return aSec.length - bSec.length;
+    if (aSec !== bSec) return aSec < bSec ? -1 : 1;
+    const x = aFrac.padEnd(6, "0");
+    const y = bFrac.padEnd(6, "0");
+    return x === y ? 0 : x < y ? -1 : 1;
+  }
+
+  const isTopLevel = (entry) => !entry.thread_ts || entry.thread_ts === entry.ts;
+  const inThread = (entry, ts) => entry.key === ts || entry.thread_ts === ts;
+
+  function nearBottom(element) {
+    return element.scrollHeight - element.scrollTop - element.clientHeight < 80;
+  }
+
+  function clearAll() {
+    state.entries.clear();
+    state.nodes.clear();
+    channelList.replaceChildren();
+    threadList.replaceChildren();
+  }
+
+  function insertSorted(node, ts) {
+    let before = null;
+    for (let child = channelList.lastElementChild; child; child = child.previousElementSibling) {
+      if (compareTs(child.dataset.ts, ts) <= 0) break;
+      before = child;
+    }
+    channelList.insertBefore(node, before);
+  }
+
+  function apply(data) {
+    const stickToBottom = data.full || nearBottom(channelList);
+    if (data.full) clearAll();
+    let threadChanged = false;
+    for (const key of data.deleted) {
+      const entry = state.entries.get(key);
+      if (!entry) continue;
+      state.entries.delete(key);
+      state.nodes.get(key)?.remove();
+      state.nodes.delete(key);
+      if (state.thread && inThread(entry, state.thread)) threadChanged = true;
+    }
+    const appended = document.createDocumentFragment();
+    let lastTs = channelList.lastElementChild?.dataset.ts ?? "0";
+    for (const entry of data.messages) {
+      if (state.dismissed.has(entry.key)) continue;
+      state.entries.set(entry.key, entry);
+      if (state.thread && inThread(entry, state.thread)) threadChanged = true;
+      if (!isTopLevel(entry)) continue;
+      const node = toNode(entry.html);
+      const old = state.nodes.get(entry.key);
+      state.nodes.set(entry.key, node);
+      if (old) {
+        old.replaceWith(node);
+      } else if (compareTs(entry.ts, lastTs) >= 0) {
+        appended.appendChild(node);
+        lastTs = entry.ts;
+      } else {
+        insertSorted(node, entry.ts);
+      }
+    }
+    channelList.appendChild(appended);
+    state.since = data.revision;
+    state.instance = data.instance;
+    if (threadChanged) drawThread();
+    if (stickToBottom) scrollToEnd(channelList);
+  }
+
+  // Messages off screen are laid out lazily (content-visibility), so the list's height settles
+  // only once the newest ones are drawn: follow it for a few frames.
+  function scrollToEnd(element, frames = 6) {
+    element.scrollTop = element.scrollHeight;
+    if (frames > 0) requestAnimationFrame(() => scrollToEnd(element, frames - 1));
+  }
+
+  // --- threads ------------------------------------------------------------------------------
+
+  function openThread(ts) {
+    state.thread = ts;
+    threadPane.hidden = false;
+    drawThread(true);
+  }
+
+  function closeThread() {
+    state.thread = null;
+    threadPane.hidden = true;
+    threadList.replaceChildren();
+  }
+
+  function drawThread(scroll = false) {
+    const ts = state.thread;
+    if (!ts) return;
+    const stick = scroll || nearBottom(threadList);
+    const replies = [...state.entries.values()]
+      .filter((entry) => entry.thread_ts === ts && entry.key !== ts)
+      .sort((a, b) => compareTs(a.ts, b.ts));
+    const fragment = document.createDocumentFragment();
+    const parent = state.entries.get(ts);
+    if (parent) {
+      const node = toNode(parent.html);
+      node.classList.add("thread-parent");
+      fragment.appendChild(node);
+    }
+    const count = replies.length;
+    const divider = document.createElement("div");
+    divider.className = "thread-count";
+    divider.textContent = count === 1 ? "1 reply" : `${count} replies`;
+    fragment.appendChild(divider);
+    for (const reply of replies) fragment.appendChild(toNode(reply.html));
+    threadList.replaceChildren(fragment);
+    if (stick) threadList.scrollTop = threadList.scrollHeight;
+  }
+
+  // --- acting -------------------------------------------------------------------------------
+
+  async function post(path, body) {
+    const response = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user: state.user, ...body }),
+    });
+    let data = {};
+    try {
+      data = await response.json();
+    } catch (err) {
+      data = { ok: false, error: `HTTP ${response.status}` };
+    }
+    if (!response.ok && data.ok === undefined) data.ok = false;
+    return data;
+  }
+
+  function askConfirm(confirm) {
+    const part = (name) => confirm.querySelector(name)?.innerHTML ?? "";
+    $("confirm-title").innerHTML = part(".sk-confirm-title");
+    $("confirm-text").innerHTML = part(".sk-confirm-text");
+    $("confirm-deny").innerHTML = part(".sk-confirm-deny");
+    const yes = $("confirm-yes");
+    yes.innerHTML = part(".sk-confirm-yes");
+    const danger = confirm.querySelector(".sk-confirm-yes")?.classList.contains("sk-danger");
+    yes.className = danger ? "sk-button sk-danger" : "sk-button sk-primary";
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), {
+        once: true,
+      });
+      dialog.showModal();
+    });
+  }
+
+  async function press(button) {
+    const message = button.closest(".sk-msg");
+    if (!message) return;
+    const key = message.dataset.key;
+    const entry = state.entries.get(key);
+    const confirm = button.parentElement.querySelector(":scope > .sk-confirm");
+    if (confirm && !(await askConfirm(confirm))) return; // "deny" sends nothing, as in Slack
+    if (button.dataset.url) window.open(button.dataset.url, "_blank", "noopener,noreferrer");
+    button.classList.add("sk-busy");
+    button.disabled = true;
+    try {
+      const answer = await post("/sandbox/click", {
+        key,
+        block: Number(button.dataset.block),
+        element: button.dataset.element,
+        thread_ts: entry && entry.thread_ts && entry.thread_ts !== key ? entry.thread_ts : null,
+      });
+      if (!answer.ok && answer.error) toast(answer.error);
+    } catch (err) {
+      toast("The sandbox could not be reached.");
+    } finally {
+      button.classList.remove("sk-busy");
+      button.disabled = false;
+    }
+  }
+
+  async function send(event) {
+    event.preventDefault();
+    const text = messageBox.value.trim();
+    if (!text) return;
+    messageBox.value = "";
+    try {
+      const answer = await post("/sandbox/command", { text });
+      if (!answer.ok && answer.error) toast(answer.error);
+    } catch (err) {
+      toast("The sandbox could not be reached.");
+    }
+  }
+
+  function dismiss(key) {
+    state.dismissed.add(key);
+    const entry = state.entries.get(key);
+    state.entries.delete(key);
+    state.nodes.get(key)?.remove();
+    state.nodes.delete(key);
+    if (entry && state.thread && inThread(entry, state.thread)) drawThread();
+  }
+
+  // A link to a message of this workspace (a card link in an answer) scrolls to it.
+  function jumpTo(href) {
+    const url = new URL(href);
+    const match = url.pathname.match(/\/p(\d+)(\d{6})$/);
+    if (!match) return false;
+    const ts = `${match[1]}.${match[2]}`;
+    const threadTs = url.searchParams.get("thread_ts");
+    if (threadTs) openThread(threadTs);
+    const node = threadTs ? null : state.nodes.get(ts);
+    if (!threadTs && !node) return false;
+    if (node) {
+      node.scrollIntoView({ block: "center", behavior: "smooth" });
+      node.classList.add("sk-highlight");
+      setTimeout(() => node.classList.remove("sk-highlight"), 2000);
+    }
+    return true;
+  }
+
+  let toastTimer = null;
+  function toast(text) {
+    toastBox.textContent = text;
+    toastBox.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => {
+      toastBox.hidden = true;
+    }, 5000);
+  }
+
+  document.addEventListener("click", (event) => {
+    const target = event.target instanceof Element ? event.target : null;
+    if (!target) return;
+    const button = target.closest(".sk-msg .sk-button[data-action-id]");
+    if (button) {
+      event.preventDefault();
+      press(button);
+      return;
+    }
+    const replies = target.closest(".sk-replies");
+    if (replies) {
+      openThread(replies.dataset.thread);
+      return;
+    }
+    const dismissButton = target.closest(".sk-dismiss");
+    if (dismissButton) {
+      dismiss(dismissButton.closest(".sk-msg").dataset.key);
+      return;
+    }
+    const link = target.closest("a.sk-link");
+    if (link && state.permalinkBase && link.href.startsWith(`${state.permalinkBase}/archives/`)) {
+      if (jumpTo(link.href)) event.preventDefault();
+    }
+  });
+  $("close-thread").addEventListener("click", closeThread);
+  composer.addEventListener("submit", send);
+
+  // --- who you are, and staying live -----------------------------------------------------------
+
+  function setUser(id) {
+    state.user = id;
+    state.since = 0;
+    state.dismissed.clear();
+    state.generation += 1;
+    clearAll();
+    if (state.controller) state.controller.abort();
+    try {
+      localStorage.setItem("sandbox-user", id);
+    } catch (err) {
+      // private browsing: the choice just is not remembered
+    }
+  }
+
+  function setLive(live) {
+    liveBadge.textContent = live ? "live" : "reconnecting…";
+    liveBadge.classList.toggle("live-off", !live);
+  }
+
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  async function pollForever() {
+    for (;;) {
+      const generation = state.generation;
+      const controller = new AbortController();
+      state.controller = controller;
+      try {
+        const query = new URLSearchParams({
+          user: state.user,
+          since: state.since,
+          instance: state.instance,
+          wait: 25,
+        });
+        const response = await fetch(`/sandbox/changes?${query}`, {
+          signal: controller.signal,
+          cache: "no-store",
+        });
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        const data = await response.json();
+        if (generation !== state.generation) continue;
+        apply(data);
+        if (data.full) drawThread();
+        setLive(true);
+      } catch (err) {
+        if (generation !== state.generation) continue; // switched user: start over at once
+        setLive(false);
+        await pause(1000);
+      }
+    }
+  }
+
+  async function boot() {
+    const response = await fetch("/sandbox/workspace", { cache: "no-store" });
+    const workspace = await response.json();
+    state.permalinkBase = workspace.permalink_base;
+    for (const person of workspace.users) {
+      const option = document.createElement("option");
+      option.value = person.id;
+      option.textContent = person.may_decide ? `${person.name} (may decide)` : person.name;
+      userSelect.appendChild(option);
+    }
+    const known = new Set(workspace.users.map((person) => person.id));
+    let wanted = new URLSearchParams(location.search).get("user");
+    if (!known.has(wanted)) {
+      try {
+        wanted = localStorage.getItem("sandbox-user");
+      } catch (err) {
+        wanted = null;
+      }
+    }
+    const first = known.has(wanted) ? wanted : workspace.default_user;
+    userSelect.value = first;
+    setUser(first);
+    userSelect.addEventListener("change", () => setUser(userSelect.value));
+    pollForever();
+  }
+
+  boot().catch(() => setLive(false));
+})();
