@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from bot import metrics
 from bot.formatting import format_money, slack_date
 from bot.i18n import _
-from bot.model import FINAL_STATUSES, refund_amount
+from bot.model import FINAL_STATUSES, Message, refund_amount
 from bot.slack_api import SlackError, SlackGateway
 from bot.storage import OutboxRow, Storage, card_key
 from bot.stripe_api import NotFound, Refused, StripeGateway, Unavailable
@@ -317,9 +317,7 @@ class Decisions:
         self.wake()
 
     def _answer(self, row: OutboxRow, text: str) -> None:
-        url = row.facts.get("response_url")
-        if url:
-            self.slack.respond(url, text)
+        self.slack.respond(row.facts.get("response_url"), Message(text=text))
 
 
 def _status_word(status: str) -> str:

@@ -36,8 +36,9 @@ from bot.storage import OutboxRow, Storage
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 300.0
-# A transient error that never heals is parked after this many attempts (about two hours).
-MAX_ATTEMPTS = 30
+# A transient error that never heals is parked once the row has been failing this long: a day
+# rides out a Slack or Stripe outage (Stripe itself retries webhooks for three days).
+GIVE_UP_AFTER_SECONDS = 24 * 60 * 60
 
 
 def backoff(attempts: int) -> float:
@@ -124,8 +125,8 @@ class Deliverer:
         except Permanent as exc:
             self._park(row, str(exc))
         except Transient as exc:
-            if row.attempts >= MAX_ATTEMPTS:
-                self._park(row, f"gave up after {row.attempts} attempts: {exc}")
+            if self._gave_up(row):
+                self._park(row, f"gave up after {row.attempts} attempts over a day: {exc}")
             else:
                 self.storage.reschedule(row, delay=backoff(row.attempts), error=str(exc))
         else:
@@ -148,12 +149,16 @@ class Deliverer:
                 job(row)
         except Exception as exc:
             log.exception("job %s for %s failed", row.kind, row.card_key)
-            if row.attempts >= MAX_ATTEMPTS:
-                self._park(row, f"gave up after {row.attempts} attempts: {exc!r}")
+            if self._gave_up(row):
+                self._park(row, f"gave up after {row.attempts} attempts over a day: {exc!r}")
             else:
                 self.storage.reschedule(row, delay=backoff(row.attempts), error=repr(exc))
             return
         self.storage.complete(row)
+
+    def _gave_up(self, row: OutboxRow) -> bool:
+        started = row.first_attempt_at or self.now()
+        return self.now() - started >= GIVE_UP_AFTER_SECONDS
 
     def _join_and_retry(self, row: OutboxRow) -> None:
         try:

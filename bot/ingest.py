@@ -53,6 +53,8 @@ def parse_event(raw: bytes) -> dict[str, Any]:
         event = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedEvent(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedEvent("body is nested too deeply") from None
     if not isinstance(event, dict):
         raise MalformedEvent("body is not a JSON object")
     if not isinstance(event.get("id"), str) or not event["id"]:
@@ -265,7 +267,7 @@ def _apply_product(
     newer = _is_newer(event, row)
     old_prices = None
     if event["type"] == "climate.product.pricing_updated":
-        prev = (event["data"].get("previous_attributes") or {}).get("current_prices_per_metric_ton")
+        prev = _previous_attributes(event).get("current_prices_per_metric_ton")
         if prev is None and row is not None and newer:
             prev = row["snapshot"].get("current_prices_per_metric_ton")
         old_prices = prev if isinstance(prev, dict) else None
@@ -300,7 +302,7 @@ def _change_of(
     storage: Storage,
 ) -> dict[str, Any] | None:
     """What a delay or substitution changed, from the previous snapshot or previous_attributes."""
-    prev_attrs = event["data"].get("previous_attributes") or {}
+    prev_attrs = _previous_attributes(event)
     if event["type"] == "climate.order.delayed":
         old_year = prev_attrs.get("expected_delivery_year")
         if old_year is None and previous is not None:
@@ -326,6 +328,13 @@ def _change_of(
             "new_product": _product_ref(new, storage),
         }
     return None
+
+
+def _previous_attributes(event: dict[str, Any]) -> dict[str, Any]:
+    """`data.previous_attributes` when it is an object (it is optional, and not documented for
+    Climate events)."""
+    previous = event["data"].get("previous_attributes")
+    return previous if isinstance(previous, dict) else {}
 
 
 def _product_ref(product: Any, storage: Storage) -> dict[str, Any] | None:

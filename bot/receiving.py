@@ -41,6 +41,9 @@ def stripe_webhook():
         )
     except stripe.SignatureVerificationError as exc:
         return _refuse(f"signature verification failed: {exc.user_message or exc}")
+    except (UnicodeError, TypeError, ValueError):
+        # The SDK trips over a body that is not UTF-8 or a header that is not ASCII.
+        return _refuse("signature verification failed: unreadable body or header")
     try:
         text = raw.decode("utf-8")
         event = parse_event(raw)

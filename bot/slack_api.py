@@ -53,6 +53,11 @@ PERMANENT_ERRORS = frozenset(
     }
 )
 
+# slack_sdk logs a failed response_url call at ERROR, url included; we log our own warning
+# instead (without the url), so its logger only passes on what is worse than that.
+_RESPONSE_URL_LOG = logging.getLogger("climate-bot.response_url")
+_RESPONSE_URL_LOG.setLevel(logging.CRITICAL)
+
 # Marks our own messages so a retry after an ambiguous failure can find what was already posted.
 METADATA_EVENT = "climate_bot_outbox"
 
@@ -201,20 +206,35 @@ class SlackGateway:
         data = self._call("usergroups.users.list", form=True, usergroup=usergroup)
         return list(data.get("users", []))
 
-    def respond(self, response_url: str, text: str) -> bool:
-        """Answer the person who clicked, ephemerally, through the interaction's response_url.
+    def respond(
+        self,
+        response_url: str | None,
+        message: Message,
+        *,
+        replace_original: bool = False,
+    ) -> bool:
+        """Answer the person who acted, ephemerally, through the interaction's response_url.
 
-        Best effort: the url expires after 30 minutes or 5 uses; a failure is logged, not raised.
+        Best effort and quick: the url expires after 30 minutes or 5 uses and nobody waits on a
+        retry, so a failure is logged (without the url, a bearer capability), not raised.
         """
+        if not response_url:
+            return False
         try:
-            response = WebhookClient(response_url, timeout=10).send(
-                text=text, response_type="ephemeral", replace_original=False
+            client = WebhookClient(
+                response_url, timeout=5, retry_handlers=[], logger=_RESPONSE_URL_LOG
             )
-        except OSError as exc:
-            log.warning("could not answer through response_url: %s", exc)
+            response = client.send(
+                text=message.text,
+                blocks=message.blocks or None,
+                response_type="ephemeral",
+                replace_original=replace_original,
+            )
+        except (OSError, ValueError) as exc:
+            log.warning("could not answer through the response_url: %s", type(exc).__name__)
             return False
         if response.status_code != 200:
-            log.warning("response_url answered %s", response.status_code)
+            log.warning("the response_url answered %s", response.status_code)
         return response.status_code == 200
 
     def auth_test(self) -> dict[str, Any]:

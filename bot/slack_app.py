@@ -19,9 +19,9 @@ from bot.cards import ORDERS_NEXT_ACTION
 from bot.commands import Commands
 from bot.decisions import ACCEPT, CANCEL, Click, Decisions
 from bot.i18n import use_locale
-from bot.model import ACCEPT_ACTION, CANCEL_ACTION
+from bot.model import ACCEPT_ACTION, CANCEL_ACTION, Message
 from bot.settings import Settings
-from bot.slack_api import SlackGateway
+from bot.slack_api import SlackError, SlackGateway
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def build_bolt_app(
 
     @app.action(ACCEPT_ACTION)
     @app.action(CANCEL_ACTION)
-    def decision_clicked(ack, respond, body, action):
+    def decision_clicked(ack, body, action):
         # Ack first: everything after runs once Slack has its answer (the database only; the
         # Stripe side of a cancel is queued for the worker).
         ack()
@@ -60,37 +60,41 @@ def build_bolt_app(
         )
         with use_locale(settings.locale_for(channel)):
             text = decisions.click(click)
-        respond(text=text, response_type="ephemeral", replace_original=False)
+        slack.respond(body.get("response_url"), Message(text=text))
 
     @app.command("/climate")
-    def climate_command(ack, command, respond):
+    def climate_command(ack, command):
         text = command.get("text") or ""
         if commands.asks_stripe(text):
             ack()  # Stripe must be asked: answer through the response_url, not within the ack
         with use_locale(settings.locale_for(command.get("channel_id"))):
             answer = commands.answer(text)
         if commands.asks_stripe(text):
-            respond(text=answer.text, blocks=answer.blocks or None, response_type="ephemeral")
+            slack.respond(command.get("response_url"), answer)
         else:
             ack(text=answer.text, blocks=answer.blocks or None, response_type="ephemeral")
 
     @app.action(ORDERS_NEXT_ACTION)
-    def next_orders(ack, action, body, respond):
+    def next_orders(ack, action, body):
         ack()
         with use_locale(settings.locale_for((body.get("channel") or {}).get("id"))):
             answer = commands.next_orders(str(action.get("value") or ""))
-        respond(text=answer.text, blocks=answer.blocks or None, replace_original=True)
+        slack.respond(body.get("response_url"), answer, replace_original=True)
 
     @app.event("app_home_opened")
-    def home_opened(body, event, client, context):
+    def home_opened(body, event):
         # Slack retries an event it thinks we missed; the view is published once per delivery id.
         if not storage.first_sight_of_slack_event(str(body.get("event_id") or "")):
             return
-        if event.get("tab", "home") != "home":
+        user = event.get("user")
+        if event.get("tab", "home") != "home" or not isinstance(user, str):
             return
         with use_locale(settings.BOT_LOCALE):
             view = commands.home()
-        slack.publish_home(event["user"], view)
+        try:
+            slack.publish_home(user, view)
+        except SlackError as exc:  # the next opening of the tab publishes again
+            log.warning("Home tab for %s not published: %s", user, exc)
 
     return app
 
@@ -109,20 +113,63 @@ def dispatch(app: App, request: Request, *, signing_secret: str) -> Response:
     # Slack's certificate probe (`ssl_check=1`) carries no signature; it only needs a 200.
     if request.form.get("ssl_check") == "1":
         return Response("", status=200)
-    if not SignatureVerifier(signing_secret).is_valid_request(raw, headers):
+    try:
+        genuine = SignatureVerifier(signing_secret).is_valid_request(raw, headers)
+    except (ValueError, TypeError):  # a timestamp that is not a number, a non-ASCII signature
+        genuine = False
+    if not genuine:
         return Response('{"error": "invalid request"}', status=401, mimetype="application/json")
     try:
         bolt_request = BoltRequest(
             body=raw, query=request.query_string.decode("utf-8"), headers=headers
         )
-    except ValueError:  # includes json.JSONDecodeError
-        return Response('{"error": "malformed payload"}', status=400, mimetype="application/json")
-    if isinstance(bolt_request.body, dict) and not bolt_request.body and "command=" in raw:
+    except (ValueError, RecursionError, AttributeError, TypeError, KeyError):
+        # Bolt parses and reads the body while building the request: not JSON, or not an object
+        return _malformed()
+    if not bolt_request.body and "command=" in raw:
         form = {k: v for k, v in request.form.items()}
         if "command" in form and "payload" not in form:
             bolt_request.body = form
             bolt_request.context = build_context(BoltContext({}), form)
-    response: BoltResponse = app.dispatch(bolt_request)
+    if not _shaped_like_slack(bolt_request.body):
+        return _malformed()
+    try:
+        response: BoltResponse = app.dispatch(bolt_request)
+    except Exception as exc:  # a signed body in a shape Slack never sends
+        log.warning("Bolt could not dispatch a signed request: %s", type(exc).__name__)
+        return _malformed()
     return Response(
         response.body, status=response.status, headers=response.first_headers_without_set_cookie()
     )
+
+
+# Top-level keys Bolt reads as objects when it builds a request's context.
+_OBJECT_KEYS = ("team", "user", "channel", "enterprise", "container", "event", "message", "view")
+
+
+def _shaped_like_slack(body: object) -> bool:
+    """True when a signed body has the shape Slack sends; Bolt assumes it without checking."""
+    if not isinstance(body, dict) or not body:
+        return False
+    if any(key in body and not isinstance(body[key], dict | None) for key in _OBJECT_KEYS):
+        return False
+    if "command" in body:
+        return isinstance(body["command"], str)
+    kind = body.get("type")
+    if kind == "block_actions":
+        actions = body.get("actions")
+        return (
+            isinstance(actions, list)
+            and bool(actions)
+            and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
+        )
+    if kind == "event_callback":
+        event = body.get("event")
+        return isinstance(event, dict) and isinstance(event.get("type"), str)
+    if kind == "url_verification":
+        return isinstance(body.get("challenge"), str)
+    return isinstance(kind, str)
+
+
+def _malformed() -> Response:
+    return Response('{"error": "malformed payload"}', status=400, mimetype="application/json")

@@ -237,6 +237,18 @@ class Storage:
         else:
             conn.execute("COMMIT")
 
+    def release(self) -> None:
+        """Close this thread's connection; a thread that ends (a web request's) must call it,
+        or each served request would keep a connection and its file descriptors forever."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:

@@ -331,13 +331,6 @@ def test_database_locked_by_another_writer_for_seconds_loses_and_doubles_nothing
     assert redelivered == [], log.read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: bot/storage.Storage opens one SQLite connection per thread and keeps it in "
-    "`_all` until close(); `python app.py` serves each request on a new thread (werkzeug "
-    "threaded), so every request leaks a connection (2 file descriptors). Under a 256-fd limit "
-    "webhooks get 500 after ~120 requests, under the usual 1024 after ~500, until a restart",
-)
 @pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
 def test_hundreds_of_webhooks_under_a_256_file_descriptor_limit_are_all_acknowledged(
     tmp_path, fake_slack, fake_stripe
