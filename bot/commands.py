@@ -9,7 +9,6 @@ answer from the database at once.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from bot import cards
 from bot.delivery import decision_of
 from bot.formatting import escape_mrkdwn
 from bot.i18n import N_, _
-from bot.model import Change, Message, OrderState
+from bot.model import ORDER_ID, Change, Message, OrderState
 from bot.slack_api import SlackGateway
 from bot.storage import Storage, card_key
 from bot.stripe_api import NotFound, StripeFailure, StripeGateway
@@ -36,7 +35,6 @@ USAGE = N_(
     "• `help` — this message\n"
     "Example: `/climate status climorder_1Pgc73B7WZ01zgkWaebIwEZ7`"
 )
-ORDER_ID = re.compile(r"^climorder_[A-Za-z0-9]{1,200}$")
 PRODUCTS_CACHE_SECONDS = 300.0
 ASKS_STRIPE = ("status", "products")
 

@@ -11,7 +11,6 @@ Every decision, refusal and failure is an audit row; the card is re-rendered fro
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,14 +19,13 @@ from dataclasses import dataclass
 from bot import metrics
 from bot.formatting import format_money, slack_date
 from bot.i18n import _
-from bot.model import FINAL_STATUSES, Message, refund_amount
+from bot.model import FINAL_STATUSES, ORDER_ID, Message, refund_amount
 from bot.slack_api import SlackError, SlackGateway
 from bot.storage import OutboxRow, Storage, card_key
 from bot.stripe_api import NotFound, Refused, StripeGateway, Unavailable
 
 log = logging.getLogger(__name__)
 
-ORDER_ID = re.compile(r"^climorder_[A-Za-z0-9]{1,200}$")
 ACCEPT = "accept"
 CANCEL = "cancel"
 

@@ -6,10 +6,14 @@ pure renderers in ``bot.cards``. Stripe objects are kept as the JSON dicts Strip
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 DECISION_WINDOW_SECONDS = 30 * 24 * 60 * 60
+
+# What a Stripe Climate order id looks like; anything else from Slack names no order of ours.
+ORDER_ID = re.compile(r"^climorder_[A-Za-z0-9]{1,200}$")
 
 ORDER_EVENTS = (
     "climate.order.created",
