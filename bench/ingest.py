@@ -1,0 +1,329 @@
+"""Bench: how fast does the bot acknowledge Stripe webhooks, next to a bare Flask route?
+
+What it measures
+----------------
+The bot is started as in production, ``gunicorn -c gunicorn.conf.py app:app`` from the repo
+(fake Slack and Stripe served by this process, a temporary ``DATABASE_PATH``), and beside it
+``bench/bare_app.py``, a Flask app whose webhook route only answers 200. Both get the same
+gunicorn flags on the command line (2 gthread workers x 8 threads, timeouts, access log to
+stdout), which override gunicorn.conf.py's identical values; the bare app is started from
+``bench/`` without the config file, whose start-up check needs the bot's settings. A third
+server, ``web-only`` (``bench/web_tier_app.py``), is the bot's app without the delivery worker
+and scheduler threads in its processes (the README's web tier beside ``climate-bot worker``):
+the difference between ``bot`` and ``web-only`` is what those threads cost the receiving path.
+
+At concurrency 1, 16 and 64 the same signed ``climate.order.created`` events (each a new order,
+distinct ids, signed before timing) are sent to every server over keep-alive loopback
+connections, after a warm-up on other events. Each server is timed alone. For each it prints
+requests/s, p50 and p99 latency (request written -> answer read), and the CPU the server's
+processes used per request (from /proc). Every answer must be HTTP 200 and every event must be
+in the bot's database afterwards, or the bench exits 1.
+
+How to read it
+--------------
+``ratio = req/s(bot) / req/s(bare)`` at the same concurrency, in the same run: what the receiving
+path (signature check, JSON parse, one SQLite transaction that records the event, applies the
+snapshot and queues the card, metrics, the log line) leaves of gunicorn + Flask's own speed.
+Goal: >= 0.5 at every concurrency, and p99 under 50 ms at concurrency 16 (for ``bot``, the
+production layout). The ``CPU`` columns (CPU ms/request of bare / of the bot) are the steadier
+figures: they do not depend on how the two CPUs were shared. Timings are informational: a
+missed goal prints MISS and the exit code stays 0.
+
+The load generator is Python in this process, on the same 2 CPUs: it competes with the server
+for CPU, more so against the faster bare app, which therefore flatters the ratio a little. It is
+the same lean generator for all (harness.py: asyncio, pre-built requests); its CPU use is shown.
+
+Every event queues a card for the one channel, and the bot posts at most one message per second
+per channel, so the outbox grows during the run (its size is printed after each phase): the
+later phases measure a receiver whose outbox has a backlog, as after a real burst.
+
+Usage: ``.venv/bin/python bench/ingest.py [--quick] [--requests N] [--time-limit S]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import (
+    BENCH,
+    BOT_TOKEN,
+    BOT_VARIABLES,
+    GUNICORN,
+    REPO,
+    STRIPE_KEY,
+    BenchError,
+    Children,
+    LoadResult,
+    bot_environment,
+    cpu_seconds,
+    descendants,
+    drive,
+    free_port,
+    get_json,
+    machine,
+    signed_order_events,
+    wait_until_serving,
+)
+
+from bot.fakes.slack import FakeSlack
+from bot.fakes.stripe import FakeStripe
+
+CONCURRENCIES = (1, 16, 64)
+FULL_REQUESTS = {1: 1_000, 16: 5_000, 64: 5_000}
+QUICK_REQUESTS = {1: 200, 16: 1_000, 64: 1_000}
+GOAL_RATIO = 0.5
+GOAL_P99_MS = 50.0
+GOAL_P99_CONCURRENCY = 16
+
+
+def gunicorn_flags(port: int) -> list[str]:
+    """The production settings of gunicorn.conf.py, spelled out so both servers get the same."""
+    return [
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "8",
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "10",
+        "--access-logfile",
+        "-",
+    ]
+
+
+@dataclass
+class Server:
+    """One gunicorn under test."""
+
+    name: str
+    port: int
+    pid: int
+    database: Path | None = None  # the bot's, to check that every acked event was recorded
+    sent: int = 0
+
+
+@dataclass
+class Phase:
+    """One server at one concurrency."""
+
+    server: str
+    concurrency: int
+    load: LoadResult
+    server_cpu: float  # CPU seconds of the server's processes during the timed run
+    others_cpu: float  # CPU seconds of the other (idle) servers meanwhile
+    outbox_pending: int | None = None
+
+    def cpu_ms_per_request(self, seconds: float) -> float:
+        return seconds * 1000 / max(1, len(self.load.ok))
+
+
+def run_phase(
+    server: Server,
+    others: list[Server],
+    concurrency: int,
+    requests: list[bytes],
+    warmup: int,
+    time_limit: float,
+) -> Phase:
+    """Warm up on the first `warmup` requests, then time the rest."""
+    warm = drive(server.port, requests[:warmup], concurrency=concurrency, time_limit=time_limit)
+    if warm.errors:
+        raise BenchError(f"{server.name} warm-up: {warm.errors} failed requests {warm.failures}")
+    mine = descendants(server.pid)
+    theirs = [pid for other in others for pid in descendants(other.pid)]
+    cpu_mine, cpu_theirs = cpu_seconds(mine), cpu_seconds(theirs)
+    load = drive(server.port, requests[warmup:], concurrency=concurrency, time_limit=time_limit)
+    server_cpu, others_cpu = cpu_seconds(mine) - cpu_mine, cpu_seconds(theirs) - cpu_theirs
+    server.sent += len(warm.ok) + len(load.ok)
+    if load.errors:
+        statuses = sorted({s.status for s in load.done if s.status != 200})
+        raise BenchError(
+            f"{server.name} at concurrency {concurrency}: {load.errors} of {len(load.samples)}"
+            f" requests failed or were not sent in {time_limit:.0f} s (statuses {statuses})"
+            f" {load.failures}"
+        )
+    phase = Phase(server.name, concurrency, load, server_cpu, others_cpu)
+    if server.database is not None:
+        health = get_json(f"http://127.0.0.1:{server.port}/healthz")
+        phase.outbox_pending = health["outbox"].get("pending", 0)
+    return phase
+
+
+def report(phases: list[Phase], concurrencies: tuple[int, ...]) -> None:
+    by_key = {(p.server, p.concurrency): p for p in phases}
+    servers = list(dict.fromkeys(p.server for p in phases))
+    print()
+    print(
+        f"{'conc':>4}  {'server':<8} {'requests':>8} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'server CPU':>11} {'generator CPU':>14}"
+    )
+    print(f"{'':>4}  {'':<8} {'':>8} {'':>7} {'':>8} {'':>8} {'ms/req':>11} {'ms/req':>14}")
+    for c in concurrencies:
+        for server in servers:
+            p = by_key[(server, c)]
+            print(
+                f"{c:>4}  {server:<8} {len(p.load.ok):>8,} {p.load.throughput:>7.0f}"
+                f" {p.load.latency_ms(50):>8.2f} {p.load.latency_ms(99):>8.2f}"
+                f" {p.cpu_ms_per_request(p.server_cpu):>11.3f}"
+                f" {p.cpu_ms_per_request(p.load.generator_cpu):>14.3f}"
+            )
+    print()
+    print(
+        f"ratio req/s(bot) / req/s(bare)   goal >= {GOAL_RATIO}   (and CPU/req bare / CPU/req bot)"
+    )
+    print(f"  {'conc':>4}  {'bot':>5}  {'verdict':<7} {'CPU':>5}   {'web-only':>8} {'CPU':>5}")
+    for c in concurrencies:
+        bare = by_key[("bare", c)]
+        cells = []
+        for server in ("bot", "web-only"):
+            p = by_key[(server, c)]
+            cells.append(
+                (
+                    p.load.throughput / bare.load.throughput,
+                    bare.cpu_ms_per_request(bare.server_cpu) / p.cpu_ms_per_request(p.server_cpu),
+                )
+            )
+        (bot, bot_cpu), (web, web_cpu) = cells
+        verdict = "PASS" if bot >= GOAL_RATIO else "MISS"
+        print(f"  {c:>4}  {bot:>5.2f}  {verdict:<7} {bot_cpu:>5.2f}   {web:>8.2f} {web_cpu:>5.2f}")
+    if GOAL_P99_CONCURRENCY in concurrencies:
+        p99 = by_key[("bot", GOAL_P99_CONCURRENCY)].load.latency_ms(99)
+        verdict = "PASS" if p99 < GOAL_P99_MS else "MISS"
+        print()
+        print(
+            f"bot p99 ack at concurrency {GOAL_P99_CONCURRENCY}: {p99:.2f} ms"
+            f"   goal < {GOAL_P99_MS:.0f} ms   {verdict}"
+        )
+    print()
+    print("cards waiting in the outbox after each phase (one channel; the bot posts <= 1/s):")
+    for c in concurrencies:
+        cells = [f"{s} {by_key[(s, c)].outbox_pending:,}" for s in ("bot", "web-only")]
+        print(f"  concurrency {c:>2}: " + ", ".join(cells))
+    print()
+    print("CPU seconds the idle servers used while another was timed (background threads):")
+    for c in concurrencies:
+        cells = [f"during {s} {by_key[(s, c)].others_cpu:.2f} s" for s in servers]
+        print(f"  concurrency {c:>2}: " + ", ".join(cells))
+
+
+def count_events(database: Path) -> int:
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="200/1,000/1,000 requests instead of 1,000/5,000/5,000"
+    )
+    parser.add_argument("--requests", type=int, default=None, help="timed requests per phase")
+    parser.add_argument(
+        "--time-limit", type=float, default=120.0, help="seconds allowed per timed phase"
+    )
+    args = parser.parse_args(argv)
+    counts = dict(QUICK_REQUESTS if args.quick else FULL_REQUESTS)
+    if args.requests is not None:
+        if args.requests < 1:
+            parser.error("--requests must be at least 1")
+        counts = {c: args.requests for c in CONCURRENCIES}
+
+    print(f"bench/ingest.py: {machine()}")
+    print(
+        "  requests per phase: "
+        + ", ".join(f"{counts[c]:,} at concurrency {c}" for c in CONCURRENCIES)
+    )
+    print(
+        "  note: the load generator is Python in this process and competes with the servers for"
+        " the same CPUs;\n  it is the same generator for every server (its CPU use is shown)."
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="climate-bot-bench-ingest-"))
+    phases: list[Phase] = []
+    try:
+        with (
+            Children() as children,
+            FakeSlack(bot_token=BOT_TOKEN) as slack,
+            FakeStripe(api_key=STRIPE_KEY) as stripe,
+        ):
+            servers = []
+            # (name, gunicorn arguments before the flags, app, cwd, is the bot)
+            layouts = (
+                ("bare", [], "bare_app:app", BENCH, False),
+                ("bot", ["-c", "gunicorn.conf.py"], "app:app", REPO, True),
+                (
+                    "web-only",
+                    ["-c", "gunicorn.conf.py", "--pythonpath", "bench"],
+                    "web_tier_app:app",
+                    REPO,
+                    True,
+                ),
+            )
+            for name, before, module, cwd, is_bot in layouts:
+                port = free_port()
+                database = workdir / f"{name}.db" if is_bot else None
+                if database is not None:
+                    env = bot_environment(
+                        database=database,
+                        slack_api_url=slack.api_url,
+                        stripe_api_base=stripe.url,
+                        port=port,
+                        workdir=workdir,
+                    )
+                else:
+                    env = {k: v for k, v in os.environ.items() if k not in BOT_VARIABLES}
+                log = workdir / f"{name}.log"
+                argv_ = [GUNICORN, *before, *gunicorn_flags(port), module]
+                proc = children.start(argv_, env=env, cwd=cwd, log=log)
+                wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc, log=log)
+                servers.append(Server(name, port, proc.pid, database))
+                print(f"  {name:<8} gunicorn {module} on :{port}, pids {descendants(proc.pid)}")
+            for c in CONCURRENCIES:
+                warmup = max(50, 4 * c)
+                events = signed_order_events(warmup + counts[c], tag=f"c{c}x")
+                requests = [e.request for e in events]
+                for server in servers:
+                    others = [s for s in servers if s is not server]
+                    phase = run_phase(server, others, c, requests, warmup, args.time_limit)
+                    phases.append(phase)
+                    print(
+                        f"  concurrency {c:>2} {server.name:<8}: {len(phase.load.ok):,} requests"
+                        f" in {phase.load.wall:.2f} s"
+                    )
+            for server in servers:
+                if server.database is not None:
+                    recorded = count_events(server.database)
+                    if recorded != server.sent:
+                        raise BenchError(
+                            f"{server.name} acknowledged {server.sent:,} events but recorded"
+                            f" {recorded:,}"
+                        )
+            print("  every acknowledged event is in the bot's database")
+    except BenchError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the bot's processes were stopped", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    report(phases, CONCURRENCIES)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
