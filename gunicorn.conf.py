@@ -19,7 +19,8 @@ accesslog = "-"
 preload_app = False  # the background threads must start in each worker, after the fork
 
 # Counters from every worker are summed at /metrics (prometheus-client multiprocess mode).
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="climate-bot-metrics-"))
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="climate-bot-metrics-")
 
 
 def on_starting(server):

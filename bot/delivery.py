@@ -36,6 +36,7 @@ from bot.storage import OutboxRow, Storage
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 300.0
+MIN_PAUSE_SECONDS = 0.05
 # A transient error that never heals is parked once the row has been failing this long: a day
 # rides out a Slack or Stripe outage (Stripe itself retries webhooks for three days).
 GIVE_UP_AFTER_SECONDS = 24 * 60 * 60
@@ -88,6 +89,9 @@ class Deliverer:
             wait = idle_seconds if due is None else min(idle_seconds, max(0.0, due - self.now()))
             self.wake.wait(max(wait, 0.01))
             self.wake.clear()
+            # Every webhook wakes the worker; with a long paced backlog each look is a scan, so
+            # look at most this often (bench/outbox.py).
+            self._stop.wait(MIN_PAUSE_SECONDS)
 
     def stop(self) -> None:
         self._stop.set()
@@ -131,6 +135,10 @@ class Deliverer:
                 self.storage.reschedule(row, delay=backoff(row.attempts), error=str(exc))
         else:
             self.storage.complete(row, card_channel=channel, ts=ts)
+            if row.kind == "reply" or (row.kind == "card" and row.card_ts is None):
+                # The next post's slot counts from Slack's answer, not from our lease: a slow
+                # answer or a reconcile call would otherwise land posts under a second apart.
+                self.storage.hold_channel(row.channel, self.pace_seconds)
             if row.event_id and row.created_at:
                 metrics.DELIVERY_SECONDS.observe(max(0.0, self.now() - row.created_at))
             log.info(

@@ -134,11 +134,6 @@ def create_app(
         body, content_type = metrics.render(bot.storage)
         return Response(body, mimetype=content_type.split(";")[0], content_type=content_type)
 
-    @app.teardown_request
-    def release_connection(_exc):
-        # Web requests may each run on a fresh thread (werkzeug): give their connection back.
-        bot.storage.release()
-
     @app.errorhandler(413)
     def too_large(_exc):
         return jsonify(error=f"body larger than {receiving.MAX_BODY_BYTES} bytes"), 413
