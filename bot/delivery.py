@@ -36,7 +36,7 @@ from bot.storage import OutboxRow, Storage
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 300.0
-MIN_PAUSE_SECONDS = 0.05
+MAX_PAUSE_SECONDS = 0.25
 # A transient error that never heals is parked once the row has been failing this long: a day
 # rides out a Slack or Stripe outage (Stripe itself retries webhooks for three days).
 GIVE_UP_AFTER_SECONDS = 24 * 60 * 60
@@ -79,19 +79,25 @@ class Deliverer:
 
     def run(self, *, idle_seconds: float = 1.0) -> None:
         """Deliver until `stop()`; sleeps until woken by a new event or the next row is due."""
+        pause = 0.0
         while not self._stop.is_set():
+            # Every webhook wakes the worker, and with a long paced backlog each look is a scan
+            # (bench/outbox.py); after a look that found nothing, rest a few times what it cost,
+            # so looking never takes more than a sixth of a core (and nothing, when cheap).
+            if pause > 0 and self._stop.wait(pause):
+                break
+            started = time.monotonic()
             try:
                 if self.run_once():
+                    pause = 0.0
                     continue
             except Exception:  # keep the worker alive; the row's lease expires and it is retried
                 log.exception("delivery step failed")
+            pause = min(MAX_PAUSE_SECONDS, 5 * (time.monotonic() - started))
             due = self.storage.next_delivery_at()
             wait = idle_seconds if due is None else min(idle_seconds, max(0.0, due - self.now()))
             self.wake.wait(max(wait, 0.01))
             self.wake.clear()
-            # Every webhook wakes the worker; with a long paced backlog each look is a scan, so
-            # look at most this often (bench/outbox.py).
-            self._stop.wait(MIN_PAUSE_SECONDS)
 
     def stop(self) -> None:
         self._stop.set()
