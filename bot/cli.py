@@ -7,10 +7,11 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import click
 import stripe
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer
 
 from bot import logs
 from bot.settings import Settings, SettingsError, load_settings
@@ -52,11 +53,38 @@ def serve(host: str, port: int | None) -> None:
     serve_forever(settings_or_exit(), host=host, port=port)
 
 
+class PooledWSGIServer(BaseWSGIServer):
+    """Werkzeug's server on a fixed pool of threads, as gunicorn's gthread workers are.
+
+    A thread per request (werkzeug's `threaded=True`) would open a database connection per
+    request; pooled threads keep theirs (bench/ingest.py, bench/memory.py).
+    """
+
+    def __init__(self, host: str, port: int, app, *, threads: int = 16) -> None:
+        super().__init__(host, port, app)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="climate-bot-web")
+
+    def process_request(self, request, client_address) -> None:
+        self.pool.submit(self._serve, request, client_address)
+
+    def _serve(self, request, client_address) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def serve_forever(settings: Settings, *, host: str = "0.0.0.0", port: int | None = None) -> None:
     from bot.web import create_app
 
     app = create_app(settings, start_background=True)
-    server = make_server(host, port or settings.PORT, app, threaded=True)
+    server = PooledWSGIServer(host, port or settings.PORT, app)
     logging.getLogger("climate-bot").info("listening on %s:%s", host, server.server_port)
 
     def stop(_signum, _frame):
