@@ -218,7 +218,9 @@ class SlackGateway:
         Best effort and quick: the url expires after 30 minutes or 5 uses and nobody waits on a
         retry, so a failure is logged (without the url, a bearer capability), not raised.
         """
-        if not response_url:
+        if not isinstance(response_url, str) or not response_url.startswith(
+            ("https://", "http://")
+        ):
             return False
         try:
             client = WebhookClient(

@@ -50,36 +50,36 @@ def build_bolt_app(
         # Ack first: everything after runs once Slack has its answer (the database only; the
         # Stripe side of a cancel is queued for the worker).
         ack()
-        channel = (body.get("channel") or {}).get("id") or ""
+        channel = _id_of(body.get("channel"))
         click = Click(
             action=ACCEPT if action.get("action_id") == ACCEPT_ACTION else CANCEL,
             order_id=str(action.get("value") or ""),
-            user=(body.get("user") or {}).get("id") or "",
+            user=_id_of(body.get("user")),
             channel=channel,
-            response_url=body.get("response_url"),
+            response_url=_text(body.get("response_url")) or None,
         )
         with use_locale(settings.locale_for(channel)):
             text = decisions.click(click)
-        slack.respond(body.get("response_url"), Message(text=text))
+        slack.respond(click.response_url, Message(text=text))
 
     @app.command("/climate")
     def climate_command(ack, command):
         text = command.get("text") or ""
         if commands.asks_stripe(text):
             ack()  # Stripe must be asked: answer through the response_url, not within the ack
-        with use_locale(settings.locale_for(command.get("channel_id"))):
+        with use_locale(settings.locale_for(_text(command.get("channel_id")))):
             answer = commands.answer(text)
         if commands.asks_stripe(text):
-            slack.respond(command.get("response_url"), answer)
+            slack.respond(_text(command.get("response_url")), answer)
         else:
             ack(text=answer.text, blocks=answer.blocks or None, response_type="ephemeral")
 
     @app.action(ORDERS_NEXT_ACTION)
     def next_orders(ack, action, body):
         ack()
-        with use_locale(settings.locale_for((body.get("channel") or {}).get("id"))):
+        with use_locale(settings.locale_for(_id_of(body.get("channel")))):
             answer = commands.next_orders(str(action.get("value") or ""))
-        slack.respond(body.get("response_url"), answer, replace_original=True)
+        slack.respond(_text(body.get("response_url")), answer, replace_original=True)
 
     @app.event("app_home_opened")
     def home_opened(body, event):
@@ -169,6 +169,15 @@ def _shaped_like_slack(body: object) -> bool:
     if kind == "url_verification":
         return isinstance(body.get("challenge"), str)
     return isinstance(kind, str)
+
+
+def _id_of(entity: object) -> str:
+    """The `id` of a payload's user or channel object, "" unless it is a string."""
+    return _text(entity.get("id")) if isinstance(entity, dict) else ""
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _malformed() -> Response:

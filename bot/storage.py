@@ -557,7 +557,7 @@ class Storage:
                 account,
                 int(bool(order.get("livemode"))),
                 str(order.get("status")),
-                int(order.get("created") or 0),
+                _whole(order.get("created")),
                 json.dumps(order),
                 snapshot_created,
                 snapshot_rank,
@@ -842,6 +842,11 @@ class Storage:
     def card(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM cards WHERE key = ?", (key,)).fetchone()
         return dict(row) if row else None
+
+
+def _whole(value: Any) -> int:
+    """An integer field of a Stripe object, 0 when it is anything else (signed but odd input)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _decode(row: sqlite3.Row | None, *json_columns: str) -> dict[str, Any] | None:
