@@ -50,15 +50,12 @@ BASELINE = 1_000
 WARMUP = 20
 
 # The statements a new order's event runs against the outbox (copied from bot/storage.py, for
-# EXPLAIN only): Storage.card_channel, Storage.card_exists_or_queued, the check in enqueue.
+# EXPLAIN only): Storage.card_channel and the check in enqueue.
 PLANS: dict[str, str] = {
     "Storage.card_channel": (
         "SELECT channel FROM cards WHERE key = ? UNION ALL"
         " SELECT channel FROM (SELECT channel FROM outbox WHERE card_key = ? AND kind = 'card'"
         " ORDER BY id LIMIT 1)"
-    ),
-    "Storage.card_exists_or_queued (2nd query)": (
-        "SELECT 1 FROM outbox WHERE card_key = ? AND kind = 'card' LIMIT 1"
     ),
     "Storage.enqueue (untouched card row waiting?)": (
         "SELECT 1 FROM outbox WHERE card_key = ? AND kind = 'card'"

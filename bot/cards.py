@@ -35,6 +35,7 @@ from bot.formatting import (
     removal_pathway_label,
     single_line,
     slack_date,
+    slack_mention,
     truncate,
 )
 from bot.i18n import N_, _, ngettext
@@ -92,7 +93,6 @@ SUPPLIERS_SHOWN = 15
 PRICES_SHOWN = 20
 SUPPLIER_NAMES_SHOWN = 3
 
-_SLACK_USER = re.compile(r"^[UWS][A-Z0-9]{2,30}$")
 _LINKABLE = re.compile(r"https?://[^\s<>|\x00-\x1f\x7f]+", re.IGNORECASE)
 
 _ORDER_HEADLINES = {
@@ -451,7 +451,7 @@ def _refund(order: dict[str, Any]) -> str:
 
 def _decision_line(decision: Decision, change: Change, order: dict[str, Any]) -> str:
     """Who decided what, and when: stays on the card once the buttons are gone."""
-    who = f"<@{_raw(decision.by)}>" if _SLACK_USER.match(_raw(decision.by)) else _("someone")
+    who = slack_mention(_raw(decision.by)) or _("someone")
     when = slack_date(decision.at, "{date_long} {time}")
     if decision.kind == "cancelled":
         return _("*Cancelled by {user}* · {when} — refund {amount}").format(
@@ -829,7 +829,7 @@ def order_notice(notice: Notice) -> Message:
             deadline=slack_date(change.decision_deadline, "{date_long} {time}"),
             default=_default_sentence(change),
         )
-        mentions = " ".join(_mention(m) for m in notice.mentions if _mention(m))
+        mentions = " ".join(filter(None, map(slack_mention, notice.mentions)))
         lines = [line, mentions] if mentions else [line]
         text = ngettext(
             "Reminder: {days} day left to decide on order {order_id}.",
@@ -889,7 +889,7 @@ def history_answer(
     for row in audit:
         outcome = row["outcome"]
         what = _(_AUDIT_OUTCOMES[outcome]) if outcome in _AUDIT_OUTCOMES else _text(outcome)
-        user = _mention(_raw(row.get("slack_user"))) or _("someone")
+        user = slack_mention(_raw(row.get("slack_user"))) or _("someone")
         line = _("{user} {what}").format(user=user, what=what)
         if row.get("error"):
             line = _("{line}: {error}").format(line=line, error=_text(row["error"], 200))
@@ -1183,13 +1183,6 @@ def _event_name(event_type: str) -> str:
 
 def _unnamed(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in block.items() if k != "block_id"} for block in blocks]
-
-
-def _mention(entity: str) -> str:
-    """A user (U…/W…) or user group (S…) id as a Slack mention; anything else is dropped."""
-    if not _SLACK_USER.match(entity):
-        return ""
-    return f"<!subteam^{entity}>" if entity.startswith("S") else f"<@{entity}>"
 
 
 _MARKUP = re.compile(r"<(?:!date\^[^|>]*\|([^>]*)|[^|>]*\|([^>]*))>")

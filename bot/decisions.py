@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot import metrics
-from bot.formatting import format_money, slack_date
+from bot.formatting import format_money, slack_date, slack_mention
 from bot.i18n import _
 from bot.model import FINAL_STATUSES, ORDER_ID, Message, refund_amount
 from bot.slack_api import SlackError, SlackGateway
@@ -60,9 +60,7 @@ class Deciders:
 
     def mentions(self) -> str:
         """The deciders as Slack mentions, for reminders and refusals."""
-        return ", ".join(
-            f"<!subteam^{d}>" if d.startswith("S") else f"<@{d}>" for d in self.allowed
-        )
+        return ", ".join(slack_mention(d) for d in self.allowed)
 
     def _members(self, group: str) -> frozenset[str]:
         with self._lock:

@@ -84,6 +84,16 @@ def _in(locale: str, message: str) -> str:
         return _(message)
 
 
+_SLACK_ENTITY = re.compile(r"^[UWS][A-Z0-9]{2,30}$")
+
+
+def slack_mention(entity: str) -> str:
+    """A user (U…/W…) or user group (S…) id as a Slack mention; anything else gives ""."""
+    if not isinstance(entity, str) or not _SLACK_ENTITY.match(entity):
+        return ""
+    return f"<!subteam^{entity}>" if entity.startswith("S") else f"<@{entity}>"
+
+
 def escape_mrkdwn(text: str) -> str:
     """Escape Slack's three control characters so external text cannot mention, link or ping.
 

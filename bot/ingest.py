@@ -287,7 +287,7 @@ def _queue(
     storage: Storage, key: str, event: dict[str, Any], facts: dict[str, Any], channel: str
 ) -> None:
     """The first event about an object posts its card; every later one replies and updates it."""
-    if storage.card_exists_or_queued(key):
+    if storage.card_channel(key) is not None:
         storage.enqueue(key, "reply", channel=channel, event_id=event["id"], facts=facts)
         if not facts["late"]:
             storage.enqueue(key, "card", channel=channel)

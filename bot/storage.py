@@ -669,16 +669,6 @@ class Storage:
         ).fetchone()
         return row[0] if row else None
 
-    def card_exists_or_queued(self, key: str) -> bool:
-        """True once a card for `key` is posted or queued to be posted."""
-        if self.conn.execute("SELECT 1 FROM cards WHERE key = ?", (key,)).fetchone():
-            return True
-        return bool(
-            self.conn.execute(
-                "SELECT 1 FROM outbox WHERE card_key = ? AND kind = 'card' LIMIT 1", (key,)
-            ).fetchone()
-        )
-
     def lease_next(
         self, owner: str, *, lease_seconds: float = 60.0, pace_seconds: float = 1.0
     ) -> OutboxRow | None:
