@@ -11,6 +11,7 @@ looking for the message it may have left: every post carries our outbox id in it
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -74,8 +75,24 @@ class Deliverer:
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.wake = threading.Event()
         self._stop = threading.Event()
+        # What the worker knows between looks, for `poke`: when it will look again on its own
+        # (finite only while it sleeps) and until when each paced channel's posting slot is taken.
+        self.sleep_until = math.inf
+        self._paced: dict[str, float] = {}
 
     # -- the loop --------------------------------------------------------------------------
+
+    def poke(self, channel: str | None = None) -> None:
+        """Tell the worker that rows were queued; `channel`: their first row posts there.
+
+        Every webhook queues rows that post (a card or a thread reply), so their channel's
+        pacing gates them. When that slot is taken past the moment the worker will look again
+        anyway, waking it would only cost a look that finds nothing: during a burst into one
+        channel that was a look per webhook (bench/ingest.py). Anything else wakes it.
+        """
+        if channel is not None and self.sleep_until <= self._paced.get(channel, 0.0):
+            return
+        self.wake.set()
 
     def run(self, *, idle_seconds: float = 1.0) -> None:
         """Deliver until `stop()`; sleeps until woken by a new event or the next row is due."""
@@ -94,9 +111,13 @@ class Deliverer:
             except Exception:  # keep the worker alive; the row's lease expires and it is retried
                 log.exception("delivery step failed")
             pause = min(MAX_PAUSE_SECONDS, 5 * (time.monotonic() - started))
+            now = self.now()
+            self._paced = self.storage.paced_channels(now)
             due = self.storage.next_delivery_at()
-            wait = idle_seconds if due is None else min(idle_seconds, max(0.0, due - self.now()))
-            self.wake.wait(max(wait, 0.01))
+            wait = max(0.01, idle_seconds if due is None else min(idle_seconds, due - now))
+            self.sleep_until = now + wait
+            self.wake.wait(wait)
+            self.sleep_until = math.inf
             self.wake.clear()
 
     def stop(self) -> None:
@@ -106,6 +127,7 @@ class Deliverer:
     def run_once(self) -> bool:
         """Deliver one row if one is ready; True if a row was handled."""
         row = self.storage.lease_next(self.owner, pace_seconds=self.pace_seconds)
+        metrics.DELIVERY_LOOKS.labels("no" if row is None else "yes").inc()
         if row is None:
             return False
         self.deliver(row)

@@ -41,6 +41,7 @@ class Outcome(Enum):
 class Received:
     outcome: Outcome
     late: bool = False
+    posts_to: str | None = None  # the channel the queued rows post into (None: no rows queued)
 
 
 class MalformedEvent(ValueError):
@@ -207,13 +208,11 @@ def receive_event(
             return Received(Outcome.DUPLICATE)
         if obj is None:
             return Received(Outcome.IGNORED)
-        if kind == "order":
-            late = _apply_order(storage, event, obj, account, channel)
-        else:
-            late = _apply_product(storage, event, obj, account, channel)
+        apply = _apply_order if kind == "order" else _apply_product
+        late, posts_to = apply(storage, event, obj, account, channel)
         if late:
             storage.mark_event_late(event["id"])
-        return Received(Outcome.QUEUED, late=late)
+        return Received(Outcome.QUEUED, late=late, posts_to=posts_to)
 
 
 def _is_newer(event: dict[str, Any], row: dict[str, Any] | None) -> bool:
@@ -229,7 +228,7 @@ def _apply_order(
     order: dict[str, Any],
     account: str | None,
     channel: str,
-) -> bool:
+) -> tuple[bool, str]:
     key = card_key("order", order["id"])
     row = storage.order_row(order["id"])
     newer = _is_newer(event, row)
@@ -251,8 +250,7 @@ def _apply_order(
             decision_deadline=(Change(**new_change).decision_deadline if new_change else None),
         )
     facts = {"late": not newer, "change": change}
-    _queue(storage, key, event, facts, channel)
-    return not newer
+    return not newer, _queue(storage, key, event, facts, channel)
 
 
 def _apply_product(
@@ -261,7 +259,7 @@ def _apply_product(
     product: dict[str, Any],
     account: str | None,
     channel: str,
-) -> bool:
+) -> tuple[bool, str]:
     key = card_key("product", product["id"])
     row = storage.product_row(product["id"])
     newer = _is_newer(event, row)
@@ -279,20 +277,25 @@ def _apply_product(
             snapshot_rank=RANK[event["type"]],
             headline_event=event["type"],
         )
-    _queue(storage, key, event, {"late": not newer, "old_prices": old_prices}, channel)
-    return not newer
+    facts = {"late": not newer, "old_prices": old_prices}
+    return not newer, _queue(storage, key, event, facts, channel)
 
 
 def _queue(
     storage: Storage, key: str, event: dict[str, Any], facts: dict[str, Any], channel: str
-) -> None:
-    """The first event about an object posts its card; every later one replies and updates it."""
-    if storage.card_channel(key) is not None:
-        storage.enqueue(key, "reply", channel=channel, event_id=event["id"], facts=facts)
+) -> str:
+    """The first event about an object posts its card; every later one replies and updates it.
+
+    Returns the channel the rows post into: the card's own, once it has one (cards never move).
+    """
+    existing = storage.card_channel(key)
+    if existing is not None:
+        storage.enqueue(key, "reply", channel=existing, event_id=event["id"], facts=facts)
         if not facts["late"]:
-            storage.enqueue(key, "card", channel=channel)
-    else:
-        storage.enqueue(key, "card", channel=channel, event_id=event["id"])
+            storage.enqueue(key, "card", channel=existing)
+        return existing
+    storage.enqueue(key, "card", channel=channel, event_id=event["id"])
+    return channel
 
 
 def _change_of(

@@ -39,6 +39,11 @@ DELIVERY_SECONDS = Histogram(
     "From a Stripe event received to Slack accepting the message about it.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
 )
+DELIVERY_LOOKS = Counter(
+    "climate_bot_delivery_looks",
+    "Searches of the outbox by the delivery worker, by whether they found a row to deliver.",
+    ["found"],
+)
 DECISIONS = Counter(
     "climate_bot_decisions", "Clicks on Accept/Cancel by action and outcome.", ["action", "outcome"]
 )

@@ -14,6 +14,7 @@ from flask import Blueprint, current_app, jsonify, request
 from bot import metrics
 from bot.ingest import (
     MalformedEvent,
+    Outcome,
     is_thin,
     parse_event,
     receive_event,
@@ -59,7 +60,8 @@ def stripe_webhook():
     )
     label = metrics.event_label(event["type"].removeprefix("v1."))
     metrics.EVENTS.labels(label, received.outcome.value).inc()
-    bot.deliverer.wake.set()
+    if received.outcome is Outcome.QUEUED:
+        bot.deliverer.poke(received.posts_to)
     log.info("stripe event %s (%s): %s", event["id"], event["type"], received.outcome.value)
     return jsonify(received=True, outcome=received.outcome.value, late=received.late), 200
 

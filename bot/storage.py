@@ -725,6 +725,13 @@ class Storage:
         ).fetchone()
         return row[0] if row else 0.0
 
+    def paced_channels(self, now: float) -> dict[str, float]:
+        """Channels whose next post must wait, and until when (one row per channel ever used)."""
+        rows = self.conn.execute(
+            "SELECT channel, next_post_at FROM pacing WHERE next_post_at > ?", (now,)
+        ).fetchall()
+        return {channel: at for channel, at in rows}
+
     def next_delivery_at(self) -> float | None:
         """When the next row could be leased, for the worker's sleep; None if none can be yet.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,6 +74,16 @@ def env_for(tmp_path, fake_slack: FakeSlack, fake_stripe: FakeStripe) -> dict[st
 @pytest.fixture
 def settings(tmp_path, fake_slack, fake_stripe) -> Settings:
     return load_settings(env_for(tmp_path, fake_slack, fake_stripe))
+
+
+def wait_until(predicate, timeout: float, message: str) -> None:
+    """Poll `predicate` until it holds; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(message)
 
 
 @dataclass

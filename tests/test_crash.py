@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 
 from bot.fakes import stripe_objects as so
-from tests.conftest import CHANNEL, WEBHOOK_SECRET, env_for
+from tests.conftest import CHANNEL, WEBHOOK_SECRET, env_for, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,15 +48,6 @@ def post(env: dict[str, str], event: dict) -> int:
     body, headers = so.webhook_request(event, WEBHOOK_SECRET)
     url = f"http://127.0.0.1:{env['PORT']}/stripe/webhook"
     return requests.post(url, data=body, headers=headers, timeout=10).status_code
-
-
-def wait_until(predicate, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(message)
 
 
 def test_sigkill_mid_burst_loses_nothing_and_posts_no_card_twice(tmp_path, fake_slack, fake_stripe):

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 
 import requests
 import time_machine
+from prometheus_client import REGISTRY
 
 from bot.delivery import Deliverer
 from bot.fakes import stripe_objects as so
 from bot.slack_api import SlackGateway
 from bot.storage import Storage
-from tests.conftest import BOT_TOKEN, CHANNEL
+from tests.conftest import BOT_TOKEN, CHANNEL, wait_until
 
 
 def card_of(fake_slack, order_id: str):
@@ -297,3 +299,40 @@ def test_test_mode_and_live_mode_cards_differ_visibly(running, fake_slack):
     test_card, live_card = fake_slack.messages(CHANNEL)
     assert "[TEST]" in json.dumps(test_card.blocks)
     assert "[TEST]" not in json.dumps(live_card.blocks)
+
+
+def looks(found: str) -> float:
+    return REGISTRY.get_sample_value("climate_bot_delivery_looks_total", {"found": found}) or 0.0
+
+
+def test_webhooks_into_a_paced_channel_do_not_wake_the_worker_for_nothing(running, fake_slack):
+    """During a burst into one channel every webhook used to cost the worker a look at the
+    outbox that could find nothing (the channel's slot was taken): a look per request."""
+    deliverer = running.bot.deliverer
+    deliverer.pace_seconds = 60  # the channel stays paced for the whole test
+    worker = threading.Thread(target=deliverer.run, kwargs={"idle_seconds": 60}, daemon=True)
+
+    def asleep() -> bool:
+        return deliverer.sleep_until < math.inf
+
+    worker.start()
+    try:
+        running.send_event(so.event("climate.order.created", so.order()))
+        wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 10, "no card was posted")
+        wait_until(asleep, 10, "the worker never slept")
+        before = looks("no")
+        for _ in range(20):
+            assert running.send_event(so.event("climate.order.created", so.order())).ok
+        # The first may wake it (nothing was queued behind the slot yet); the rest must not.
+        deliverer.poke()  # something else queued (a job, a thin event): that does wake it
+        wait_until(lambda: looks("no") > before and asleep(), 10, "a bare poke woke nothing")
+        assert looks("no") <= before + 2
+        settled = looks("no")
+        deliverer.poke("C_ANOTHER")  # a channel whose slot is free: its rows may be due now
+        wait_until(lambda: looks("no") > settled and asleep(), 10, "a free channel woke nothing")
+        assert looks("no") == settled + 1
+        assert len(fake_slack.messages(CHANNEL)) == 1
+        assert running.bot.storage.outbox_counts() == {"done": 1, "pending": 20}
+    finally:
+        deliverer.stop()
+        worker.join(timeout=10)
