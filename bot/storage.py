@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -217,6 +218,12 @@ _LEASABLE = """
 """
 
 
+# A PASSIVE checkpoint after every this many write transactions of a process (the WAL stays a
+# few MB); SQLite's own checkpoint inside COMMIT only as a backstop for other writers.
+CHECKPOINT_EVERY_COMMITS = 200
+FALLBACK_CHECKPOINT_PAGES = 20_000
+
+
 def card_key(kind: str, object_id: str) -> str:
     """The key of the one card an order or product ever has."""
     return f"{kind}:{object_id}"
@@ -234,9 +241,12 @@ class Storage:
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
-        # Threads of one process queue here for the write lock instead of in SQLite's busy
-        # handler, whose sleeps of up to 100 ms made the p99 of webhook acks (bench/ingest.py).
+        # Writers queue for SQLite's write lock here, not in SQLite's busy handler, whose sleeps
+        # of up to 100 ms made the p99 of webhook acks (bench/ingest.py): threads of this process
+        # on a mutex, processes on a file lock, where the kernel wakes the next one at once.
         self._write_lock = threading.RLock()
+        self._file_lock: tuple[int, Any] | None = None  # (pid, open file): not across fork
+        self._commits = 0
         self._migrate()
         self.instance_id = self._instance_id()
 
@@ -252,6 +262,9 @@ class Storage:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints run after a transaction, outside the write lock (`transaction`): inside
+            # COMMIT they held every other writer for the checkpoint's fsync.
+            conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
             self._local.conn = conn
             with self._lock:
                 self._by_thread[threading.current_thread()] = conn
@@ -261,7 +274,7 @@ class Storage:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction holding SQLite's write lock from the start."""
         conn = self.conn
-        with self._write_lock:
+        with self._write_lock, self._writer_file_lock():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -270,12 +283,36 @@ class Storage:
                 raise
             else:
                 conn.execute("COMMIT")
+            self._commits += 1
+            checkpoint = self._commits % CHECKPOINT_EVERY_COMMITS == 0
+        if checkpoint:
+            # PASSIVE: copies what it can without waiting for, or blocking, other connections.
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    @contextmanager
+    def _writer_file_lock(self) -> Iterator[None]:
+        """The write lock between processes; taken with `_write_lock` held (one thread a time).
+
+        flock belongs to an open file, which a fork shares: each process opens its own.
+        """
+        pid = os.getpid()
+        if self._file_lock is None or self._file_lock[0] != pid:
+            self._file_lock = (pid, open(self.path + ".write-lock", "a"))  # noqa: SIM115
+        lock = self._file_lock[1]
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
     def close(self) -> None:
         with self._lock:
             for conn in list(self._by_thread.values()):
                 conn.close()
             self._by_thread.clear()
+            if self._file_lock is not None and self._file_lock[0] == os.getpid():
+                self._file_lock[1].close()
+            self._file_lock = None
         self._local = threading.local()
 
     def _migrate(self) -> None:
