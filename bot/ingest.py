@@ -141,7 +141,8 @@ def receive_thin_event(
     account = event.get("context") if isinstance(event.get("context"), str) else None
     if routing is not None:
         channel = routing.channel_for(stype, account)
-    with storage.transaction():
+
+    def record() -> Received:
         fresh = storage.insert_event(
             event_id=event["id"],
             type=event["type"],
@@ -168,7 +169,9 @@ def receive_thin_event(
                 "snapshot_event": event.get("snapshot_event"),
             },
         )
-    return Received(Outcome.QUEUED)
+        return Received(Outcome.QUEUED)
+
+    return storage.batched(record)
 
 
 def receive_event(
@@ -191,7 +194,8 @@ def receive_event(
     account = event.get("account") if isinstance(event.get("account"), str) else None
     if routing is not None:
         channel = routing.channel_for(etype, account)
-    with storage.transaction():
+
+    def record() -> Received:
         fresh = storage.insert_event(
             event_id=event["id"],
             type=etype,
@@ -213,6 +217,10 @@ def receive_event(
         if late:
             storage.mark_event_late(event["id"])
         return Received(Outcome.QUEUED, late=late, posts_to=posts_to)
+
+    # One transaction, shared with other webhooks arriving at once (group commit): the event is
+    # acknowledged only after it is committed.
+    return storage.batched(record)
 
 
 def _is_newer(event: dict[str, Any], row: dict[str, Any] | None) -> bool:

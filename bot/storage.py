@@ -16,11 +16,11 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -172,6 +172,27 @@ def m005_outbox_by_card(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_by_card ON outbox (card_key, kind, id)")
 
 
+@migrations()
+def m006_fewer_pages_per_event(db: sqlite_utils.Database) -> None:
+    # Every index a row enters is one more 4 KiB page written to the WAL and copied back by the
+    # checkpoint: a new order's event wrote 17 (bench/ingest.py). Orders without a delay or a
+    # substitution (most of them) stay out of the indexes only those need; "latest events"
+    # follows the rowid, which is the order of arrival; expired windows are found through
+    # orders_pending, which made orders_by_deadline redundant.
+    db.execute("DROP INDEX events_by_received")
+    db.execute("DROP INDEX orders_by_deadline")
+    for name, columns, condition in (
+        (
+            "orders_pending",
+            "window_closed, decision, decision_deadline",
+            "decision_deadline IS NOT NULL",
+        ),
+        ("orders_by_change", "change_kind, created DESC, id DESC", "change_kind IS NOT NULL"),
+    ):
+        db.execute(f"DROP INDEX {name}")
+        db.execute(f"CREATE INDEX {name} ON orders ({columns}) WHERE {condition}")
+
+
 @dataclass
 class OutboxRow:
     """One thing Slack must be told, as leased by a delivery worker."""
@@ -218,10 +239,25 @@ _LEASABLE = """
 """
 
 
-# A PASSIVE checkpoint after every this many write transactions of a process (the WAL stays a
-# few MB); SQLite's own checkpoint inside COMMIT only as a backstop for other writers.
-CHECKPOINT_EVERY_COMMITS = 200
+# A PASSIVE checkpoint after every this many writes of a process (the WAL stays a few MB);
+# SQLite's own checkpoint inside COMMIT only as a backstop for other writers.
+CHECKPOINT_EVERY_WRITES = 200
 FALLBACK_CHECKPOINT_PAGES = 20_000
+
+T = TypeVar("T")
+
+
+class _Work:
+    """One thread's part of a group commit (`Storage.batched`)."""
+
+    __slots__ = ("fn", "wakeup", "finished", "result", "error")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.wakeup = threading.Event()
+        self.finished = False
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 def card_key(kind: str, object_id: str) -> str:
@@ -246,7 +282,12 @@ class Storage:
         # on a mutex, processes on a file lock, where the kernel wakes the next one at once.
         self._write_lock = threading.RLock()
         self._file_lock: tuple[int, Any] | None = None  # (pid, open file): not across fork
-        self._commits = 0
+        self._writes = 0  # write transactions (and works of a group commit), for checkpoints
+        # Group commit (`batched`): works queued by threads of this process, and whether one of
+        # them is leading (running a batch, or promoted to run the next).
+        self._batch_mutex = threading.Lock()
+        self._batch_queue: list[_Work] = []
+        self._batch_leading = False
         self._migrate()
         self.instance_id = self._instance_id()
 
@@ -262,6 +303,7 @@ class Storage:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA temp_store=MEMORY")
             # Checkpoints run after a transaction, outside the write lock (`transaction`): inside
             # COMMIT they held every other writer for the checkpoint's fsync.
             conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
@@ -271,7 +313,7 @@ class Storage:
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, works: int = 1) -> Iterator[sqlite3.Connection]:
         """One write transaction holding SQLite's write lock from the start."""
         conn = self.conn
         with self._write_lock, self._writer_file_lock():
@@ -279,15 +321,70 @@ class Storage:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # some errors (disk full, I/O) end it themselves
+                    conn.execute("ROLLBACK")
                 raise
             else:
                 conn.execute("COMMIT")
-            self._commits += 1
-            checkpoint = self._commits % CHECKPOINT_EVERY_COMMITS == 0
+            before, self._writes = self._writes, self._writes + works
+            checkpoint = (
+                before // CHECKPOINT_EVERY_WRITES != self._writes // CHECKPOINT_EVERY_WRITES
+            )
         if checkpoint:
             # PASSIVE: copies what it can without waiting for, or blocking, other connections.
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def batched(self, fn: Callable[[], T]) -> T:
+        """Run `fn` inside a write transaction that it may share with other threads' (group
+        commit), and return its result once that transaction is committed.
+
+        The first thread to arrive leads: it runs every work queued so far, each in a savepoint
+        (one that raises is rolled back alone and its thread gets the exception), and commits
+        them together; threads that arrive meanwhile queue, and the first of them leads the next
+        batch. Alone, a thread just runs its own transaction. Under load, one COMMIT and one trip
+        through the write locks serve many webhooks (bench/ingest.py). `fn` must use
+        `self.conn`, may run on another thread, and must not open a transaction itself.
+        """
+        work = _Work(fn)
+        with self._batch_mutex:
+            self._batch_queue.append(work)
+            leading = not self._batch_leading
+            self._batch_leading = True
+        if not leading:
+            work.wakeup.wait()  # set when our work is done, or when we are promoted to lead
+        if not work.finished:
+            self._run_batch()
+        if work.error is not None:
+            raise work.error
+        return work.result  # type: ignore[return-value]
+
+    def _run_batch(self) -> None:
+        with self._batch_mutex:
+            batch, self._batch_queue = self._batch_queue, []
+        try:
+            with self.transaction(works=len(batch)) as conn:
+                for work in batch:
+                    conn.execute("SAVEPOINT work")
+                    try:
+                        work.result = work.fn()
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO work")
+                        work.error = exc
+                    conn.execute("RELEASE work")
+        except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch is stored
+            for work in batch:
+                work.result, work.error = None, work.error or exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for work in batch:
+                work.finished = True
+                work.wakeup.set()
+            with self._batch_mutex:
+                if self._batch_queue:
+                    self._batch_queue[0].wakeup.set()  # promoted: it leads the next batch
+                else:
+                    self._batch_leading = False
 
     @contextmanager
     def _writer_file_lock(self) -> Iterator[None]:
@@ -378,7 +475,10 @@ class Storage:
         return self.conn.execute("SELECT count(*) FROM events").fetchone()[0]
 
     def last_event_received_at(self) -> float | None:
-        return self.conn.execute("SELECT max(received_at) FROM events").fetchone()[0]
+        row = self.conn.execute(
+            "SELECT received_at FROM events ORDER BY rowid DESC LIMIT 1"
+        ).fetchone()
+        return row[0] if row else None
 
     # -- orders and products ---------------------------------------------------------------
 
@@ -501,7 +601,7 @@ class Storage:
         """The latest Climate events received, newest first."""
         rows = self.conn.execute(
             "SELECT id, type, object_id, created, received_at, late FROM events"
-            " WHERE handled = 1 ORDER BY received_at DESC LIMIT ?",
+            " WHERE handled = 1 ORDER BY rowid DESC LIMIT ?",  # rows are never deleted
             (limit,),
         ).fetchall()
         return [dict(r) for r in rows]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import threading
+
 import sqlite_utils
 
+from bot.fakes import stripe_objects as so
+from bot.ingest import receive_event
 from bot.storage import Storage, migrations
+from tests.conftest import wait_until
 
 
 def test_database_uses_wal_and_sqlite_utils_migrations(tmp_path):
@@ -62,4 +68,99 @@ def test_worker_sleep_accounts_for_pacing_and_for_replies_that_cannot_go_yet(tmp
     assert card_b.card_key == "order:b"
     storage.complete(card_b, card_channel="C1", ts="2.000100")
     assert storage.next_delivery_at() is None  # only a's reply is left, and it cannot go yet
+    storage.close()
+
+
+def _receive(storage: Storage, event: dict) -> None:
+    receive_event(storage, event, json.dumps(event), channel="C1")
+
+
+def test_the_queries_that_need_the_partial_indexes_still_search_them(tmp_path):
+    """Only orders with a decision window or a change enter three indexes now; the queries that
+    need those must still use them. EXPLAIN each statement the methods really run."""
+    storage = Storage(tmp_path / "bot.db")
+    for _ in range(3):
+        order = so.order()
+        _receive(storage, so.event("climate.order.created", order, created=1000))
+        _receive(storage, so.event("climate.order.delayed", so.delayed(order, 2031, 2000)))
+    _receive(storage, so.event("climate.order.created", so.order(), created=1000))
+
+    def plan_of(call) -> str:
+        statements: list[str] = []
+        storage.conn.set_trace_callback(statements.append)
+        try:
+            call()
+        finally:
+            storage.conn.set_trace_callback(None)
+        steps = []
+        for sql in statements:
+            if sql.lstrip().upper().startswith(("SELECT", "UPDATE")):
+                steps += [r[3] for r in storage.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+        return " | ".join(steps)
+
+    def close_windows():
+        with storage.transaction():
+            storage.close_expired_windows(now=2**40)
+
+    expected = {
+        "orders_pending": [
+            lambda: storage.pending_decisions(now=0),
+            lambda: storage.count_pending_decisions(now=0),
+            lambda: storage.due_reminders(now=0, days=[7, 1]),
+            close_windows,
+        ],
+        "orders_by_change": [lambda: storage.list_orders(change_kind="delayed")],
+    }
+    for index, calls in expected.items():
+        for call in calls:
+            plan = plan_of(call)
+            assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+    for call in (storage.recent_events, storage.last_event_received_at):
+        plan = plan_of(call)  # the newest rows by rowid: a backwards walk that stops early
+        assert "TEMP B-TREE" not in plan, plan
+    storage.close()
+
+
+def test_group_commit_runs_queued_works_together_and_a_failing_one_alone_rolls_back(tmp_path):
+    storage = Storage(tmp_path / "bot.db")
+    storage.conn  # noqa: B018 — migrated and open before the threads start
+    release = threading.Event()
+    ran_on: dict[int, str] = {}
+    results: dict[int, object] = {}
+
+    def work(n: int):
+        def fn():
+            ran_on[n] = threading.current_thread().name
+            if n == 0:
+                release.wait(10)  # the leader holds its batch open while the others queue
+            storage.conn.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", (f"k{n}",))
+            if n == 3:
+                raise ValueError("work 3 failed after writing")
+            return n * 10
+
+        def run():
+            try:
+                results[n] = storage.batched(fn)
+            except ValueError as exc:
+                results[n] = exc
+
+        return threading.Thread(target=run, name=f"t{n}")
+
+    threads = [work(n) for n in range(6)]
+    threads[0].start()
+    wait_until(lambda: 0 in ran_on, 10, "the first work never ran")
+    for t in threads[1:]:
+        t.start()
+    wait_until(lambda: len(storage._batch_queue) == 5, 10, "the others never queued")
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert {n: r for n, r in results.items() if n != 3} == {0: 0, 1: 10, 2: 20, 4: 40, 5: 50}
+    assert isinstance(results[3], ValueError)
+    keys = {r[0] for r in storage.conn.execute("SELECT key FROM meta WHERE value = 'x'")}
+    assert keys == {"k0", "k1", "k2", "k4", "k5"}  # work 3's insert was rolled back alone
+    # The five queued works ran together, on the thread of the first of them (promoted).
+    assert len({ran_on[n] for n in range(1, 6)}) == 1
+    assert ran_on[1] in {f"t{n}" for n in range(1, 6)}
     storage.close()
