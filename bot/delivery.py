@@ -75,10 +75,13 @@ class Deliverer:
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.wake = threading.Event()
         self._stop = threading.Event()
-        # What the worker knows between looks, for `poke`: when it will look again on its own
-        # (finite only while it sleeps) and until when each paced channel's posting slot is taken.
+        # What `poke` needs to know, guarded by `_poke_lock`: when the sleeping worker will look
+        # again on its own (inf while it is awake), until when each paced channel's posting slot
+        # is taken, and what was poked while it was looking.
+        self._poke_lock = threading.Lock()
         self.sleep_until = math.inf
         self._paced: dict[str, float] = {}
+        self._poked: set[str | None] = set()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -88,19 +91,24 @@ class Deliverer:
         Every webhook queues rows that post (a card or a thread reply), so their channel's
         pacing gates them. When that slot is taken past the moment the worker will look again
         anyway, waking it would only cost a look that finds nothing: during a burst into one
-        channel that was a look per webhook (bench/ingest.py). Anything else wakes it.
+        channel that was a look per webhook (bench/ingest.py). Anything else wakes it. A poke
+        while the worker is looking is weighed when that look ends.
         """
-        if channel is not None and self.sleep_until <= self._paced.get(channel, 0.0):
-            return
+        with self._poke_lock:
+            if self.sleep_until == math.inf:
+                self._poked.add(channel)
+                return
+            if channel is not None and self.sleep_until <= self._paced.get(channel, 0.0):
+                return
         self.wake.set()
 
     def run(self, *, idle_seconds: float = 1.0) -> None:
         """Deliver until `stop()`; sleeps until woken by a new event or the next row is due."""
         pause = 0.0
         while not self._stop.is_set():
-            # Every webhook wakes the worker, and with a long paced backlog each look is a scan
-            # (bench/outbox.py); after a look that found nothing, rest a few times what it cost,
-            # so looking never takes more than a sixth of a core (and nothing, when cheap).
+            # With a long paced backlog each look is a scan (bench/outbox.py); after a look that
+            # found nothing, rest a few times what it cost, so looking never takes more than a
+            # sixth of a core (and nothing, when cheap).
             if pause > 0 and self._stop.wait(pause):
                 break
             started = time.monotonic()
@@ -112,12 +120,19 @@ class Deliverer:
                 log.exception("delivery step failed")
             pause = min(MAX_PAUSE_SECONDS, 5 * (time.monotonic() - started))
             now = self.now()
-            self._paced = self.storage.paced_channels(now)
+            paced = self.storage.paced_channels(now)
             due = self.storage.next_delivery_at()
             wait = max(0.01, idle_seconds if due is None else min(idle_seconds, due - now))
-            self.sleep_until = now + wait
+            with self._poke_lock:
+                poked, self._poked = self._poked, set()
+                self._paced = paced
+                # Rows queued during the look may be due before the sleep would end: look again.
+                if any(c is None or paced.get(c, 0.0) < now + wait for c in poked):
+                    continue
+                self.sleep_until = now + wait
             self.wake.wait(wait)
-            self.sleep_until = math.inf
+            with self._poke_lock:
+                self.sleep_until = math.inf
             self.wake.clear()
 
     def stop(self) -> None:

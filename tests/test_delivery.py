@@ -307,7 +307,8 @@ def looks(found: str) -> float:
 
 def test_webhooks_into_a_paced_channel_do_not_wake_the_worker_for_nothing(running, fake_slack):
     """During a burst into one channel every webhook used to cost the worker a look at the
-    outbox that could find nothing (the channel's slot was taken): a look per request."""
+    outbox that could find nothing (the channel's slot was taken): a look per request, and with
+    a backlog each look is a scan, so webhooks arriving during one chained the next."""
     deliverer = running.bot.deliverer
     deliverer.pace_seconds = 60  # the channel stays paced for the whole test
     worker = threading.Thread(target=deliverer.run, kwargs={"idle_seconds": 60}, daemon=True)
@@ -319,11 +320,14 @@ def test_webhooks_into_a_paced_channel_do_not_wake_the_worker_for_nothing(runnin
     try:
         running.send_event(so.event("climate.order.created", so.order()))
         wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 10, "no card was posted")
+        with running.bot.storage.transaction():  # a backlog: each look now takes a while
+            for n in range(3000):
+                running.bot.storage.enqueue(f"order:backlog{n}", "card", channel=CHANNEL)
+        deliverer.poke()
         wait_until(asleep, 10, "the worker never slept")
         before = looks("no")
-        for _ in range(20):
+        for _ in range(30):
             assert running.send_event(so.event("climate.order.created", so.order())).ok
-        # The first may wake it (nothing was queued behind the slot yet); the rest must not.
         deliverer.poke()  # something else queued (a job, a thin event): that does wake it
         wait_until(lambda: looks("no") > before and asleep(), 10, "a bare poke woke nothing")
         assert looks("no") <= before + 2
@@ -332,7 +336,7 @@ def test_webhooks_into_a_paced_channel_do_not_wake_the_worker_for_nothing(runnin
         wait_until(lambda: looks("no") > settled and asleep(), 10, "a free channel woke nothing")
         assert looks("no") == settled + 1
         assert len(fake_slack.messages(CHANNEL)) == 1
-        assert running.bot.storage.outbox_counts() == {"done": 1, "pending": 20}
+        assert running.bot.storage.outbox_counts() == {"done": 1, "pending": 3030}
     finally:
         deliverer.stop()
         worker.join(timeout=10)
