@@ -302,7 +302,7 @@ def _queue(
         if not facts["late"]:
             storage.enqueue(key, "card", channel=existing)
         return existing
-    storage.enqueue(key, "card", channel=channel, event_id=event["id"])
+    storage.enqueue(key, "card", channel=channel, event_id=event["id"], new_card=True)
     return channel
 
 

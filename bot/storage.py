@@ -363,7 +363,9 @@ class Storage:
             batch, self._batch_queue = self._batch_queue, []
         try:
             with self.transaction(works=len(batch)) as conn:
-                for work in batch:
+                if len(batch) == 1:  # alone: its transaction is its savepoint
+                    batch[0].result = batch[0].fn()
+                for work in batch if len(batch) > 1 else ():
                     conn.execute("SAVEPOINT work")
                     try:
                         work.result = work.fn()
@@ -772,16 +774,20 @@ class Storage:
         channel: str,
         event_id: str | None = None,
         facts: dict[str, Any] | None = None,
+        new_card: bool = False,
     ) -> int | None:
         """Queue what Slack must be told about a card.
 
         A card never moves: once it is posted or queued, its rows go to its channel, whatever
         `channel` says. A "card" row is skipped when an untouched one is already queued for the
         same card: it will render the state current at delivery time, which includes this change.
+        `new_card`: the caller found, in this transaction, that the card has no channel yet (so
+        nothing of it is posted or queued).
         """
         now = time.time()
-        channel = self.card_channel(key) or channel
-        if kind == "card":
+        if not new_card:
+            channel = self.card_channel(key) or channel
+        if kind == "card" and not new_card:
             waiting = self.conn.execute(
                 "SELECT 1 FROM outbox WHERE card_key = ? AND kind = 'card'"
                 " AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL",
