@@ -239,8 +239,7 @@ _LEASABLE = """
 """
 
 
-# A PASSIVE checkpoint after every this many writes of a process (the WAL stays a few MB);
-# SQLite's own checkpoint inside COMMIT only as a backstop for other writers.
+# A checkpoint after every this many writes of a process (the WAL stays around 10 MB).
 CHECKPOINT_EVERY_WRITES = 200
 FALLBACK_CHECKPOINT_PAGES = 20_000
 
@@ -304,8 +303,8 @@ class Storage:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA temp_store=MEMORY")
-            # Checkpoints run after a transaction, outside the write lock (`transaction`): inside
-            # COMMIT they held every other writer for the checkpoint's fsync.
+            # Checkpoints run every CHECKPOINT_EVERY_WRITES writes of this process, after their
+            # COMMIT (`transaction`); SQLite's own, at this many pages, only as a backstop.
             conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
             self._local.conn = conn
             with self._lock:
@@ -327,12 +326,12 @@ class Storage:
             else:
                 conn.execute("COMMIT")
             before, self._writes = self._writes, self._writes + works
-            checkpoint = (
-                before // CHECKPOINT_EVERY_WRITES != self._writes // CHECKPOINT_EVERY_WRITES
-            )
-        if checkpoint:
-            # PASSIVE: copies what it can without waiting for, or blocking, other connections.
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if before // CHECKPOINT_EVERY_WRITES != self._writes // CHECKPOINT_EVERY_WRITES:
+                # Still holding the write locks, so no frame is added meanwhile and the copy can
+                # complete, letting the next writer start the WAL over. Outside them, a steady
+                # stream of webhooks starved it: the WAL grew to 80 MB and every statement was
+                # slower for it (bench/ingest.py).
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def batched(self, fn: Callable[[], T]) -> T:
         """Run `fn` inside a write transaction that it may share with other threads' (group

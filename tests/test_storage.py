@@ -9,7 +9,7 @@ import sqlite_utils
 
 from bot.fakes import stripe_objects as so
 from bot.ingest import receive_event
-from bot.storage import Storage, migrations
+from bot.storage import CHECKPOINT_EVERY_WRITES, Storage, migrations
 from tests.conftest import wait_until
 
 
@@ -163,4 +163,15 @@ def test_group_commit_runs_queued_works_together_and_a_failing_one_alone_rolls_b
     # The five queued works ran together, on the thread of the first of them (promoted).
     assert len({ran_on[n] for n in range(1, 6)}) == 1
     assert ran_on[1] in {f"t{n}" for n in range(1, 6)}
+    storage.close()
+
+
+def test_the_wal_is_copied_back_and_started_over_as_webhooks_come_in(tmp_path):
+    """Left to grow, the WAL made every statement slower (80 MB during bench/ingest.py)."""
+    storage = Storage(tmp_path / "bot.db")
+    for _ in range(3 * CHECKPOINT_EVERY_WRITES + 10):
+        _receive(storage, so.event("climate.order.created", so.order()))
+    frames = storage.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    assert 0 < frames < 25 * (CHECKPOINT_EVERY_WRITES // 2)  # only the writes since the last
+    assert (tmp_path / "bot.db-wal").stat().st_size < 25 * CHECKPOINT_EVERY_WRITES * 4200
     storage.close()
