@@ -238,7 +238,7 @@ def _apply_order(
     channel: str,
 ) -> tuple[bool, str]:
     key = card_key("order", order["id"])
-    row = storage.order_row(order["id"])
+    row, card_channel = storage.row_and_card_channel("order", order["id"])
     newer = _is_newer(event, row)
     # A late event must not resurrect buttons on a delivered or cancelled order.
     if newer and row is not None and row["status"] in FINAL_STATUSES:
@@ -258,7 +258,7 @@ def _apply_order(
             decision_deadline=(Change(**new_change).decision_deadline if new_change else None),
         )
     facts = {"late": not newer, "change": change}
-    return not newer, _queue(storage, key, event, facts, channel)
+    return not newer, _queue(storage, key, event, facts, channel, card_channel)
 
 
 def _apply_product(
@@ -269,7 +269,7 @@ def _apply_product(
     channel: str,
 ) -> tuple[bool, str]:
     key = card_key("product", product["id"])
-    row = storage.product_row(product["id"])
+    row, card_channel = storage.row_and_card_channel("product", product["id"])
     newer = _is_newer(event, row)
     old_prices = None
     if event["type"] == "climate.product.pricing_updated":
@@ -286,17 +286,22 @@ def _apply_product(
             headline_event=event["type"],
         )
     facts = {"late": not newer, "old_prices": old_prices}
-    return not newer, _queue(storage, key, event, facts, channel)
+    return not newer, _queue(storage, key, event, facts, channel, card_channel)
 
 
 def _queue(
-    storage: Storage, key: str, event: dict[str, Any], facts: dict[str, Any], channel: str
+    storage: Storage,
+    key: str,
+    event: dict[str, Any],
+    facts: dict[str, Any],
+    channel: str,
+    existing: str | None,
 ) -> str:
     """The first event about an object posts its card; every later one replies and updates it.
 
-    Returns the channel the rows post into: the card's own, once it has one (cards never move).
+    `existing` is the card's channel if it has one (cards never move). Returns the channel the
+    rows post into.
     """
-    existing = storage.card_channel(key)
     if existing is not None:
         storage.enqueue(key, "reply", channel=existing, event_id=event["id"], facts=facts)
         if not facts["late"]:

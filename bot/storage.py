@@ -337,12 +337,15 @@ class Storage:
         """Run `fn` inside a write transaction that it may share with other threads' (group
         commit), and return its result once that transaction is committed.
 
-        The first thread to arrive leads: it runs every work queued so far, each in a savepoint
-        (one that raises is rolled back alone and its thread gets the exception), and commits
-        them together; threads that arrive meanwhile queue, and the first of them leads the next
-        batch. Alone, a thread just runs its own transaction. Under load, one COMMIT and one trip
-        through the write locks serve many webhooks (bench/ingest.py). `fn` must use
-        `self.conn`, may run on another thread, and must not open a transaction itself.
+        The first thread to arrive leads: it runs every work queued so far and commits them
+        together; threads that arrive meanwhile queue, and the first of them leads the next
+        batch. If a work raises, the batch is rolled back and each work runs again in a
+        transaction of its own, so only the failing one fails (its thread gets the exception).
+        Alone, a thread just runs its own transaction. Under load one COMMIT, and one trip
+        through the write locks, serves many webhooks (bench/ingest.py).
+
+        `fn` must only touch the database, through `self.conn` (it may run on another thread,
+        and twice), and must not open a transaction itself.
         """
         work = _Work(fn)
         with self._batch_mutex:
@@ -361,22 +364,25 @@ class Storage:
         with self._batch_mutex:
             batch, self._batch_queue = self._batch_queue, []
         try:
-            with self.transaction(works=len(batch)) as conn:
-                if len(batch) == 1:  # alone: its transaction is its savepoint
-                    batch[0].result = batch[0].fn()
-                for work in batch if len(batch) > 1 else ():
-                    conn.execute("SAVEPOINT work")
-                    try:
+            try:
+                with self.transaction(works=len(batch)):
+                    for work in batch:
                         work.result = work.fn()
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO work")
-                        work.error = exc
-                    conn.execute("RELEASE work")
-        except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch is stored
+            except Exception as exc:
+                if len(batch) == 1:
+                    batch[0].error = exc
+                else:  # all rolled back: run each alone, so only the failing one fails
+                    for work in batch:
+                        try:
+                            with self.transaction():
+                                work.result = work.fn()
+                        except Exception as alone:
+                            work.result, work.error = None, alone
+        except BaseException as exc:  # an interrupt: nothing after it is stored
             for work in batch:
-                work.result, work.error = None, work.error or exc
-            if not isinstance(exc, Exception):
-                raise
+                if work.error is None and not work.finished:
+                    work.result, work.error = None, exc
+            raise
         finally:
             for work in batch:
                 work.finished = True
@@ -482,6 +488,27 @@ class Storage:
         return row[0] if row else None
 
     # -- orders and products ---------------------------------------------------------------
+
+    def row_and_card_channel(
+        self, kind: str, object_id: str
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """An order's or product's row (as `order_row`/`product_row`) and its card's channel (as
+        `card_channel`), in one statement: ingest asks both for every event."""
+        table, json_columns = {
+            "order": ("orders", ("snapshot", "change", "decision_detail")),
+            "product": ("products", ("snapshot",)),
+        }[kind]
+        row = self.conn.execute(
+            "SELECT coalesce((SELECT channel FROM cards WHERE key = :key),"
+            " (SELECT channel FROM outbox WHERE card_key = :key AND kind = 'card'"
+            f" ORDER BY id LIMIT 1)) AS card_channel, t.* FROM (SELECT 1) LEFT JOIN {table} t"
+            " ON t.id = :id",
+            {"key": card_key(kind, object_id), "id": object_id},
+        ).fetchone()
+        found = _decode(row, *json_columns) if row["id"] is not None else None
+        if found is not None:
+            del found["card_channel"]
+        return found, row["card_channel"]
 
     def order_row(self, order_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
