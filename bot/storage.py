@@ -281,6 +281,7 @@ class Storage:
         # on a mutex, processes on a file lock, where the kernel wakes the next one at once.
         self._write_lock = threading.RLock()
         self._file_lock: tuple[int, Any] | None = None  # (pid, open file): not across fork
+        self._writer: tuple[int, sqlite3.Connection] | None = None  # (pid, connection)
         self._writes = 0  # write transactions (and works of a group commit), for checkpoints
         # Group commit (`batched`): works queued by threads of this process, and whether one of
         # them is leading (running a batch, or promoted to run the next).
@@ -294,37 +295,56 @@ class Storage:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+        """This thread's connection; inside `transaction()`, the process's writing one."""
+        conn = getattr(self._local, "tx", None) or getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA temp_store=MEMORY")
-            # Checkpoints run every CHECKPOINT_EVERY_WRITES writes of this process, after their
-            # COMMIT (`transaction`); SQLite's own, at this many pages, only as a backstop.
-            conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
-            self._local.conn = conn
+            conn = self._local.conn = self._open()
             with self._lock:
                 self._by_thread[threading.current_thread()] = conn
         return conn
 
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        # Checkpoints run every CHECKPOINT_EVERY_WRITES writes of this process, after their
+        # COMMIT (`transaction`); SQLite's own, at this many pages, only as a backstop.
+        conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
+        return conn
+
+    def _writing_conn(self) -> sqlite3.Connection:
+        """The one connection this process writes through (call with the write locks held).
+
+        SQLite drops a connection's whole page cache when another connection has written since
+        its last transaction: with a connection per thread, every webhook began with a cold cache
+        (bench/ingest.py). Not shared across fork.
+        """
+        pid = os.getpid()
+        if self._writer is None or self._writer[0] != pid:
+            self._writer = (pid, self._open())
+        return self._writer[1]
+
     @contextmanager
     def transaction(self, *, works: int = 1) -> Iterator[sqlite3.Connection]:
         """One write transaction holding SQLite's write lock from the start."""
-        conn = self.conn
         with self._write_lock, self._writer_file_lock():
-            conn.execute("BEGIN IMMEDIATE")
+            conn = self._writing_conn()
+            outer = getattr(self._local, "tx", None)
+            self._local.tx = conn
             try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:  # some errors (disk full, I/O) end it themselves
-                    conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:  # some errors (disk full, I/O) end it themselves
+                        conn.execute("ROLLBACK")
+                    raise
+                else:
+                    conn.execute("COMMIT")
+            finally:
+                self._local.tx = outer
             before, self._writes = self._writes, self._writes + works
             if before // CHECKPOINT_EVERY_WRITES != self._writes // CHECKPOINT_EVERY_WRITES:
                 # Still holding the write locks, so no frame is added meanwhile and the copy can
@@ -416,7 +436,9 @@ class Storage:
             self._by_thread.clear()
             if self._file_lock is not None and self._file_lock[0] == os.getpid():
                 self._file_lock[1].close()
-            self._file_lock = None
+            if self._writer is not None and self._writer[0] == os.getpid():
+                self._writer[1].close()
+            self._file_lock = self._writer = None
         self._local = threading.local()
 
     def _migrate(self) -> None:
