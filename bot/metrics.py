@@ -7,9 +7,11 @@ read from the database at scrape time, so every process reports the same truth.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -52,6 +54,16 @@ DECISIONS = Counter(
 def event_label(event_type: object) -> str:
     """Keep the label set small: the Climate types by name, everything else as "other"."""
     return event_type if event_type in HANDLED_EVENTS else "other"  # type: ignore[return-value]
+
+
+def count_event(event_type: str, outcome: str) -> None:
+    """Count one webhook request (the label children are looked up once)."""
+    _event_counter(event_label(event_type), outcome).inc()
+
+
+@functools.cache
+def _event_counter(label: str, outcome: str) -> Any:
+    return EVENTS.labels(label, outcome)
 
 
 class OutboxCollector(Collector):
