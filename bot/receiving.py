@@ -61,7 +61,7 @@ def stripe_webhook():
         routing=bot.settings.routing,
     )
     outcome = received.outcome.value
-    metrics.count_event(event["type"].removeprefix("v1."), outcome)
+    metrics.count_event(metrics.event_label(event["type"].removeprefix("v1.")), outcome)
     if received.outcome is Outcome.QUEUED:
         bot.deliverer.poke(received.posts_to)
     log.info("stripe event %s (%s): %s", event["id"], event["type"], outcome)
@@ -71,7 +71,8 @@ def stripe_webhook():
 @functools.cache
 def _acknowledgement(outcome: str, late: bool) -> bytes:
     """The body Stripe gets (it reads only the status), encoded once per outcome."""
-    return json.dumps({"received": True, "outcome": outcome, "late": late}).encode()
+    body = {"late": late, "outcome": outcome, "received": True}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _refuse(reason: str):
