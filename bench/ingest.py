@@ -14,7 +14,10 @@ the difference between ``bot`` and ``web-only`` is what those threads cost the r
 
 At concurrency 1, 16 and 64 the same signed ``climate.order.created`` events (each a new order,
 distinct ids, signed before timing) are sent to every server over keep-alive loopback
-connections, after a warm-up on other events. Each server is timed alone. For each it prints
+connections, after a warm-up on other events. Each server is timed alone, three times per
+concurrency (``--repeat``), the servers taking turns and each repeat starting with another one,
+because this machine's speed drifts by 10-20 % from one second to the next: the figures printed
+are the medians of the repeats (with the spread of req/s beside them). For each it prints
 requests/s, p50 and p99 latency (request written -> answer read), and the CPU the server's
 processes used per request (from /proc). Every answer must be HTTP 200 and every event must be
 in the bot's database afterwards, or the bench exits 1.
@@ -37,7 +40,7 @@ Every event queues a card for the one channel, and the bot posts at most one mes
 per channel, so the outbox grows during the run (its size is printed after each phase): the
 later phases measure a receiver whose outbox has a backlog, as after a real burst.
 
-Usage: ``.venv/bin/python bench/ingest.py [--quick] [--requests N] [--time-limit S]``
+Usage: ``.venv/bin/python bench/ingest.py [--quick] [--requests N] [--repeat N] [--time-limit S]``
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import argparse
 import os
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -161,23 +165,67 @@ def run_phase(
     return phase
 
 
+@dataclass
+class Summary:
+    """One server at one concurrency over the repeats: the median of each figure."""
+
+    server: str
+    concurrency: int
+    requests: int
+    throughput: float
+    p50: float
+    p99: float
+    server_cpu_ms: float
+    generator_cpu_ms: float
+    others_cpu: float
+    outbox_pending: int | None
+    spread: tuple[float, float]  # lowest and highest req/s of the repeats
+
+
+def summarise(phases: list[Phase]) -> dict[tuple[str, int], Summary]:
+    grouped: dict[tuple[str, int], list[Phase]] = {}
+    for p in phases:
+        grouped.setdefault((p.server, p.concurrency), []).append(p)
+    out = {}
+    for (server, c), group in grouped.items():
+        med = statistics.median
+        rates = [p.load.throughput for p in group]
+        out[(server, c)] = Summary(
+            server,
+            c,
+            sum(len(p.load.ok) for p in group),
+            med(rates),
+            med(p.load.latency_ms(50) for p in group),
+            med(p.load.latency_ms(99) for p in group),
+            med(p.cpu_ms_per_request(p.server_cpu) for p in group),
+            med(p.cpu_ms_per_request(p.load.generator_cpu) for p in group),
+            sum(p.others_cpu for p in group),
+            group[-1].outbox_pending,
+            (min(rates), max(rates)),
+        )
+    return out
+
+
 def report(phases: list[Phase], concurrencies: tuple[int, ...]) -> None:
-    by_key = {(p.server, p.concurrency): p for p in phases}
+    by_key = summarise(phases)
     servers = list(dict.fromkeys(p.server for p in phases))
     print()
     print(
         f"{'conc':>4}  {'server':<8} {'requests':>8} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8}"
         f" {'server CPU':>11} {'generator CPU':>14}"
     )
-    print(f"{'':>4}  {'':<8} {'':>8} {'':>7} {'':>8} {'':>8} {'ms/req':>11} {'ms/req':>14}")
+    print(
+        f"{'':>4}  {'':<8} {'':>8} {'':>7} {'':>8} {'':>8} {'ms/req':>11} {'ms/req':>14}"
+        "   req/s of each repeat"
+    )
     for c in concurrencies:
         for server in servers:
             p = by_key[(server, c)]
+            low, high = p.spread
             print(
-                f"{c:>4}  {server:<8} {len(p.load.ok):>8,} {p.load.throughput:>7.0f}"
-                f" {p.load.latency_ms(50):>8.2f} {p.load.latency_ms(99):>8.2f}"
-                f" {p.cpu_ms_per_request(p.server_cpu):>11.3f}"
-                f" {p.cpu_ms_per_request(p.load.generator_cpu):>14.3f}"
+                f"{c:>4}  {server:<8} {p.requests:>8,} {p.throughput:>7.0f}"
+                f" {p.p50:>8.2f} {p.p99:>8.2f} {p.server_cpu_ms:>11.3f}"
+                f" {p.generator_cpu_ms:>14.3f}   {low:.0f}-{high:.0f}"
             )
     print()
     print(
@@ -189,17 +237,12 @@ def report(phases: list[Phase], concurrencies: tuple[int, ...]) -> None:
         cells = []
         for server in ("bot", "web-only"):
             p = by_key[(server, c)]
-            cells.append(
-                (
-                    p.load.throughput / bare.load.throughput,
-                    bare.cpu_ms_per_request(bare.server_cpu) / p.cpu_ms_per_request(p.server_cpu),
-                )
-            )
+            cells.append((p.throughput / bare.throughput, bare.server_cpu_ms / p.server_cpu_ms))
         (bot, bot_cpu), (web, web_cpu) = cells
         verdict = "PASS" if bot >= GOAL_RATIO else "MISS"
         print(f"  {c:>4}  {bot:>5.2f}  {verdict:<7} {bot_cpu:>5.2f}   {web:>8.2f} {web_cpu:>5.2f}")
     if GOAL_P99_CONCURRENCY in concurrencies:
-        p99 = by_key[("bot", GOAL_P99_CONCURRENCY)].load.latency_ms(99)
+        p99 = by_key[("bot", GOAL_P99_CONCURRENCY)].p99
         verdict = "PASS" if p99 < GOAL_P99_MS else "MISS"
         print()
         print(
@@ -212,7 +255,7 @@ def report(phases: list[Phase], concurrencies: tuple[int, ...]) -> None:
         cells = [f"{s} {by_key[(s, c)].outbox_pending:,}" for s in ("bot", "web-only")]
         print(f"  concurrency {c:>2}: " + ", ".join(cells))
     print()
-    print("CPU seconds the idle servers used while another was timed (background threads):")
+    print("CPU seconds the idle servers used while the others were timed (background threads):")
     for c in concurrencies:
         cells = [f"during {s} {by_key[(s, c)].others_cpu:.2f} s" for s in servers]
         print(f"  concurrency {c:>2}: " + ", ".join(cells))
@@ -235,8 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--time-limit", type=float, default=120.0, help="seconds allowed per timed phase"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="timed runs per server and concurrency, interleaved; medians are reported",
+    )
     args = parser.parse_args(argv)
     counts = dict(QUICK_REQUESTS if args.quick else FULL_REQUESTS)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.requests is not None:
         if args.requests < 1:
             parser.error("--requests must be at least 1")
@@ -246,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "  requests per phase: "
         + ", ".join(f"{counts[c]:,} at concurrency {c}" for c in CONCURRENCIES)
+        + f"; {args.repeat} phases per server and concurrency, interleaved"
     )
     print(
         "  note: the load generator is Python in this process and competes with the servers for"
@@ -293,16 +345,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:<8} gunicorn {module} on :{port}, pids {descendants(proc.pid)}")
             for c in CONCURRENCIES:
                 warmup = max(50, 4 * c)
-                events = signed_order_events(warmup + counts[c], tag=f"c{c}x")
-                requests = [e.request for e in events]
-                for server in servers:
-                    others = [s for s in servers if s is not server]
-                    phase = run_phase(server, others, c, requests, warmup, args.time_limit)
-                    phases.append(phase)
-                    print(
-                        f"  concurrency {c:>2} {server.name:<8}: {len(phase.load.ok):,} requests"
-                        f" in {phase.load.wall:.2f} s"
-                    )
+                for repeat in range(args.repeat):
+                    events = signed_order_events(warmup + counts[c], tag=f"c{c}r{repeat}x")
+                    requests = [e.request for e in events]
+                    # Each repeat starts with another server, so none is always timed first.
+                    turn = repeat % len(servers)
+                    for server in servers[turn:] + servers[:turn]:
+                        others = [s for s in servers if s is not server]
+                        phase = run_phase(server, others, c, requests, warmup, args.time_limit)
+                        phases.append(phase)
+                        print(
+                            f"  concurrency {c:>2} {server.name:<8} #{repeat + 1}:"
+                            f" {len(phase.load.ok):,} requests in {phase.load.wall:.2f} s"
+                        )
             for server in servers:
                 if server.database is not None:
                     recorded = count_events(server.database)
