@@ -193,6 +193,20 @@ def m006_fewer_pages_per_event(db: sqlite_utils.Database) -> None:
         db.execute(f"CREATE INDEX {name} ON orders ({columns}) WHERE {condition}")
 
 
+@migrations()
+def m007_outbox_queue(db: sqlite_utils.Database) -> None:
+    # The delivery worker's looks search the pending rows by channel and kind, on the index
+    # alone; delivered rows leave it. Earlier rows of a card are found through outbox_by_card.
+    # A webhook's rows enter outbox_queue only (attempts = 0), as they entered outbox_pending.
+    db.execute("DROP INDEX outbox_pending")
+    db.execute("CREATE INDEX outbox_queue ON outbox (channel, kind, id) WHERE status = 'pending'")
+    # Rows tried before and waiting again (back-off, lease): few, and only the worker adds them.
+    db.execute(
+        "CREATE INDEX outbox_retry ON outbox (available_at) WHERE status = 'pending'"
+        " AND attempts > 0"
+    )
+
+
 @dataclass
 class OutboxRow:
     """One thing Slack must be told, as leased by a delivery worker."""
@@ -221,20 +235,21 @@ class Failure:
     created_at: float
 
 
-# The oldest deliverable row: its card's earlier rows are done, a reply's card exists, and a row
-# that posts a new message has its channel's pacing slot.
+# The oldest deliverable row: its card's earlier rows are done, a reply's card exists, and a
+# message (a card or a reply, posted or updated) waits for its channel's pacing slot; jobs do not.
+# Rows of paced channels are turned down on the outbox_queue index alone, without reading them:
+# a burst into one channel made every look read the whole backlog (bench/outbox.py).
 _LEASABLE = """
-    SELECT o.*, c.ts AS card_ts FROM outbox o
+    SELECT o.*, c.ts AS card_ts FROM outbox o INDEXED BY outbox_queue
     LEFT JOIN cards c ON c.key = o.card_key
-    WHERE o.status = 'pending' AND o.available_at <= :now
+    WHERE o.status = 'pending'
+      AND (o.kind NOT IN ('card', 'reply')
+           OR o.channel NOT IN (SELECT channel FROM pacing WHERE next_post_at > :now))
+      AND o.available_at <= :now
       AND (o.lease_until IS NULL OR o.lease_until < :now)
       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.card_key = o.card_key
                       AND p.status = 'pending' AND p.id < o.id)
       AND (o.kind <> 'reply' OR c.ts IS NOT NULL)
-      AND (
-        NOT (o.kind = 'reply' OR (o.kind = 'card' AND c.ts IS NULL))
-        OR coalesce((SELECT next_post_at FROM pacing WHERE channel = o.channel), 0) <= :now
-      )
     ORDER BY o.id LIMIT 1
 """
 
@@ -924,27 +939,28 @@ class Storage:
         return {channel: at for channel, at in rows}
 
     def next_delivery_at(self) -> float | None:
-        """When the next row could be leased, for the worker's sleep; None if none can be yet.
+        """When the worker should look again after a look that found nothing; None if nothing
+        is due by time.
 
-        Mirrors `lease_next`: rows waiting behind an earlier row of their card, or replies whose
-        card does not exist yet, are not due by time, and a post waits for its channel's pacing.
+        Called right after an empty look, so nothing is due now: what comes due is a paced
+        channel with messages waiting getting its slot back, or a row that was tried before
+        coming off its back-off or its lease. Rows waiting behind their card are not due by
+        time. A few index searches, however long the backlog (bench/outbox.py).
         """
         return self.conn.execute(
             """
-            SELECT min(max(
-                o.available_at,
-                coalesce(o.lease_until, 0),
-                CASE WHEN o.kind = 'reply' OR (o.kind = 'card' AND c.ts IS NULL)
-                     THEN coalesce(p.next_post_at, 0) ELSE 0 END
-            ))
-            FROM outbox o
-            LEFT JOIN cards c ON c.key = o.card_key
-            LEFT JOIN pacing p ON p.channel = o.channel
-            WHERE o.status = 'pending'
-              AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.card_key = o.card_key
-                              AND e.status = 'pending' AND e.id < o.id)
-              AND (o.kind <> 'reply' OR c.ts IS NOT NULL)
-            """
+            SELECT min(due) FROM (
+                SELECT min(p.next_post_at) AS due FROM pacing p
+                WHERE p.next_post_at > :now AND EXISTS (
+                    SELECT 1 FROM outbox o INDEXED BY outbox_queue WHERE o.status = 'pending'
+                    AND o.channel = p.channel AND o.kind IN ('card', 'reply'))
+                UNION ALL
+                SELECT min(max(o.available_at, coalesce(o.lease_until, 0))) FROM outbox o
+                INDEXED BY outbox_retry WHERE o.status = 'pending' AND o.attempts > 0
+                AND max(o.available_at, coalesce(o.lease_until, 0)) > :now
+            )
+            """,
+            {"now": time.time()},
         ).fetchone()[0]
 
     def complete(self, row: OutboxRow, *, card_channel: str | None = None, ts: str | None = None):
