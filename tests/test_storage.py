@@ -9,7 +9,7 @@ import sqlite_utils
 
 from bot.fakes import stripe_objects as so
 from bot.ingest import receive_event
-from bot.storage import CHECKPOINT_EVERY_WRITES, Storage, migrations
+from bot.storage import CHECKPOINT_EVERY_WRITES, READ_CACHE_KIB, Storage, migrations
 from tests.conftest import wait_until
 
 
@@ -17,6 +17,11 @@ def test_database_uses_wal_and_sqlite_utils_migrations(tmp_path):
     storage = Storage(tmp_path / "bot.db")
     assert storage.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert storage.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    # Each thread's reading connection keeps a small cache; the one writing keeps SQLite's 2 MB.
+    assert storage.conn.execute("PRAGMA cache_size").fetchone()[0] == -READ_CACHE_KIB
+    with storage.transaction() as writing:
+        assert writing.execute("PRAGMA cache_size").fetchone()[0] == -2000
+        assert writing is not storage._local.conn
     db = sqlite_utils.Database(tmp_path / "bot.db")
     assert migrations.pending(db) == []
     assert {"events", "orders", "products", "cards", "outbox"} <= set(db.table_names())
