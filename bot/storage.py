@@ -207,6 +207,13 @@ def m007_outbox_queue(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m008_outbox_failed(db: sqlite_utils.Database) -> None:
+    # /healthz and /metrics read the parked rows and the outbox counts on every probe: on the
+    # partial indexes (and the narrowest index for the total) instead of reading the whole table.
+    db.execute("CREATE INDEX outbox_failed ON outbox (id) WHERE status = 'failed'")
+
+
 @dataclass
 class OutboxRow:
     """One thing Slack must be told, as leased by a delivery worker."""
@@ -1031,8 +1038,17 @@ class Storage:
         return row[0], row[1]
 
     def outbox_counts(self) -> dict[str, int]:
-        rows = self.conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
-        return {r[0]: r[1] for r in rows}
+        """Rows by status (pending, failed, done), leaving out those with none.
+
+        Counted on indexes, never the table: it runs on every /healthz probe and /metrics scrape.
+        """
+        total, pending, failed = self.conn.execute(
+            "SELECT (SELECT count(*) FROM outbox),"
+            " (SELECT count(*) FROM outbox WHERE status = 'pending'),"
+            " (SELECT count(*) FROM outbox WHERE status = 'failed')"
+        ).fetchone()
+        counts = {"pending": pending, "failed": failed, "done": total - pending - failed}
+        return {status: n for status, n in counts.items() if n}
 
     def cards_of(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The cards of many orders or products in one query, by key."""
