@@ -113,6 +113,10 @@ def configure_logging(
     *, fmt: str = "text", level: int = logging.INFO, secrets: Iterable[str] = ()
 ) -> None:
     """Set up the root logger once per process: format, level and the redacting filter."""
+    # No format of ours names the thread, the process or the calling line: do not collect them
+    # for every record (the logging HOWTO's "Optimization"; 20 % of a line's cost).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     handler = BufferedStderrHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter(JSON_FIELDS, rename_fields={"levelname": "level"}))
