@@ -220,7 +220,9 @@ class OutboxRow:
 
     id: int
     card_key: str
-    kind: str  # "card": post or update the card; "reply": a reply in the card's thread
+    # "card": post or update the card (queued as "update" when the card was already posted);
+    # "reply": a reply in the card's thread; anything else: a job (`Deliverer.jobs`)
+    kind: str
     event_id: str | None
     facts: dict[str, Any]
     channel: str
@@ -242,8 +244,9 @@ class Failure:
     created_at: float
 
 
-# The oldest deliverable row: its card's earlier rows are done, a reply's card exists, and a
-# message (a card or a reply, posted or updated) waits for its channel's pacing slot; jobs do not.
+# The oldest deliverable row: its card's earlier rows are done, a reply's card exists, and a row
+# that may post a message ("card" or "reply") waits for its channel's pacing slot; updates of a
+# posted card ("update") and jobs do not.
 # Rows of paced channels are turned down on the outbox_queue index alone, without reading them:
 # a burst into one channel made every look read the whole backlog (bench/outbox.py).
 _LEASABLE = """
@@ -862,10 +865,13 @@ class Storage:
         """
         now = time.time()
         if not new_card:
-            channel = self.card_channel(key) or channel
-        if kind == "card" and not new_card:
+            posted = self.conn.execute("SELECT channel FROM cards WHERE key = ?", (key,)).fetchone()
+            channel = posted[0] if posted else (self.card_channel(key) or channel)
+            if kind == "card" and posted:
+                kind = "update"  # a chat.update, which the channel's pacing does not hold
+        if kind in ("card", "update") and not new_card:
             waiting = self.conn.execute(
-                "SELECT 1 FROM outbox WHERE card_key = ? AND kind = 'card'"
+                "SELECT 1 FROM outbox WHERE card_key = ? AND kind IN ('card', 'update')"
                 " AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL",
                 (key,),
             ).fetchone()
@@ -927,7 +933,7 @@ class Storage:
         return OutboxRow(
             id=row["id"],
             card_key=row["card_key"],
-            kind=row["kind"],
+            kind="card" if row["kind"] == "update" else row["kind"],  # delivered alike
             event_id=row["event_id"],
             facts=json.loads(row["facts"] or "{}"),
             channel=row["channel"],

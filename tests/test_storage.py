@@ -181,23 +181,29 @@ def test_the_wal_is_copied_back_and_started_over_as_webhooks_come_in(tmp_path):
     storage.close()
 
 
-def test_a_paced_channel_holds_its_messages_but_not_jobs_and_the_worker_knows_when(tmp_path):
+def test_a_paced_channel_holds_new_messages_but_not_updates_or_jobs(tmp_path):
     storage = Storage(tmp_path / "bot.db")
     with storage.transaction():
         storage.enqueue("order:a", "card", channel="C1", event_id="evt_1")
     card_a = storage.lease_next("w", pace_seconds=30)  # posts: C1's next slot is 30 s away
     storage.complete(card_a, card_channel="C1", ts="1.000100")
     with storage.transaction():
-        storage.enqueue("order:a", "card", channel="C1")  # an update of the posted card
         storage.enqueue("order:b", "card", channel="C1", event_id="evt_2")  # a new card
+        storage.enqueue("order:a", "card", channel="C1")  # an update of the posted card
         storage.enqueue("order:c", "cancel", channel="C1")  # a job: Stripe, not Slack
+    update = storage.lease_next("w", pace_seconds=30)
+    assert (update.card_key, update.kind, update.card_ts) == ("order:a", "card", "1.000100")
+    storage.complete(update)
     job = storage.lease_next("w", pace_seconds=30)
     assert (job.card_key, job.kind) == ("order:c", "cancel")
-    assert storage.lease_next("w", pace_seconds=30) is None  # the messages wait for the slot
+    assert storage.lease_next("w", pace_seconds=30) is None  # the new card waits for the slot
     assert storage.next_delivery_at() >= card_a.first_attempt_at + 29
+    with storage.transaction():
+        storage.enqueue("order:a", "card", channel="C1")
+        assert storage.enqueue("order:a", "card", channel="C1") is None  # one update waits
+    assert storage.lease_next("w", pace_seconds=30).card_key == "order:a"
     storage.conn.execute("UPDATE pacing SET next_post_at = 0")  # the slot comes round
-    update = storage.lease_next("w", pace_seconds=30)
-    assert (update.card_key, update.card_ts) == ("order:a", "1.000100")
+    assert storage.lease_next("w", pace_seconds=30).card_key == "order:b"
     storage.close()
 
 
