@@ -289,6 +289,17 @@ class _Work:
         self.error: BaseException | None = None
 
 
+# Where a card is: its channel once posted, and the channel of its first queued "card" row.
+_CARD_CHANNELS = (
+    "(SELECT channel FROM cards WHERE key = :key) AS posted_channel,"
+    " (SELECT channel FROM outbox WHERE card_key = :key AND kind = 'card'"
+    " ORDER BY id LIMIT 1) AS queued_channel"
+)
+# The JSON columns of a row of orders and of products, decoded on reading.
+_ORDER_JSON = ("snapshot", "change", "decision_detail")
+_PRODUCT_JSON = ("snapshot",)
+
+
 def card_key(kind: str, object_id: str) -> str:
     """The key of the one card an order or product ever has."""
     return f"{kind}:{object_id}"
@@ -548,24 +559,21 @@ class Storage:
         """An order's or product's row (as `order_row`/`product_row`) and its card's channel (as
         `card_channel`), in one statement: ingest asks both for every event."""
         table, json_columns = {
-            "order": ("orders", ("snapshot", "change", "decision_detail")),
-            "product": ("products", ("snapshot",)),
+            "order": ("orders", _ORDER_JSON),
+            "product": ("products", _PRODUCT_JSON),
         }[kind]
         row = self.conn.execute(
-            "SELECT coalesce((SELECT channel FROM cards WHERE key = :key),"
-            " (SELECT channel FROM outbox WHERE card_key = :key AND kind = 'card'"
-            f" ORDER BY id LIMIT 1)) AS card_channel, t.* FROM (SELECT 1) LEFT JOIN {table} t"
-            " ON t.id = :id",
+            f"SELECT {_CARD_CHANNELS}, t.* FROM (SELECT 1) LEFT JOIN {table} t ON t.id = :id",
             {"key": card_key(kind, object_id), "id": object_id},
         ).fetchone()
         found = _decode(row, *json_columns) if row["id"] is not None else None
         if found is not None:
-            del found["card_channel"]
-        return found, row["card_channel"]
+            del found["posted_channel"], found["queued_channel"]
+        return found, row["posted_channel"] or row["queued_channel"]
 
     def order_row(self, order_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
-        return _decode(row, "snapshot", "change", "decision_detail")
+        return _decode(row, *_ORDER_JSON)
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -676,7 +684,7 @@ class Storage:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created DESC, id DESC LIMIT ?"
         rows = self.conn.execute(sql, (*params, limit)).fetchall()
-        return [_decode(r, "snapshot", "change", "decision_detail") for r in rows]
+        return [_decode(r, *_ORDER_JSON) for r in rows]
 
     def recent_events(self, limit: int = 10) -> list[dict[str, Any]]:
         """The latest Climate events received, newest first."""
@@ -703,7 +711,7 @@ class Storage:
             " ORDER BY decision_deadline LIMIT ?",
             (now, limit),
         ).fetchall()
-        return [_decode(r, "snapshot", "change", "decision_detail") for r in rows]
+        return [_decode(r, *_ORDER_JSON) for r in rows]
 
     def count_pending_decisions(self, now: float) -> int:
         """How many orders await a decision (walks the pending index, not the table)."""
@@ -811,7 +819,7 @@ class Storage:
 
     def product_row(self, product_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM products WHERE id = ?", (product_id,)).fetchone()
-        return _decode(row, "snapshot")
+        return _decode(row, *_PRODUCT_JSON)
 
     def save_product(
         self,
@@ -865,8 +873,8 @@ class Storage:
         """
         now = time.time()
         if not new_card:
-            posted = self.conn.execute("SELECT channel FROM cards WHERE key = ?", (key,)).fetchone()
-            channel = posted[0] if posted else (self.card_channel(key) or channel)
+            posted, queued = self._card_channels(key)
+            channel = posted or queued or channel
             if kind == "card" and posted:
                 kind = "update"  # a chat.update, which the channel's pacing does not hold
         if kind in ("card", "update") and not new_card:
@@ -886,13 +894,13 @@ class Storage:
 
     def card_channel(self, key: str) -> str | None:
         """The channel of a card that is posted or queued, else None."""
-        row = self.conn.execute(
-            "SELECT channel FROM cards WHERE key = ? UNION ALL"
-            " SELECT channel FROM (SELECT channel FROM outbox WHERE card_key = ? AND kind = 'card'"
-            " ORDER BY id LIMIT 1)",
-            (key, key),
-        ).fetchone()
-        return row[0] if row else None
+        posted, queued = self._card_channels(key)
+        return posted or queued
+
+    def _card_channels(self, key: str) -> tuple[str | None, str | None]:
+        """The card's channel if it is posted, and its first queued card row's channel."""
+        row = self.conn.execute(f"SELECT {_CARD_CHANNELS}", {"key": key}).fetchone()
+        return row[0], row[1]
 
     def lease_next(
         self, owner: str, *, lease_seconds: float = 60.0, pace_seconds: float = 1.0
@@ -1069,7 +1077,7 @@ class Storage:
         rows = self.conn.execute(
             "SELECT * FROM products ORDER BY updated_at DESC LIMIT ?", (limit,)
         ).fetchall()
-        return [_decode(r, "snapshot") for r in rows]
+        return [_decode(r, *_PRODUCT_JSON) for r in rows]
 
     def card(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM cards WHERE key = ?", (key,)).fetchone()

@@ -80,6 +80,22 @@ def _receive(storage: Storage, event: dict) -> None:
     receive_event(storage, event, json.dumps(event), channel="C1")
 
 
+def query_plans(storage: Storage, call) -> list[list[str]]:
+    """EXPLAIN QUERY PLAN of each SELECT or UPDATE that `call` really runs on this thread's
+    connection (traced, not copied from bot/storage.py)."""
+    statements: list[str] = []
+    storage.conn.set_trace_callback(statements.append)
+    try:
+        call()
+    finally:
+        storage.conn.set_trace_callback(None)
+    return [
+        [row[3] for row in storage.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+        for sql in statements
+        if sql.lstrip().upper().startswith(("SELECT", "UPDATE"))
+    ]
+
+
 def test_the_queries_that_need_the_partial_indexes_still_search_them(tmp_path):
     """Only orders with a decision window or a change enter three indexes now; the queries that
     need those must still use them. EXPLAIN each statement the methods really run."""
@@ -91,17 +107,7 @@ def test_the_queries_that_need_the_partial_indexes_still_search_them(tmp_path):
     _receive(storage, so.event("climate.order.created", so.order(), created=1000))
 
     def plan_of(call) -> str:
-        statements: list[str] = []
-        storage.conn.set_trace_callback(statements.append)
-        try:
-            call()
-        finally:
-            storage.conn.set_trace_callback(None)
-        steps = []
-        for sql in statements:
-            if sql.lstrip().upper().startswith(("SELECT", "UPDATE")):
-                steps += [r[3] for r in storage.conn.execute("EXPLAIN QUERY PLAN " + sql)]
-        return " | ".join(steps)
+        return " | ".join(step for plan in query_plans(storage, call) for step in plan)
 
     def close_windows():
         storage.close_expired_windows(now=2**40)  # autocommit, on the connection traced
@@ -212,15 +218,8 @@ def test_a_look_walks_an_index_of_waiting_rows_and_the_wake_up_only_searches(tmp
     24 ms at 20,000 rows, now 2 ms). The look turns down rows of paced channels on the index's
     own columns; the worker's wake-up time comes from index searches only."""
     storage = Storage(tmp_path / "bot.db")
-    statements: list[str] = []
-    storage.conn.set_trace_callback(statements.append)
-    storage.lease_next("w")
-    storage.next_delivery_at()
-    storage.conn.set_trace_callback(None)
-    look, wake = (
-        [r[3] for r in storage.conn.execute("EXPLAIN QUERY PLAN " + sql)]
-        for sql in (statements[0], statements[-1])
-    )
+    [look] = query_plans(storage, lambda: storage.lease_next("w"))  # nothing to claim
+    [wake] = query_plans(storage, storage.next_delivery_at)
     assert look[0] == "SCAN o USING INDEX outbox_queue", look
     assert not [step for step in wake if step.startswith("SCAN")], wake
     storage.close()
@@ -239,13 +238,9 @@ def test_health_counts_the_outbox_on_indexes_and_gets_every_status_right(tmp_pat
     storage.fail(failed, "channel_not_found")
     assert storage.outbox_counts() == {"done": 1, "failed": 1, "pending": 2}
     assert [f.id for f in storage.failures()] == [failed.id]
-    statements: list[str] = []
-    storage.conn.set_trace_callback(statements.append)
-    storage.outbox_counts()
-    storage.failures()
-    storage.conn.set_trace_callback(None)
-    for sql in statements:
-        plan = [r[3] for r in storage.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    [counting] = query_plans(storage, storage.outbox_counts)
+    [parked] = query_plans(storage, storage.failures)
+    for plan in (counting, parked):
         scans = [step for step in plan if step.startswith("SCAN outbox")]
         assert scans and all("INDEX" in step for step in scans), plan
     storage.close()
