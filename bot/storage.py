@@ -321,8 +321,8 @@ class Storage:
         # of up to 100 ms made the p99 of webhook acks (bench/ingest.py): threads of this process
         # on a mutex, processes on a file lock, where the kernel wakes the next one at once.
         self._write_lock = threading.RLock()
-        self._file_lock: tuple[int, Any] | None = None  # (pid, open file): not across fork
-        self._writer: tuple[int, sqlite3.Connection] | None = None  # (pid, connection)
+        # This process's writing side (pid, lock file, connection): opened after any fork.
+        self._writer: tuple[int, Any, sqlite3.Connection] | None = None
         self._writes = 0  # write transactions (and works of a group commit), for checkpoints
         # Group commit (`batched`): works queued by threads of this process, and whether one of
         # them is leading (running a batch, or promoted to run the next).
@@ -356,23 +356,31 @@ class Storage:
         conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
         return conn
 
-    def _writing_conn(self) -> sqlite3.Connection:
-        """The one connection this process writes through (call with the write locks held).
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """This process's writing connection, holding the write lock between processes; enter
+        with `_write_lock` held (one thread at a time).
 
-        SQLite drops a connection's whole page cache when another connection has written since
-        its last transaction: with a connection per thread, every webhook began with a cold cache
-        (bench/ingest.py). Not shared across fork.
+        One connection writes for the whole process: SQLite drops a connection's page cache when
+        another connection has written since its last transaction, so with a connection per
+        thread every webhook began with a cold cache (bench/ingest.py). The lock is a flock,
+        which belongs to an open file; a fork shares open files, so each process opens its own.
         """
         pid = os.getpid()
         if self._writer is None or self._writer[0] != pid:
-            self._writer = (pid, self._open())
-        return self._writer[1]
+            lock_file = open(self.path + ".write-lock", "a")  # noqa: SIM115
+            self._writer = (pid, lock_file, self._open())
+        _, lock_file, conn = self._writer
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield conn
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     @contextmanager
     def transaction(self, *, works: int = 1) -> Iterator[sqlite3.Connection]:
         """One write transaction holding SQLite's write lock from the start."""
-        with self._write_lock, self._writer_file_lock():
-            conn = self._writing_conn()
+        with self._write_lock, self._writing() as conn:
             outer = getattr(self._local, "tx", None)
             self._local.tx = conn
             try:
@@ -455,32 +463,15 @@ class Storage:
                 else:
                     self._batch_leading = False
 
-    @contextmanager
-    def _writer_file_lock(self) -> Iterator[None]:
-        """The write lock between processes; taken with `_write_lock` held (one thread a time).
-
-        flock belongs to an open file, which a fork shares: each process opens its own.
-        """
-        pid = os.getpid()
-        if self._file_lock is None or self._file_lock[0] != pid:
-            self._file_lock = (pid, open(self.path + ".write-lock", "a"))  # noqa: SIM115
-        lock = self._file_lock[1]
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
     def close(self) -> None:
         with self._lock:
             for conn in list(self._by_thread.values()):
                 conn.close()
             self._by_thread.clear()
-            if self._file_lock is not None and self._file_lock[0] == os.getpid():
-                self._file_lock[1].close()
             if self._writer is not None and self._writer[0] == os.getpid():
                 self._writer[1].close()
-            self._file_lock = self._writer = None
+                self._writer[2].close()
+            self._writer = None
         self._local = threading.local()
 
     def _migrate(self) -> None:
