@@ -113,9 +113,10 @@ def configure_logging(
     *, fmt: str = "text", level: int = logging.INFO, secrets: Iterable[str] = ()
 ) -> None:
     """Set up the root logger once per process: format, level and the redacting filter."""
-    # No format of ours names the thread, the process or the calling line: do not collect them
-    # for every record (the logging HOWTO's "Optimization"; 20 % of a line's cost).
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    # No format of ours names the thread or the calling line: do not collect them for every
+    # record (the logging HOWTO's "Optimization"). The process id stays: gunicorn's own error
+    # log prints `[%(process)d]`, and without it every gunicorn line was a logging error.
+    logging.logThreads = logging.logMultiprocessing = False
     logging._srcfile = None
     handler = BufferedStderrHandler()
     if fmt == "json":

@@ -72,6 +72,10 @@ def test_gunicorn_with_two_workers_posts_each_card_once(tmp_path, fake_slack, fa
     assert len(top) == len(orders)
     for order in orders:
         assert sum(order["id"] in json.dumps(m.blocks) for m in top) == 1
+    # gunicorn's own lines (its format names the process) get through our logging set-up.
+    text = log.read_text()
+    assert "Logging error" not in text, text
+    assert text.count("Booting worker with pid") == 2, text
 
 
 def test_worker_command_delivers_what_the_web_tier_queued(
