@@ -286,6 +286,26 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / ticks
 
 
+def connections_per_process(pids: Sequence[int], port: int) -> list[int]:
+    """How many established TCP connections to 127.0.0.1:`port` each of `pids` holds (/proc)."""
+    local = f"0100007F:{port:04X}"
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[3] == "01":  # 01: ESTABLISHED
+                inodes.add(f"socket:[{fields[9]}]")
+    counts = []
+    for pid in pids:
+        held = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    held += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+        counts.append(held)
+    return counts
+
+
 def status_kib(pid: int, key: str) -> int:
     """A `/proc/PID/status` value in KiB (`VmRSS`, `VmHWM`)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -381,27 +401,36 @@ def drive(
     concurrency: int,
     rate: float | None = None,
     time_limit: float = 120.0,
+    on_connected: Callable[[], None] | None = None,
 ) -> LoadResult:
     """Send every request to 127.0.0.1:`port` over `concurrency` keep-alive connections.
 
     Closed loop (each connection sends its next request when the last is answered) unless
     `rate` is given: then request i is written no earlier than i/rate seconds after the start
     (open loop, as far as `concurrency` connections allow). Bounded by `time_limit`: requests
-    not sent by then stay None and the result says `timed_out`.
+    not sent by then stay None and the result says `timed_out`. `on_connected` is called once
+    the connections are open, before the clock starts.
     """
     cpu_before = time.process_time()
-    result = asyncio.run(_drive(port, list(requests), concurrency, rate, time_limit))
+    result = asyncio.run(_drive(port, list(requests), concurrency, rate, time_limit, on_connected))
     result.generator_cpu = time.process_time() - cpu_before
     return result
 
 
 async def _drive(
-    port: int, requests: list[bytes], concurrency: int, rate: float | None, time_limit: float
+    port: int,
+    requests: list[bytes],
+    concurrency: int,
+    rate: float | None,
+    time_limit: float,
+    on_connected: Callable[[], None] | None,
 ) -> LoadResult:
     samples: list[Sample | None] = [None] * len(requests)
     failures: list[str] = []
     next_index = 0
     connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+    if on_connected is not None:
+        on_connected()
     started = time.perf_counter()
     deadline = started + time_limit
     finished = started

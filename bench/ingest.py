@@ -32,6 +32,11 @@ production layout). The ``CPU`` columns (CPU ms/request of bare / of the bot) ar
 figures: they do not depend on how the two CPUs were shared. Timings are informational: a
 missed goal prints MISS and the exit code stays 0.
 
+Each timed phase line also says how its connections fell on the server's two workers. The
+kernel hands a new connection to whichever worker accepts first and a worker keeps its keep-alive
+connections for the whole phase, so a phase can land 16+0: one process then does all the work and
+any server's req/s drops (halves, on this machine), which is much of the spread between repeats.
+
 The load generator is Python in this process, on the same 2 CPUs: it competes with the server
 for CPU, more so against the faster bare app, which therefore flatters the ratio a little. It is
 the same lean generator for all (harness.py: asyncio, pre-built requests); its CPU use is shown.
@@ -52,6 +57,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +72,7 @@ from harness import (
     Children,
     LoadResult,
     bot_environment,
+    connections_per_process,
     cpu_seconds,
     descendants,
     drive,
@@ -127,6 +134,7 @@ class Phase:
     load: LoadResult
     server_cpu: float  # CPU seconds of the server's processes during the timed run
     others_cpu: float  # CPU seconds of the other (idle) servers meanwhile
+    split: tuple[int, ...]  # the timed connections each worker accepted, most first
     outbox_pending: int | None = None
 
     def cpu_ms_per_request(self, seconds: float) -> float:
@@ -148,7 +156,25 @@ def run_phase(
     mine = descendants(server.pid)
     theirs = [pid for other in others for pid in descendants(other.pid)]
     cpu_mine, cpu_theirs = cpu_seconds(mine), cpu_seconds(theirs)
-    load = drive(server.port, requests[warmup:], concurrency=concurrency, time_limit=time_limit)
+    split: list[int] = []
+
+    def accepted() -> None:
+        """Which worker took each connection: the kernel hands them to whichever accepts first,
+        and a worker keeps its keep-alive connections for the whole phase."""
+        deadline = time.monotonic() + 2
+        while True:
+            split[:] = sorted(connections_per_process(mine[1:], server.port), reverse=True)
+            if sum(split) >= concurrency or time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+
+    load = drive(
+        server.port,
+        requests[warmup:],
+        concurrency=concurrency,
+        time_limit=time_limit,
+        on_connected=accepted,
+    )
     server_cpu, others_cpu = cpu_seconds(mine) - cpu_mine, cpu_seconds(theirs) - cpu_theirs
     server.sent += len(warm.ok) + len(load.ok)
     if load.errors:
@@ -158,7 +184,7 @@ def run_phase(
             f" requests failed or were not sent in {time_limit:.0f} s (statuses {statuses})"
             f" {load.failures}"
         )
-    phase = Phase(server.name, concurrency, load, server_cpu, others_cpu)
+    phase = Phase(server.name, concurrency, load, server_cpu, others_cpu, tuple(split))
     if server.database is not None:
         health = get_json(f"http://127.0.0.1:{server.port}/healthz")
         phase.outbox_pending = health["outbox"].get("pending", 0)
@@ -356,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                         phases.append(phase)
                         print(
                             f"  concurrency {c:>2} {server.name:<8} #{repeat + 1}:"
-                            f" {len(phase.load.ok):,} requests in {phase.load.wall:.2f} s"
+                            f" {len(phase.load.ok):,} requests in {phase.load.wall:.2f} s,"
+                            f" connections per worker {'+'.join(map(str, phase.split))}"
                         )
             for server in servers:
                 if server.database is not None:
