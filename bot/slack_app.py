@@ -11,6 +11,7 @@ import logging
 from flask import Request, Response
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.context import BoltContext
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.request.internals import build_context
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
@@ -27,6 +28,24 @@ from bot.storage import Storage
 log = logging.getLogger(__name__)
 
 
+class _SameTokenFilter(logging.Filter):
+    """Drops Bolt's start-up warning that the token is unused because a client was given.
+
+    Bolt reads SLACK_BOT_TOKEN from the environment (our variable too, DESIGN.md) whenever no
+    token is passed, then warns that it is ignored in favour of our client, which carries that
+    same token: every gunicorn worker logged it at every boot.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.WARNING
+            and record.getMessage() == warning_client_prioritized_and_token_skipped()
+        )
+
+
+_SAME_TOKEN = _SameTokenFilter()
+
+
 def build_bolt_app(
     settings: Settings,
     decisions: Decisions,
@@ -36,6 +55,7 @@ def build_bolt_app(
 ) -> App:
     """The Bolt app with every listener climate-bot registers."""
     client = WebClient(token=settings.SLACK_BOT_TOKEN, base_url=settings.SLACK_API_URL)
+    logging.getLogger("slack_bolt.App").addFilter(_SAME_TOKEN)  # once: the same filter object
     app = App(
         signing_secret=settings.SLACK_SIGNING_SECRET,
         client=client,
