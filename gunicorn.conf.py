@@ -17,6 +17,10 @@ timeout = 30
 graceful_timeout = 10
 accesslog = "-"
 preload_app = False  # the background threads must start in each worker, after the fork
+# gunicorn's control socket (for `gunicornc`) defaults to one path per user, $HOME/.gunicorn/
+# gunicorn.ctl: a second instance on the host took it from the first, the first one's exit
+# deleted it, and a read-only home logged a warning at every start. Signals do the same work.
+control_socket_disable = True
 
 # Counters from every worker are summed at /metrics (prometheus-client multiprocess mode).
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

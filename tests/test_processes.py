@@ -76,6 +76,7 @@ def test_gunicorn_with_two_workers_posts_each_card_once(tmp_path, fake_slack, fa
     text = log.read_text()
     assert "Logging error" not in text, text
     assert "WARNING" not in text, text  # a clean start and stop warns about nothing
+    assert "Control socket" not in text, text  # none in $HOME shared by every instance
     assert text.count("Booting worker with pid") == 2, text
 
 
