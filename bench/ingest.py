@@ -6,8 +6,9 @@ The bot is started as in production, ``gunicorn -c gunicorn.conf.py app:app`` fr
 (fake Slack and Stripe served by this process, a temporary ``DATABASE_PATH``), and beside it
 ``bench/bare_app.py``, a Flask app whose webhook route only answers 200. Both get the same
 gunicorn flags on the command line (2 gthread workers x 8 threads, timeouts, access log to
-stdout), which override gunicorn.conf.py's identical values; the bare app is started from
-``bench/`` without the config file, whose start-up check needs the bot's settings. A third
+stdout, no control socket), which override gunicorn.conf.py's identical values; the bare app
+is started from ``bench/`` without the config file, whose start-up check needs the bot's
+settings. A third
 server, ``web-only`` (``bench/web_tier_app.py``), is the bot's app without the delivery worker
 and scheduler threads in its processes (the README's web tier beside ``climate-bot worker``):
 the difference between ``bot`` and ``web-only`` is what those threads cost the receiving path.
@@ -111,6 +112,7 @@ def gunicorn_flags(port: int) -> list[str]:
         "10",
         "--access-logfile",
         "-",
+        "--no-control-socket",
     ]
 
 
