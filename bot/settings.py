@@ -10,9 +10,16 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.i18n import DEFAULT_LOCALE, SUPPORTED_LOCALES
@@ -48,6 +55,16 @@ class SettingsError(Exception):
         super().__init__(f"climate-bot cannot start; fix the configuration:\n{lines}")
 
 
+def _is_webhook_secret(v: str) -> str:
+    if not v.startswith("whsec_"):
+        raise ValueError("must start with whsec_")
+    return v
+
+
+# STRIPE_WEBHOOK_SECRET, as `Settings` and `climate-bot trigger`'s settings both read it.
+WebhookSecret = Annotated[str, Field(min_length=1, repr=False), AfterValidator(_is_webhook_secret)]
+
+
 class Settings(BaseSettings):
     """All of climate-bot's configuration, validated."""
 
@@ -55,7 +72,7 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
     )
 
-    STRIPE_WEBHOOK_SECRET: str = Field(min_length=1, repr=False)
+    STRIPE_WEBHOOK_SECRET: WebhookSecret
     STRIPE_API_KEY: str = Field(min_length=1, repr=False)
     SLACK_BOT_TOKEN: str = Field(min_length=1, repr=False)
     SLACK_SIGNING_SECRET: str = Field(min_length=1, repr=False)
@@ -72,13 +89,6 @@ class Settings(BaseSettings):
     ROUTING_FILE: str = ""
     LOG_FORMAT: Literal["text", "json"] = "text"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    @field_validator("STRIPE_WEBHOOK_SECRET")
-    @classmethod
-    def _webhook_secret(cls, v: str) -> str:
-        if not v.startswith("whsec_"):
-            raise ValueError("must start with whsec_")
-        return v
 
     @field_validator("STRIPE_API_KEY")
     @classmethod

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.fakes import stripe_objects
 from bot.formatting import format_money
 from bot.model import HANDLED_EVENTS, ORDER_EVENTS
-from bot.settings import DESCRIPTIONS, SettingsError, _problems
+from bot.settings import DESCRIPTIONS, SettingsError, WebhookSecret, _problems
 
 TRIGGER_TYPES = HANDLED_EVENTS
 
@@ -43,15 +43,8 @@ class TriggerSettings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
     )
 
-    STRIPE_WEBHOOK_SECRET: str = Field(min_length=1, repr=False)
+    STRIPE_WEBHOOK_SECRET: WebhookSecret
     PORT: int = Field(default=3000, ge=1, le=65535)
-
-    @field_validator("STRIPE_WEBHOOK_SECRET")
-    @classmethod
-    def _webhook_secret(cls, v: str) -> str:
-        if not v.startswith("whsec_"):
-            raise ValueError("must start with whsec_")
-        return v
 
     @property
     def webhook_url(self) -> str:
