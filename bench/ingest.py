@@ -8,9 +8,9 @@ The bot is started as in production, ``gunicorn -c gunicorn.conf.py app:app`` fr
 gunicorn flags on the command line (2 gthread workers x 8 threads, timeouts, access log to
 stdout, no control socket), which override gunicorn.conf.py's identical values; the bare app
 is started from ``bench/`` without the config file, whose start-up check needs the bot's
-settings. A third
-server, ``web-only`` (``bench/web_tier_app.py``), is the bot's app without the delivery worker
-and scheduler threads in its processes (the README's web tier beside ``climate-bot worker``):
+settings. A third server, ``web-only`` (``bench/web_tier_app.py``), is the bot's app without the
+delivery worker and scheduler threads in its processes (the README's web tier beside
+``climate-bot worker``):
 the difference between ``bot`` and ``web-only`` is what those threads cost the receiving path.
 
 At concurrency 1, 16 and 64 the same signed ``climate.order.created`` events (each a new order,

@@ -84,3 +84,15 @@ def test_gunicorn_with_bad_configuration_stops_instead_of_rebooting_workers(tmp_
     assert "STRIPE_WEBHOOK_SECRET is not set" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Booting worker" not in result.stderr
+
+
+@pytest.mark.parametrize("secret", ["sk_test_pasted_the_wrong_key", "  whsec_abc", "WHSEC_abc"])
+def test_a_webhook_secret_without_whsec_is_refused_by_the_bot_and_by_trigger(secret):
+    from bot.trigger import load_trigger_settings
+
+    for load in (load_settings, load_trigger_settings):
+        with pytest.raises(SettingsError) as info:
+            load({**VALID, "STRIPE_WEBHOOK_SECRET": secret})
+        assert "STRIPE_WEBHOOK_SECRET is malformed: must start with whsec_" in str(info.value)
+        assert secret not in str(info.value)
+    assert "whsec_abc" not in repr(load_trigger_settings(VALID))
