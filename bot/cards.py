@@ -45,14 +45,14 @@ from bot.model import (
     FINAL_STATUSES,
     Change,
     Decision,
+    ExpectedRefund,
     Message,
     Notice,
     OrderState,
     OrderUpdate,
     ProductState,
     ProductUpdate,
-    fees_kept,
-    refund_amount,
+    expected_refund,
 )
 
 # Slack's documented limits (docs.slack.dev/reference/block-kit), checked by limit_problems.
@@ -92,6 +92,17 @@ DELIVERIES_SHOWN = 20
 SUPPLIERS_SHOWN = 15
 PRICES_SHOWN = 20
 SUPPLIER_NAMES_SHOWN = 3
+# On an order card, suppliers beyond these are counted ("Charm Industrial, Heirloom and 3 more");
+# the product card and `/climate status` list them all.
+CARD_SUPPLIER_NAMES = 2
+REASON_LIMIT = 500  # characters of a decider's reason kept and shown
+
+# The cancel dialog (views.open) and what its submission carries back.
+CANCEL_MODAL = "cancel_order"
+REASON_BLOCK = "reason"
+REASON_INPUT = "reason"
+MAX_MODAL_TITLE = 24
+MAX_PRIVATE_METADATA = 3000
 
 _LINKABLE = re.compile(r"https?://[^\s<>|\x00-\x1f\x7f]+", re.IGNORECASE)
 
@@ -299,14 +310,12 @@ def _suppliers_section(product: dict[str, Any], budget: int) -> dict[str, Any] |
     return _section("\n".join([_("*Suppliers*"), *lines]))
 
 
-def _supplier_names(suppliers: list[Any]) -> str:
+def _supplier_names(suppliers: list[Any], shown: int = SUPPLIER_NAMES_SHOWN) -> str:
     """A short inline list: "Charm Industrial, Heirloom, Lithos and 3 more"."""
-    names = format_names(
-        [_supplier_name(_dict(supplier)) for supplier in suppliers[:SUPPLIER_NAMES_SHOWN]]
-    )
-    if len(suppliers) <= SUPPLIER_NAMES_SHOWN:
+    names = format_names([_supplier_name(_dict(supplier)) for supplier in suppliers[:shown]])
+    if len(suppliers) <= shown:
         return names
-    more = len(suppliers) - SUPPLIER_NAMES_SHOWN
+    more = len(suppliers) - shown
     return ngettext("{names} and {count} more", "{names} and {count} more", more).format(
         names=names, count=format_number(more)
     )
@@ -441,34 +450,69 @@ def _expected_delivery(order: dict[str, Any]) -> str:
     return _year(year)
 
 
-def _refund(order: dict[str, Any]) -> str:
-    """What Stripe refunds for a cancelled order (see `refund_amount`), in words."""
-    amount = _money(refund_amount(order), order.get("currency"))
-    if fees_kept(order):
-        return _("Refund: {amount} (Frontier's fees are not refunded)").format(amount=amount)
-    return _("Refund: {amount}").format(amount=amount)
+def refund_sentence(refund: ExpectedRefund, order: dict[str, Any]) -> str:
+    """The expected refund in words, with the rule that gives it: Stripe returns no amount."""
+    currency = order.get("currency")
+    amount = _money(refund.amount, currency)
+    if refund.rule == "not_confirmed":
+        return _("No refund: the order was never confirmed, so nothing was paid.")
+    if refund.rule == "change_window":
+        return _(
+            "Expected refund {amount}, the full total: a cancel within 30 days of a delay or "
+            "substitution is refunded in full (Stripe's Climate webhooks guide)."
+        ).format(amount=amount)
+    if refund.rule == "frontier":
+        return _(
+            "Expected refund {amount}, the full total: Stripe refunds in full when Frontier "
+            "cancels (API reference)."
+        ).format(amount=amount)
+    if refund.rule == "self_service":
+        return _(
+            "Expected refund {amount}, the subtotal: Frontier keeps its fees of {fees} for a "
+            "cancel you ask for (API reference)."
+        ).format(amount=amount, fees=_money(order.get("amount_fees"), currency))
+    return _("Stripe states no refund for this cancellation.")
 
 
-def _decision_line(decision: Decision, change: Change, order: dict[str, Any]) -> str:
-    """Who decided what, and when: stays on the card once the buttons are gone."""
+def _short_refund(refund: ExpectedRefund, order: dict[str, Any]) -> str:
+    """The expected refund in a few words, for one-line summaries."""
+    if refund.amount is None:
+        return _("no refund") if refund.rule == "not_confirmed" else _("refund not stated")
+    return _("expected refund {amount}").format(amount=_money(refund.amount, order.get("currency")))
+
+
+def _refund_of(decision: Decision | None, order: dict[str, Any]) -> ExpectedRefund:
+    """The refund recorded with a decision, else the one the order's own fields give."""
+    if decision is not None and decision.refund is not None:
+        return decision.refund
+    return expected_refund(order)
+
+
+def _reason_line(decision: Decision) -> str | None:
+    if not decision.reason or not decision.reason.strip():
+        return None
+    reason = truncate(escape_mrkdwn(" ".join(decision.reason.split())), REASON_LIMIT)
+    return _("Reason: “{reason}”").format(reason=reason)
+
+
+def _decision_line(decision: Decision, change: Change | None, order: dict[str, Any]) -> str:
+    """Who decided what, and when, said once: stays on the card once the buttons are gone."""
     who = slack_mention(_raw(decision.by)) or _("someone")
     when = slack_date(decision.at, "{date_long} {time}")
     if decision.kind == "cancelled":
-        return _("*Cancelled by {user}* · {when} — refund {amount}").format(
-            user=who,
-            when=when,
-            amount=_money(
-                decision.refund if decision.refund is not None else refund_amount(order),
-                order.get("currency"),
-            ),
+        line = _("*Cancelled by {user}* · {when}\n{refund}").format(
+            user=who, when=when, refund=refund_sentence(_refund_of(decision, order), order)
         )
-    if decision.kind == "cancelling":
-        return _("*Cancellation requested by {user}* · {when} — waiting for Stripe…").format(
+    elif decision.kind == "cancelling":
+        line = _("*Cancellation requested by {user}* · {when} — waiting for Stripe…").format(
             user=who, when=when
         )
-    if change.kind == "delayed":
-        return _("*Delay accepted by {user}* · {when}").format(user=who, when=when)
-    return _("*Substitution accepted by {user}* · {when}").format(user=who, when=when)
+    elif change is not None and change.kind == "product_substituted":
+        line = _("*Substitution accepted by {user}* · {when}").format(user=who, when=when)
+    else:
+        line = _("*Delay accepted by {user}* · {when}").format(user=who, when=when)
+    reason = _reason_line(decision) if decision.kind != "accepted" else None
+    return f"{line}\n{reason}" if reason else line
 
 
 def _change_facts(change: Change, order: dict[str, Any], product: dict[str, Any]) -> str:
@@ -515,10 +559,8 @@ def _decision_actions(change: Change, order: dict[str, Any]) -> dict[str, Any] |
     if not order_id or len(order_id) > MAX_ID:
         return None
     accept = _("Accept delay") if change.kind == "delayed" else _("Accept substitution")
-    refund = _money(order.get("amount_total"), order.get("currency"))
-    confirm_text = _("Cancel order {order_id} and get a full refund of {amount}?").format(
-        order_id=truncate(single_line(order_id), ID_LIMIT), amount=truncate(refund, 60)
-    )
+    # Cancel opens a dialog (cancel_modal) that shows the expected refund and asks for a
+    # reason: it is the confirmation, so the button carries no `confirm` of its own.
     return {
         "type": "actions",
         "elements": [
@@ -532,16 +574,9 @@ def _decision_actions(change: Change, order: dict[str, Any]) -> dict[str, Any] |
             {
                 "type": "button",
                 "action_id": CANCEL_ACTION,
-                "text": _plain(_("Cancel order"), MAX_BUTTON_TEXT),
+                "text": _plain(_("Cancel order…"), MAX_BUTTON_TEXT),
                 "style": "danger",
                 "value": order_id,
-                "confirm": {
-                    "title": _plain(_("Cancel this order?"), MAX_CONFIRM_TITLE),
-                    "text": _plain(confirm_text, MAX_CONFIRM_TEXT),
-                    "confirm": _plain(_("Cancel order"), MAX_CONFIRM_BUTTON),
-                    "deny": _plain(_("Keep it"), MAX_CONFIRM_BUTTON),
-                    "style": "danger",
-                },
             },
         ],
     }
@@ -584,14 +619,73 @@ def _certificate_line(order: dict[str, Any]) -> str | None:
     return _link_or_text(order.get("certificate"), _("Delivery certificate"))
 
 
+def _order_facts(order: dict[str, Any], product: dict[str, Any], product_id: Any) -> dict:
+    """The order's facts in one compact fields section: who, how much, what."""
+    suppliers = _list(product.get("suppliers"))
+    product_text = _product_name(product, product_id)
+    if suppliers:
+        product_text = f"{product_text}\n{_supplier_names(suppliers, CARD_SUPPLIER_NAMES)}"
+    return _fields(
+        [
+            (_("Beneficiary"), _beneficiary(order)),
+            (_("Carbon removal"), format_tonnes(order.get("metric_tons"))),
+            (_("Total"), _money(order.get("amount_total"), order.get("currency"))),
+            (_("Product"), product_text),
+        ]
+    )
+
+
+def _order_context(order: dict[str, Any], account: Any) -> dict[str, Any]:
+    """One line under the facts: id, status, delivery year, the amounts' parts, the Dashboard."""
+    currency = order.get("currency")
+    parts = [
+        _code(order.get("id")),
+        _status_text(order.get("status")),
+        _("delivery expected {year}").format(year=_expected_delivery(order)),
+        _("subtotal {subtotal} + Frontier fees {fees}").format(
+            subtotal=_money(order.get("amount_subtotal"), currency),
+            fees=_money(order.get("amount_fees"), currency),
+        ),
+    ]
+    url = dashboard_url(
+        "order",
+        _raw(order.get("id")),
+        livemode=not _is_test(order),
+        account=_raw(account) or None,
+    )
+    link = _link(url, _("Open in Stripe Dashboard")) if _raw(order.get("id")) else None
+    if link:
+        parts.append(link)
+    return _context(" · ".join(parts))
+
+
+def _closed_line(change: Change) -> str:
+    closed = (
+        _("No decision by {date} — delay accepted by default.")
+        if change.kind == "delayed"
+        else _("No decision by {date} — substitution accepted by default.")
+    )
+    return closed.format(date=slack_date(change.decision_deadline, "{date_long}"))
+
+
+def _waiting_line(change: Change, order: dict[str, Any], product: dict[str, Any]) -> str:
+    return _("Meanwhile: {facts}. It is decided once the cancel under way settles.").format(
+        facts=_change_facts(change, order, product)
+    )
+
+
 def order_card(state: OrderState, now: int) -> Message:
     """Render the order's living card from its current state; ``now`` decides whether the
-    decision buttons are still offered. Called for the first post and for every update."""
+    decision buttons are still offered. Called for the first post and for every update.
+
+    What to do comes first (what changed, the deadline, the buttons, or who decided), then the
+    order's facts in one fields section, then one line of details.
+    """
     order = _dict(state.order)
     product, product_id = _order_product(state.product, order)
     change = state.change
+    decision = state.decision
     status = order.get("status")
-    final = status in FINAL_STATUSES
     test = _is_test(order)
     decision_open = _decision_open(state, now)
     actions = _decision_actions(change, order) if change and decision_open else None
@@ -603,98 +697,64 @@ def order_card(state: OrderState, now: int) -> Message:
     if test:
         blocks.append(("test", _context(_(_TEST_NOTE))))
 
-    currency = order.get("currency")
-    tonnes = format_tonnes(order.get("metric_tons"))
-    total = _money(order.get("amount_total"), currency)
-    blocks.append(
-        (
-            "facts",
-            _fields(
-                [
-                    (_("Order"), _code(order.get("id"))),
-                    (_("Status"), _status_text(status)),
-                    (_("Beneficiary"), _beneficiary(order)),
-                    (_("Carbon removal"), tonnes),
-                    (_("Total"), total),
-                    (_("Expected delivery"), _expected_delivery(order)),
-                    (_("Product"), _product_name(product, product_id)),
-                ]
-            ),
-        )
-    )
-    blocks.append(
-        (
-            "amounts",
-            _context(
-                _("Subtotal {subtotal} · Frontier fees {fees}").format(
-                    subtotal=_money(order.get("amount_subtotal"), currency),
-                    fees=_money(order.get("amount_fees"), currency),
-                )
-            ),
-        )
-    )
-
-    suppliers_block = _suppliers_section(product, SUPPLIER_BUDGET_SHORT)
-    if suppliers_block is not None:
-        blocks.append(("suppliers", suppliers_block))
-
-    if change is not None:
-        facts = _change_facts(change, order, product)
-        deadline = change.decision_deadline
-        decision = state.decision
-        if final:
-            blocks.append(("history", _context(_("Earlier: {facts}.").format(facts=facts))))
-            if decision is not None:
-                blocks.append(("decided", _section(_decision_line(decision, change, order))))
-        else:
-            if decision_open:
-                facts = _("*{facts}*\nDecide by {deadline}. {default}").format(
-                    facts=facts,
-                    deadline=slack_date(deadline, "{date_long} {time}"),
-                    default=_default_sentence(change),
-                )
-            else:
-                facts = _("*{facts}*").format(facts=facts)
-            blocks.append(("change", _section(facts)))
-            if actions is not None:
-                blocks.append(("decision", actions))
-            elif decision is not None:
-                blocks.append(("decided", _section(_decision_line(decision, change, order))))
-            else:
-                closed = (
-                    _("No decision by {date} — delay accepted by default.")
-                    if change.kind == "delayed"
-                    else _("No decision by {date} — substitution accepted by default.")
-                )
-                blocks.append(
-                    ("closed", _context(closed.format(date=slack_date(deadline, "{date_long}"))))
-                )
-
-    certificate = _certificate_line(order)
-    if certificate is not None or _list(order.get("delivery_details")):
-        lines = [_("*Delivered*")]
-        if certificate is not None:
-            lines.append(certificate)
-        lines.extend(_delivery_lines(order, _remaining(lines)))
-        blocks.append(("delivery", _section("\n".join(lines))))
-
-    if status == "canceled":
-        blocks.append(
-            (
-                "cancellation",
-                _section(
-                    _("*Cancelled* because {reason}.\n{refund}").format(
-                        reason=cancellation_reason_text(order.get("cancellation_reason")),
-                        refund=_refund(order),
-                    )
-                ),
+    earlier: list[str] = []  # a past change, once the order has moved on
+    if status in FINAL_STATUSES:
+        if change is not None:
+            earlier.append(
+                _("Earlier: {facts}.").format(facts=_change_facts(change, order, product))
             )
-        )
+        if status == "canceled" and decision is not None and decision.kind == "cancelled":
+            blocks.append(("outcome", _section(_decision_line(decision, change, order))))
+        elif status == "canceled":
+            blocks.append(
+                (
+                    "outcome",
+                    _section(
+                        _("*Cancelled* because {reason}.\n{refund}").format(
+                            reason=cancellation_reason_text(order.get("cancellation_reason")),
+                            refund=refund_sentence(expected_refund(order), order),
+                        )
+                    ),
+                )
+            )
+        else:
+            certificate = _certificate_line(order)
+            lines = [
+                _("*Delivered:* {tonnes}").format(tonnes=format_tonnes(order.get("metric_tons")))
+            ]
+            if certificate is not None:
+                lines.append(certificate)
+            lines.extend(_delivery_lines(order, _remaining(lines)))
+            blocks.append(("outcome", _section("\n".join(lines))))
+            if decision is not None:
+                earlier.append(_strip_markup(_decision_line(decision, change, order)))
+    elif change is not None:
+        facts = _change_facts(change, order, product)
+        if decision_open:
+            text = _("*{facts}*\nDecide by {deadline}. {default}").format(
+                facts=facts,
+                deadline=slack_date(change.decision_deadline, "{date_long} {time}"),
+                default=_default_sentence(change),
+            )
+        elif decision is not None:
+            text = _("*{facts}*\n{decision}").format(
+                facts=facts, decision=_decision_line(decision, change, order)
+            )
+        else:
+            text = _("*{facts}*\n{closed}").format(facts=facts, closed=_closed_line(change))
+        blocks.append(("change", _section(text)))
+        if actions is not None:
+            blocks.append(("decision", actions))
+    if state.next_change is not None and status not in FINAL_STATUSES:
+        blocks.append(("waiting", _context(_waiting_line(state.next_change, order, product))))
 
-    dashboard = _dashboard_context("order", order, state.account)
-    if dashboard is not None:
-        blocks.append(("dashboard", dashboard))
+    blocks.append(("facts", _order_facts(order, product, product_id)))
+    if earlier:
+        blocks.append(("earlier", _context(*earlier)))
+    blocks.append(("details", _order_context(order, state.account)))
 
+    tonnes = format_tonnes(order.get("metric_tons"))
+    total = _money(order.get("amount_total"), order.get("currency"))
     return _message(
         _test_marked(_order_summary(state, order, product, tonnes, total, now), test), blocks
     )
@@ -734,10 +794,17 @@ def _order_summary(
     if event == "climate.order.delivered":
         return _("Order {order_id} delivered: {tonnes}.").format(order_id=order_id, tonnes=tonnes)
     if event == "climate.order.canceled":
-        return _("Order {order_id} cancelled because {reason}. {refund}.").format(
+        decision = state.decision if state.decision and state.decision.kind == "cancelled" else None
+        if decision is not None:
+            return _("Order {order_id} cancelled by {user}, {refund}.").format(
+                order_id=order_id,
+                user=slack_mention(_raw(decision.by)) or _("someone"),
+                refund=_short_refund(_refund_of(decision, order), order),
+            )
+        return _("Order {order_id} cancelled because {reason}, {refund}.").format(
             order_id=order_id,
             reason=cancellation_reason_text(order.get("cancellation_reason")),
-            refund=_refund(order),
+            refund=_short_refund(expected_refund(order), order),
         )
     if event == "climate.order.created":
         return _("New carbon removal order {order_id}: {tonnes} for {total}.").format(
@@ -794,12 +861,20 @@ def order_reply(update: OrderUpdate) -> Message:
         if _list(order.get("delivery_details")):
             lines.extend(_delivery_lines(order, _remaining(lines)))
     elif event == "climate.order.canceled":
-        lines.append(
-            _("Cancelled because {reason}. {refund}.").format(
-                reason=cancellation_reason_text(order.get("cancellation_reason")),
-                refund=_refund(order),
+        if update.cancelled_by is not None:
+            # The decision's own reply already said who cancelled and what is refunded.
+            lines.append(
+                _("Stripe confirmed the cancellation requested by {user}.").format(
+                    user=slack_mention(_raw(update.cancelled_by)) or _("someone")
+                )
             )
-        )
+        else:
+            lines.append(
+                _("Cancelled because {reason}. {refund}").format(
+                    reason=cancellation_reason_text(order.get("cancellation_reason")),
+                    refund=refund_sentence(expected_refund(order), order),
+                )
+            )
     else:
         lines.append(_("Order updated ({event}).").format(event=_text(event, NAME_LIMIT)))
 
@@ -807,14 +882,31 @@ def order_reply(update: OrderUpdate) -> Message:
         order_id=_text(order.get("id"), ID_LIMIT) or _("(no id)"),
         what=_strip_markup(lines[0]),
     )
+    mentions = _mentions(update.mentions)
+    if mentions:
+        lines.append(mentions)
+        text = _("{text} {mentions}").format(text=text, mentions=mentions)
     return _reply(lines, text, update.late, update.event_created)
 
 
+def _mentions(ids: Iterable[str]) -> str:
+    """The deciders as mentions (users <@U…>, user groups <!subteam^S…>); never @here/@channel."""
+    return " ".join(filter(None, map(slack_mention, ids)))
+
+
 def order_notice(notice: Notice) -> Message:
-    """Render a thread reply that is not a Stripe event: a recorded decision, or a reminder."""
+    """Render a thread reply that is not a Stripe event: a recorded decision, a reminder, a
+    window that closed undecided, or a decision that a new card needs."""
     order = _dict(notice.order)
     order_id = _text(order.get("id"), ID_LIMIT) or _("(no id)")
     change = notice.change
+    mentions = _mentions(notice.mentions)
+
+    def pinged(name: str, line: str, text: str) -> Message:
+        lines = [line, mentions] if mentions else [line]
+        text = _("{text} {mentions}").format(text=text, mentions=mentions) if mentions else text
+        return _message(text, [(name, _section("\n".join(lines)))])
+
     if notice.kind == "reminder" and change is not None:
         days = notice.days_left or 0
         line = ngettext(
@@ -829,18 +921,30 @@ def order_notice(notice: Notice) -> Message:
             deadline=slack_date(change.decision_deadline, "{date_long} {time}"),
             default=_default_sentence(change),
         )
-        mentions = " ".join(filter(None, map(slack_mention, notice.mentions)))
-        lines = [line, mentions] if mentions else [line]
         text = ngettext(
             "Reminder: {days} day left to decide on order {order_id}.",
             "Reminder: {days} days left to decide on order {order_id}.",
             days,
         ).format(days=format_number(days), order_id=order_id)
-        return _message(text, [("reminder", _section("\n".join(lines)))])
-    if notice.decision is not None and change is not None:
+        return pinged("reminder", line, text)
+    if notice.kind == "closed" and change is not None:
+        line = _("Order {order_id}: {closed}").format(
+            order_id=_code(order.get("id")), closed=_closed_line(change)
+        )
+        return pinged("closed", line, _strip_markup(line))
+    if notice.kind == "decision_needed" and change is not None:
+        line = _("*Decision needed* on order {order_id}: {facts}. Decide by {deadline}.").format(
+            order_id=_code(order.get("id")),
+            facts=_change_facts(change, order, {}),
+            deadline=slack_date(change.decision_deadline, "{date_long} {time}"),
+        )
+        return pinged("needed", line, _strip_markup(line))
+    if notice.decision is not None:
         line = _decision_line(notice.decision, change, order)
         return _message(
-            _("Order {order_id}: {what}").format(order_id=order_id, what=_strip_markup(line)),
+            _("Order {order_id}: {what}").format(
+                order_id=order_id, what=_strip_markup(line.split("\n")[0])
+            ),
             [("decided", _section(line))],
         )
     return _message(
@@ -849,6 +953,120 @@ def order_notice(notice: Notice) -> Message:
         ),
         [("notice", _section(_status_text(order.get("status"))))],
     )
+
+
+def _order_line(order: dict[str, Any]) -> str:
+    """Beneficiary · tonnes · amount: enough to recognise an order without opening it."""
+    return _("{beneficiary} · {tonnes} · {total}").format(
+        beneficiary=_beneficiary(order),
+        tonnes=format_tonnes(order.get("metric_tons")),
+        total=_money(order.get("amount_total"), order.get("currency")),
+    )
+
+
+def decision_direct_message(
+    state: OrderState, card_link: str | None, *, days_left: int | None = None
+) -> Message:
+    """The direct message to a decider: which order, what changed, by when, and the way to the
+    card (the one place with buttons). `days_left`: a last reminder rather than the change."""
+    order = _dict(state.order)
+    product, _product_id = _order_product(state.product, order)
+    change = state.change
+    order_id = _text(order.get("id"), ID_LIMIT) or _("(no id)")
+    if change is None:
+        return _message(
+            _("Order {order_id} needs no decision now.").format(order_id=order_id),
+            [
+                (
+                    "dm",
+                    _section(
+                        _("Order {order_id} needs no decision now.").format(order_id=order_id)
+                    ),
+                )
+            ],
+        )
+    if days_left is not None:
+        title = ngettext(
+            "*Last reminder: {days} day left to decide on an order*",
+            "*Last reminder: {days} days left to decide on an order*",
+            days_left,
+        ).format(days=format_number(days_left))
+    elif change.kind == "delayed":
+        title = _("*An order was delayed — your decision is needed*")
+    else:
+        title = _("*An order's product was substituted — your decision is needed*")
+    lines = [
+        title,
+        _("{order} ({order_id})").format(order=_order_line(order), order_id=_code(order.get("id"))),
+        _("{facts}.").format(facts=_change_facts(change, order, product)),
+        _("Decide by {deadline}: accept, or cancel for a full refund. {default}").format(
+            deadline=slack_date(change.decision_deadline, "{date_long} {time}"),
+            default=_default_sentence(change),
+        ),
+    ]
+    link = _link(card_link, _("Open the card to decide"))
+    if link:
+        lines.append(link)
+    text = _("Decision needed on order {order_id}: {facts}. Decide by {date}.").format(
+        order_id=order_id,
+        facts=_strip_markup(_change_facts(change, order, product)),
+        date=plain_date(change.decision_deadline),
+    )
+    return _message(_test_marked(text, _is_test(order)), [("dm", _section("\n".join(lines)))])
+
+
+def cancel_modal(state: OrderState, now: float, private_metadata: str) -> dict[str, Any]:
+    """The dialog Cancel opens: the order, its expected refund and rule, an optional reason.
+
+    `private_metadata` comes back with the submission (what the submit needs to act on).
+    """
+    order = _dict(state.order)
+    product, _product_id = _order_product(state.product, order)
+    refund = expected_refund(order, reason="requested", at=now, change=state.change)
+    lines = [
+        _("*Cancel order {order_id}?*").format(order_id=_code(order.get("id"))),
+        _order_line(order),
+    ]
+    if state.change is not None:
+        lines.append(_("{facts}.").format(facts=_change_facts(state.change, order, product)))
+    named = [
+        ("order", _section("\n".join(lines))),
+        ("refund", _section(refund_sentence(refund, order))),
+        (
+            REASON_BLOCK,
+            {
+                "type": "input",
+                "optional": True,
+                "label": _plain(_("Reason (optional)"), 2000),
+                "hint": _plain(_("Shown on the card and in /climate history."), 2000),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": REASON_INPUT,
+                    "multiline": True,
+                    "max_length": REASON_LIMIT,
+                },
+            },
+        ),
+    ]
+    return {
+        "type": "modal",
+        "callback_id": CANCEL_MODAL,
+        "private_metadata": private_metadata[:MAX_PRIVATE_METADATA],
+        "title": _plain(_("Cancel order"), MAX_MODAL_TITLE),
+        "submit": _plain(_("Cancel order"), MAX_MODAL_TITLE),
+        "close": _plain(_("Keep it"), MAX_MODAL_TITLE),
+        "blocks": [{**block, "block_id": name} for name, block in named],
+    }
+
+
+def notice_view(title: str, text: str) -> dict[str, Any]:
+    """A modal that only says something (a submission that could not be carried out)."""
+    return {
+        "type": "modal",
+        "title": _plain(title, MAX_MODAL_TITLE),
+        "close": _plain(_("Close"), MAX_MODAL_TITLE),
+        "blocks": [{"type": "section", "block_id": "notice", "text": _mrkdwn(text)}],
+    }
 
 
 _AUDIT_OUTCOMES = {
@@ -918,12 +1136,46 @@ def history_answer(
     return _message(text, [("history", _section(body))])
 
 
+# Characters of the whole `/climate pending` list; it is split into sections of whole lines.
+PENDING_BUDGET = 7500
+
+
+def _listed_sections(name: str, lines: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Whole lines packed into as few sections as Slack's section length allows (a line is
+    never cut, so the links in it stay whole); the first is called `name`."""
+    sections: list[list[str]] = [[]]
+    used = 0
+    for line in lines:
+        line = truncate(line, MAX_SECTION_TEXT)  # never happens: each line is bounded
+        if sections[-1] and used + 1 + len(line) > MAX_SECTION_TEXT:
+            sections.append([])
+            used = 0
+        used += len(line) + (1 if sections[-1] else 0)
+        sections[-1].append(line)
+    return [
+        (name if index == 0 else f"{name}{index}", _section("\n".join(section)))
+        for index, section in enumerate(sections)
+    ]
+
+
+def _listed_order(order: Any) -> dict[str, str]:
+    """What lets a person recognise an order in a list: beneficiary, tonnes and total."""
+    order = _dict(order)
+    return {
+        "beneficiary": _beneficiary(order),
+        "tonnes": format_tonnes(order.get("metric_tons")),
+        "total": _money(order.get("amount_total"), order.get("currency")),
+    }
+
+
 def pending_answer(
     rows: list[dict[str, Any]], links: dict[str, str] | None = None, total: int | None = None
 ) -> Message:
-    """`/climate pending`: orders awaiting a decision, soonest deadline first, with card links.
+    """`/climate pending`: orders awaiting a decision, soonest deadline first, each with its
+    beneficiary, tonnes, total, deadline and card link.
 
-    `rows` are the first ones by deadline; `total` counts them all (default: `len(rows)`).
+    `rows` are the first ones by deadline, as storage returns them (`snapshot` decoded); `total`
+    counts them all (default: `len(rows)`).
     """
     links = links or {}
     total = len(rows) if total is None else max(total, len(rows))
@@ -936,8 +1188,11 @@ def pending_answer(
     for row in rows:
         change = _dict(row.get("change"))
         what = _("delay") if change.get("kind") == "delayed" else _("substitution")
-        line = _("{order_id} — {what}, decide by {deadline}").format(
+        line = _(
+            "{order_id} — {beneficiary} · {tonnes} · {total} — {what}, decide by {deadline}"
+        ).format(
             order_id=_code(row["id"]),
+            **_listed_order(row.get("snapshot")),
             what=what,
             deadline=slack_date(int(row["decision_deadline"]), "{date_long} {time}"),
         )
@@ -946,7 +1201,7 @@ def pending_answer(
     shown = _bounded_lines(
         iter(lines),
         len(lines),
-        LIST_BUDGET,
+        PENDING_BUDGET,
         PENDING_SHOWN,
         lambda hidden: ngettext("and {count} more order", "and {count} more orders", hidden).format(
             count=format_number(hidden + total - len(rows))
@@ -965,7 +1220,7 @@ def pending_answer(
     text = ngettext(
         "{count} order awaits a decision.", "{count} orders await a decision.", total
     ).format(count=format_number(total))
-    return _message(text, [("pending", _section("\n".join([title, *shown])))])
+    return _message(text, _listed_sections("pending", [title, *shown]))
 
 
 ORDERS_NEXT_ACTION = "orders_next"
@@ -1009,7 +1264,11 @@ def orders_page(
     next_cursor: str | None,
     links: dict[str, str] | None = None,
 ) -> Message:
-    """One page of `/climate orders [filter]`, newest first, with a Next button."""
+    """One page of `/climate orders [filter]`, newest first, with a Next button.
+
+    `rows` (at most `ORDERS_PER_PAGE`) come from storage with `snapshot` decoded; each line shows
+    the order's beneficiary, status, tonnes, total, date and card link.
+    """
     links = links or {}
     if not rows:
         text = (
@@ -1020,12 +1279,12 @@ def orders_page(
         return _message(text, [("orders", _section(text))])
     lines = []
     for row in rows:
-        order = _dict(row.get("snapshot"))
-        line = _("{order_id} — {status} · {tonnes} · {total} · placed {when}").format(
+        line = _(
+            "{order_id} — {beneficiary} · {status} · {tonnes} · {total} · placed {when}"
+        ).format(
             order_id=_code(row["id"]),
+            **_listed_order(row.get("snapshot")),
             status=_status_text(row.get("status")),
-            tonnes=format_tonnes(order.get("metric_tons")),
-            total=_money(order.get("amount_total"), order.get("currency")),
             when=slack_date(int(row.get("created") or 0), "{date_short}"),
         )
         link = _link(links.get(row["id"]), _("card"))
@@ -1035,7 +1294,7 @@ def orders_page(
         if filter_name
         else _("*Orders, newest first*")
     )
-    blocks: list[tuple[str, dict[str, Any]]] = [("orders", _section("\n".join([title, *lines])))]
+    blocks = _listed_sections("orders", [title, *lines])
     if next_cursor is not None and len(next_cursor) <= MAX_BUTTON_VALUE:
         blocks.append(
             (

@@ -2,8 +2,10 @@
 
 Each subcommand is one method returning a `Message`; anything unrecognised answers the usage.
 `status` and `products` ask Stripe (with a short time-out, falling back to what the database
-knows), so the listener acknowledges first and answers through the response_url; the others
-answer from the database at once.
+knows) and `status`, `orders` and `pending` ask Slack for card links, so the listener
+acknowledges first and answers through the response_url. Only the usage and `history`, made
+from the text and the database alone (`Commands.answers_offline`), are answered in the
+acknowledgement itself.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ USAGE = N_(
     "Example: `/climate status climorder_1Pgc73B7WZ01zgkWaebIwEZ7`"
 )
 PRODUCTS_CACHE_SECONDS = 300.0
-ASKS_STRIPE = ("status", "products")
+# Subcommands answered from the database alone. Any other (and any added later) may ask Slack
+# or Stripe, which can take longer than Slack's 3 seconds: it is acknowledged first.
+OFFLINE_SUBCOMMANDS = ("history",)
 
 
 class Commands:
@@ -58,26 +62,28 @@ class Commands:
         self._lock = threading.Lock()
 
     @staticmethod
-    def asks_stripe(text: str) -> bool:
-        """True when answering `text` needs Stripe: acknowledge first, answer later."""
-        words = (text or "").split()
-        return bool(words) and words[0].lower() in ASKS_STRIPE
+    def answers_offline(text: str) -> bool:
+        """True when `/climate <text>` is answered without asking Slack or Stripe (the usage,
+        `history`): the answer may go in the acknowledgement. Otherwise acknowledge first and
+        answer through the response_url."""
+        parsed = _parse(text)
+        return parsed is None or parsed[0] in OFFLINE_SUBCOMMANDS
 
     def answer(self, text: str) -> Message:
         """The answer to `/climate <text>`."""
-        words = (text or "").split()
-        name, args = (words[0].lower(), words[1:]) if words else ("help", [])
-        if name in ("status", "history") and len(args) == 1:
-            return self.status(args[0]) if name == "status" else self.history(args[0])
-        if name == "orders" and len(args) <= 1:
-            wanted = args[0].lower() if args else None
-            if wanted is None or wanted in cards.ORDER_FILTERS:
-                return self.orders(wanted)
-        if name == "products" and not args:
+        parsed = _parse(text)
+        if parsed is None:
+            return usage()
+        name, arg = parsed
+        if name == "status":
+            return self.status(str(arg))
+        if name == "history":
+            return self.history(str(arg))
+        if name == "orders":
+            return self.orders(arg)
+        if name == "products":
             return self.products()
-        if name == "pending" and not args:
-            return self.pending()
-        return usage()
+        return self.pending()
 
     # -- subcommands -----------------------------------------------------------------------
 
@@ -188,13 +194,31 @@ class Commands:
         links = {}
         for key, card in found.items():
             link = self.slack.message_link(card["channel"], card["ts"])
-            if link:
-                links[key.split(":", 1)[1]] = link
+            if not link:
+                # Every link comes from the one workspace URL: without it there is none, and
+                # asking Slack again for each row would keep the person waiting.
+                break
+            links[key.split(":", 1)[1]] = link
         return links
 
 
 def usage() -> Message:
     return Message(text=_(USAGE))
+
+
+def _parse(text: str) -> tuple[str, str | None] | None:
+    """`/climate <text>` as (subcommand, its argument), or None when the usage is the answer."""
+    words = (text or "").split()
+    name, args = (words[0].lower(), words[1:]) if words else ("help", [])
+    if name in ("status", "history") and len(args) == 1:
+        return name, args[0]
+    if name == "orders" and len(args) <= 1:
+        wanted = args[0].lower() if args else None
+        if wanted is None or wanted in cards.ORDER_FILTERS:
+            return name, wanted
+    if name in ("products", "pending") and not args:
+        return name, None
+    return None
 
 
 def no_order(order_id: str) -> Message:

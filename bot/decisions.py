@@ -10,16 +10,18 @@ Every decision, refusal and failure is an audit row; the card is re-rendered fro
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot import metrics
-from bot.formatting import format_money, slack_date, slack_mention
+from bot import cards, metrics
+from bot.formatting import escape_mrkdwn, slack_date, slack_mention
 from bot.i18n import _
-from bot.model import FINAL_STATUSES, ORDER_ID, Message, refund_amount
+from bot.ingest import queue_decision_alerts
+from bot.model import FINAL_STATUSES, ORDER_ID, Change, Message, OrderState, expected_refund
 from bot.slack_api import SlackError, SlackGateway
 from bot.storage import OutboxRow, Storage, card_key
 from bot.stripe_api import NotFound, Refused, StripeGateway, Unavailable
@@ -33,8 +35,10 @@ CANCEL = "cancel"
 class Deciders:
     """Who may decide: `SLACK_ALLOWED_DECIDERS` users and members of its user groups.
 
-    Empty means anyone who can see the channel. User groups are resolved with
-    `usergroups.users.list` and cached briefly, so a membership change takes effect within a minute.
+    Empty means anyone of the workspace who can see the channel. Someone from another workspace
+    (a Slack Connect channel) may decide only when named in it as a user. User groups are resolved
+    with `usergroups.users.list` and cached briefly, so a membership change takes effect within a
+    minute.
     """
 
     def __init__(
@@ -52,15 +56,26 @@ class Deciders:
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
 
-    def may_decide(self, user: str) -> bool:
-        """True if `user` may decide; raises SlackError if a user group cannot be read."""
-        if not self.allowed or user in self.allowed:
+    def may_decide(self, user: str, *, foreign: bool = False) -> bool:
+        """True if `user` may decide; raises SlackError if a user group cannot be read.
+
+        `foreign`: the user belongs to another workspace than the bot's.
+        """
+        if user in self.allowed:
+            return True
+        if foreign:
+            return False
+        if not self.allowed:
             return True
         return any(user in self._members(g) for g in self.allowed if g.startswith("S"))
 
     def mentions(self) -> str:
         """The deciders as Slack mentions, for reminders and refusals."""
         return ", ".join(slack_mention(d) for d in self.allowed)
+
+    def users(self) -> tuple[str, ...]:
+        """The deciders named as users (not groups): each gets direct messages."""
+        return tuple(d for d in self.allowed if d[:1] in ("U", "W"))
 
     def _members(self, group: str) -> frozenset[str]:
         with self._lock:
@@ -75,13 +90,23 @@ class Deciders:
 
 @dataclass(frozen=True)
 class Click:
-    """A click on Accept or Cancel, as the listener read it from Slack's payload."""
+    """A click on Accept or Cancel (or the submit of the cancel dialog), as read from Slack."""
 
     action: str  # ACCEPT | CANCEL
     order_id: str
     user: str
     channel: str
     response_url: str | None
+    trigger_id: str = ""  # opens the cancel dialog
+    user_team: str = ""  # the clicker's workspace (user.team_id)
+    home_team: str = ""  # the workspace the bot is installed in (team.id of the payload)
+    reason: str | None = None  # the cancel dialog's reason, as typed
+    deadline: int | None = None  # the dialog's: the decision window it was opened for
+
+    @property
+    def foreign(self) -> bool:
+        """The clicker belongs to another workspace (a Slack Connect channel)."""
+        return bool(self.user_team and self.home_team and self.user_team != self.home_team)
 
 
 class Decisions:
@@ -105,52 +130,91 @@ class Decisions:
         self.channel = channel
         self.wake = wake
         self.now = now
+        # Builds the card's state for the cancel dialog (the delivery worker's, set when wired).
+        self.state_of: Callable[[str], OrderState] | None = None
 
     # -- in the listener, after ack: database only, no Stripe call ---------------------------
 
-    def click(self, click: Click) -> str:
-        """Record what the click decides and return the ephemeral answer for the clicker."""
+    def click(self, click: Click) -> str | None:
+        """Act on a click; return the ephemeral answer for the clicker, or None when the cancel
+        dialog was opened instead (a refusal always comes before any dialog)."""
+        refusal, row = self._refusal(click)
+        if refusal is not None:
+            return refusal
+        if click.action == ACCEPT:
+            return self._accept(click, row)
+        return self._open_cancel_dialog(click, row)
+
+    def submit_cancel(self, click: Click) -> tuple[bool, str]:
+        """The cancel dialog was submitted: queue the cancel (database only).
+
+        Returns (refused, text): why it cannot be, for the dialog; or the answer for the
+        clicker's response_url.
+        """
+        refusal, row = self._refusal(click)
+        if refusal is not None:
+            return True, refusal
+        return False, self._request_cancel(click, row)
+
+    def _refusal(self, click: Click) -> tuple[str | None, dict]:
+        """Why `click` cannot decide (who clicked, the order's state), or None; and the order."""
         if not ORDER_ID.match(click.order_id or ""):
-            return _("This button does not name an order climate-bot knows.")
+            return _("This button does not name an order climate-bot knows."), {}
         try:
-            allowed = self.deciders.may_decide(click.user)
+            allowed = self.deciders.may_decide(click.user, foreign=click.foreign)
         except SlackError as exc:
             log.warning("could not resolve deciders: %s", exc)
             self._record(click, "failed", error=f"could not read user groups: {exc}")
             return _("climate-bot could not check who may decide ({error}). Try again.").format(
                 error=exc.error
-            )
+            ), {}
         if not allowed:
-            self._record(click, "not_allowed")
-            return _("Only {deciders} may decide on orders. Nothing was changed.").format(
-                deciders=self.deciders.mentions()
-            )
+            self._record(click, "not_allowed", error="another workspace" if click.foreign else None)
+            return self._not_allowed(click), {}
         row = self.storage.order_row(click.order_id)
         if row is None:
-            return _("No order {order_id}.").format(order_id=click.order_id)
-        refusal = self._too_late(row)
+            return _("No order {order_id}.").format(order_id=click.order_id), {}
+        refusal = self._too_late(row, click)
         if refusal:
             self._record(click, "too_late", error=refusal)
-            return refusal
-        if click.action == ACCEPT:
-            return self._accept(click, row)
-        return self._request_cancel(click, row)
+            return refusal, row
+        if row["decision"]:
+            return self._already_decided(click, row), row
+        return None, row
 
-    def _too_late(self, row: dict) -> str | None:
+    def _not_allowed(self, click: Click) -> str:
+        order = _code(click.order_id)
+        if click.foreign:
+            return _(
+                "You are in another workspace than climate-bot's, so you may not decide on order "
+                "{order_id} unless its operators name you as a decider. Nothing was changed."
+            ).format(order_id=order)
+        return _("Only {deciders} may decide on order {order_id}. Nothing was changed.").format(
+            deciders=self.deciders.mentions(), order_id=order
+        )
+
+    def _too_late(self, row: dict, click: Click) -> str | None:
         if row["status"] in FINAL_STATUSES:
             return _("Order {order_id} is already {status}: there is nothing to decide.").format(
-                order_id=row["id"], status=_status_word(row["status"])
+                order_id=_code(row["id"]), status=_status_word(row["status"])
             )
         deadline = row["decision_deadline"]
         if deadline is None:
             return _("Order {order_id} has no delay or substitution awaiting a decision.").format(
-                order_id=row["id"]
+                order_id=_code(row["id"])
             )
+        if row["decision"] == "cancelling":
+            return None  # told as a cancel under way, whatever the window says
         if row["window_closed"] or deadline <= self.now():
             return _(
                 "The decision window for order {order_id} closed {deadline}. Nothing was sent "
                 "to Stripe; the change stands."
-            ).format(order_id=row["id"], deadline=slack_date(deadline))
+            ).format(order_id=_code(row["id"]), deadline=slack_date(deadline))
+        if click.deadline is not None and click.deadline != deadline and not row["decision"]:
+            return _(
+                "Order {order_id} changed again while the dialog was open. Nothing was sent to "
+                "Stripe; decide on the card, which shows the new change."
+            ).format(order_id=_code(row["id"]))
         return None
 
     def _accept(self, click: Click, row: dict) -> str:
@@ -173,13 +237,36 @@ class Decisions:
         if kind == "product_substituted":
             return _(
                 "You accepted the substitution on order {order_id}. The card shows it."
-            ).format(order_id=click.order_id)
+            ).format(order_id=_code(click.order_id))
         return _("You accepted the delay on order {order_id}. The card shows it.").format(
-            order_id=click.order_id
+            order_id=_code(click.order_id)
         )
+
+    def _open_cancel_dialog(self, click: Click, row: dict) -> str | None:
+        if self.state_of is None or not click.trigger_id:
+            return _("Slack sent no way to open the cancel dialog. Click Cancel again.")
+        metadata = json.dumps(
+            {
+                "order_id": click.order_id,
+                "channel": click.channel,
+                "response_url": click.response_url,
+                "deadline": row["decision_deadline"],
+            }
+        )
+        view = cards.cancel_modal(self.state_of(click.order_id), self.now(), metadata)
+        try:
+            self.slack.open_view(click.trigger_id, view)
+        except SlackError as exc:
+            log.warning("cancel dialog for %s not opened: %s", click.order_id, exc)
+            return _(
+                "Slack did not open the cancel dialog ({error}). Nothing was changed; click "
+                "Cancel again."
+            ).format(error=exc.error)
+        return None
 
     def _request_cancel(self, click: Click, row: dict) -> str:
         now = self.now()
+        reason = _clean_reason(click.reason)
         with self.storage.transaction():
             won = self.storage.claim_decision(
                 click.order_id,
@@ -187,6 +274,7 @@ class Decisions:
                 user=click.user,
                 deadline=row["decision_deadline"],
                 now=now,
+                detail={"reason": reason} if reason else None,
             )
             if won:
                 self.storage.enqueue(
@@ -201,16 +289,24 @@ class Decisions:
         if not won:
             return self._already_decided(click)
         self.wake()
-        return _("Cancelling order {order_id} at Stripe…").format(order_id=click.order_id)
+        return _("Cancelling order {order_id} at Stripe…").format(order_id=_code(click.order_id))
 
-    def _already_decided(self, click: Click) -> str:
-        row = self.storage.order_row(click.order_id) or {}
+    def _already_decided(self, click: Click, row: dict | None = None) -> str:
+        row = row or self.storage.order_row(click.order_id) or {}
         self._record(click, "already_decided", error=f"decision {row.get('decision')}")
-        if row.get("decision") and row.get("decided_by"):
-            return _("Already decided by <@{user}> {when}.").format(
-                user=row["decided_by"], when=slack_date(int(row["decided_at"]))
+        by, at = row.get("decided_by"), row.get("decided_at")
+        if row.get("decision") == "cancelling" and by:
+            return _(
+                "A cancel of order {order_id} by <@{user}> is under way; nothing else can be "
+                "decided until Stripe answers."
+            ).format(order_id=_code(click.order_id), user=by)
+        if row.get("decision") and by:
+            return _("Order {order_id} was already decided by <@{user}> {when}.").format(
+                order_id=_code(click.order_id), user=by, when=slack_date(int(at))
             )
-        return _("Order {order_id} can no longer be decided here.").format(order_id=click.order_id)
+        return _("Order {order_id} can no longer be decided here.").format(
+            order_id=_code(click.order_id)
+        )
 
     def _audit(self, order_id: str, action: str, outcome: str, **details) -> None:
         """Record a decision, refusal or failure, and count it."""
@@ -245,7 +341,7 @@ class Decisions:
         except (Refused, NotFound) as exc:
             self._cancel_failed(order_id, user, "refused", exc.message, exc.request_id, row)
             answer = _("Stripe did not cancel order {order_id}: {message}").format(
-                order_id=order_id, message=exc.message
+                order_id=_code(order_id), message=exc.message
             )
             self._answer(row, answer)
             return
@@ -254,28 +350,48 @@ class Decisions:
             answer = _(
                 "Stripe could not be reached to cancel order {order_id} ({message}). Nothing "
                 "changed; you can click Cancel again."
-            ).format(order_id=order_id, message=exc.message)
+            ).format(order_id=_code(order_id), message=exc.message)
             self._answer(row, answer)
             return
         order = result.data
-        refund = refund_amount(order)
+        local = local or {}
+        change = Change(**local["change"]) if local.get("change") else None
+        refund = expected_refund(
+            order, reason="requested", at=local.get("decided_at"), change=change
+        )
+        reason = (local.get("decision_detail") or {}).get("reason")
+        detail = {"refund": refund.amount, "refund_rule": refund.rule}
         with self.storage.transaction():
             self.storage.refresh_order(order, headline_event="climate.order.canceled")
-            self.storage.settle_decision(
+            settled = self.storage.settle_decision(
                 order_id,
                 expected="cancelling",
                 decision="cancelled",
-                detail={"refund": refund, "stripe_request_id": result.request_id},
+                detail={**detail, "stripe_request_id": result.request_id},
             )
+            if not settled:
+                # Stripe cancelled; whatever moved the record on, the cancel is the fact.
+                log.warning("cancel of %s carried out, but its decision had moved on", order_id)
+                self.storage.settle_decision(
+                    order_id,
+                    expected=str((self.storage.order_row(order_id) or {}).get("decision")),
+                    decision="cancelled",
+                    detail={**detail, "stripe_request_id": result.request_id},
+                )
             self._audit(
-                order_id, CANCEL, "cancelled", user=user, stripe_request_id=result.request_id
+                order_id,
+                CANCEL,
+                "cancelled",
+                user=user,
+                stripe_request_id=result.request_id,
+                detail={**detail, "reason": reason} if reason else detail,
             )
             self._tell_thread(order_id)
         self.wake()
         self._answer(
             row,
-            _("Order {order_id} is cancelled. Refund: {refund}.").format(
-                order_id=order_id, refund=format_money(refund, str(order.get("currency", "")))
+            _("Order {order_id} is cancelled. {refund}").format(
+                order_id=_code(order_id), refund=cards.refund_sentence(refund, order)
             ),
         )
 
@@ -284,7 +400,8 @@ class Decisions:
         headline = "climate.order.canceled" if status == "canceled" else "climate.order.delivered"
         with self.storage.transaction():
             self.storage.refresh_order(order, headline_event=headline)
-            self.storage.settle_decision(order_id, expected="cancelling", decision=None)
+            if not self.storage.settle_decision(order_id, expected="cancelling", decision=None):
+                log.warning("cancel of %s found no decision under way to undo", order_id)
             self._audit(
                 order_id,
                 CANCEL,
@@ -300,20 +417,47 @@ class Decisions:
             _(
                 "Order {order_id} is already {status} at Stripe, so nothing was cancelled. "
                 "The card now shows it."
-            ).format(order_id=order_id, status=_status_word(str(status))),
+            ).format(order_id=_code(order_id), status=_status_word(str(status))),
         )
 
     def _cancel_failed(self, order_id, user, outcome, message, request_id, row) -> None:
+        before = self.storage.order_row(order_id) or {}
         with self.storage.transaction():
-            self.storage.settle_decision(order_id, expected="cancelling", decision=None)
+            undone = self.storage.settle_decision(order_id, expected="cancelling", decision=None)
+            if not undone:
+                log.warning("failed cancel of %s found no decision under way to undo", order_id)
             self._audit(
                 order_id, CANCEL, outcome, user=user, stripe_request_id=request_id, error=message
             )
-            self.storage.enqueue(card_key("order", order_id), "card", channel=self.channel)
+            key = card_key("order", order_id)
+            if undone and before.get("next_change"):
+                # The change that arrived during the cancel is now the one to decide.
+                queue_decision_alerts(
+                    self.storage,
+                    order_id,
+                    before["next_change"],
+                    self.channel,
+                    thread_notice=True,
+                    broadcast=True,
+                )
+            self.storage.enqueue(key, "card", channel=self.channel)
         self.wake()
 
     def _answer(self, row: OutboxRow, text: str) -> None:
         self.slack.respond(row.facts.get("response_url"), Message(text=text))
+
+
+def _clean_reason(reason: str | None) -> str | None:
+    """A decider's reason as kept: text only, bounded; escaped wherever it is shown."""
+    if not isinstance(reason, str):
+        return None
+    kept = "".join(ch for ch in reason if ch.isprintable() or ch in "\n\t").strip()
+    return kept[: cards.REASON_LIMIT] or None
+
+
+def _code(order_id: str) -> str:
+    """An order id as shown in an answer: a code span, escaped, bounded."""
+    return f"`{escape_mrkdwn(str(order_id)[:100]).replace('`', '')}`"
 
 
 def _status_word(status: str) -> str:

@@ -24,6 +24,7 @@ from bot.i18n import DEFAULT_LOCALE, use_locale
 from bot.model import (
     Change,
     Decision,
+    ExpectedRefund,
     Message,
     Notice,
     OrderState,
@@ -63,6 +64,7 @@ class Deliverer:
         *,
         locale_for: Callable[[str], str] = lambda channel: DEFAULT_LOCALE,
         jobs: dict[str, Callable[[OutboxRow], None]] | None = None,
+        mentions: tuple[str, ...] = (),
         pace_seconds: float = 1.0,
         now: Callable[[], float] = time.time,
     ) -> None:
@@ -70,6 +72,7 @@ class Deliverer:
         self.slack = slack
         self.locale_for = locale_for  # the language of each channel
         self.jobs = jobs or {}  # outbox kinds that are work, not messages (e.g. "cancel")
+        self.mentions = mentions  # the deciders, pinged by what is sent to the channel
         self.pace_seconds = pace_seconds  # Slack allows about one message per second per channel
         self.now = now
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -244,7 +247,11 @@ class Deliverer:
                 row.channel, self.render_card(row.card_key), marker=marker
             )
         return self.slack.post_message(
-            row.channel, self.render_reply(row), thread_ts=thread_ts, marker=marker
+            row.channel,
+            self.render_reply(row),
+            thread_ts=thread_ts,
+            broadcast=bool(row.facts.get("broadcast")),
+            marker=marker,
         )
 
     # -- rendering from state --------------------------------------------------------------
@@ -265,6 +272,11 @@ class Deliverer:
         late = bool(row.facts.get("late"))
         if row.card_key.startswith("order:"):
             change = row.facts.get("change")
+            cancelled_by = None
+            if event["type"] == "climate.order.canceled" and not late:
+                decision = decision_of(self.storage.order_row(obj["id"]) or {})
+                if decision is not None and decision.kind == "cancelled":
+                    cancelled_by = decision.by
             return cards.order_reply(
                 OrderUpdate(
                     event_type=event["type"],
@@ -273,6 +285,8 @@ class Deliverer:
                     product=self._product_of(obj),
                     change=Change(**change) if change else None,
                     late=late,
+                    mentions=self.mentions if row.facts.get("broadcast") else (),
+                    cancelled_by=cancelled_by,
                 )
             )
         return cards.product_reply(
@@ -287,14 +301,16 @@ class Deliverer:
 
     def render_notice(self, row: OutboxRow) -> Message:
         state = self.order_state(row.card_key.split(":", 1)[1])
+        kind = row.facts["notice"]
         return cards.order_notice(
             Notice(
-                kind=row.facts["notice"],
+                kind=kind,
                 order=state.order,
                 change=state.change,
                 decision=state.decision,
                 days_left=row.facts.get("days"),
-                mentions=tuple(row.facts.get("mentions", ())),
+                # Everything but a decision's own record calls the deciders.
+                mentions=self.mentions if kind != "decision" else (),
             )
         )
 
@@ -302,15 +318,7 @@ class Deliverer:
         row = self.storage.order_row(order_id)
         if row is None:
             raise Permanent("order_missing", f"no snapshot of {order_id}")
-        order = row["snapshot"]
-        return OrderState(
-            order=order,
-            product=self._product_of(order),
-            headline_event=row["headline_event"],
-            change=Change(**row["change"]) if row["change"] else None,
-            account=row["account"],
-            decision=decision_of(row),
-        )
+        return order_state_of(row, self._product_of(row["snapshot"]))
 
     def product_state(self, product_id: str) -> ProductState:
         row = self.storage.product_row(product_id)
@@ -335,11 +343,29 @@ def decision_of(row: dict) -> Decision | None:
     if not row.get("decision"):
         return None
     detail = row.get("decision_detail") or {}
+    refund = None
+    if detail.get("refund_rule"):
+        refund = ExpectedRefund(detail.get("refund"), detail["refund_rule"])
     return Decision(
         kind=row["decision"],
         by=row["decided_by"],
         at=int(row["decided_at"]),
-        refund=detail.get("refund"),
+        refund=refund,
+        reason=detail.get("reason") if isinstance(detail.get("reason"), str) else None,
+    )
+
+
+def order_state_of(row: dict, product: dict | None, *, order: dict | None = None) -> OrderState:
+    """An order row as the state its card shows; `order` replaces the stored snapshot (an order
+    just read from Stripe)."""
+    return OrderState(
+        order=order if order is not None else row["snapshot"],
+        product=product,
+        headline_event=row["headline_event"],
+        change=Change(**row["change"]) if row["change"] else None,
+        account=row["account"],
+        decision=decision_of(row),
+        next_change=Change(**row["next_change"]) if row.get("next_change") else None,
     )
 
 

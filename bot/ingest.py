@@ -248,6 +248,11 @@ def _apply_order(
     if newer:
         kept = row["change"] if row else None
         new_change = change or kept
+        waiting = row["next_change"] if row else None
+        if row is not None and row["decision"] == "cancelling" and change and kept:
+            # A cancel is being carried out: the decision under way is not reset. The new change
+            # waits and is decided once the cancel settles (Storage.settle_decision).
+            new_change, waiting = kept, change
         storage.save_order(
             order,
             account=account,
@@ -256,9 +261,54 @@ def _apply_order(
             headline_event=event["type"],
             change=new_change,
             decision_deadline=(Change(**new_change).decision_deadline if new_change else None),
+            next_change=waiting,
         )
     facts = {"late": not newer, "change": change}
-    return not newer, _queue(storage, key, event, facts, channel, card_channel)
+    posts_to = _queue(storage, key, event, facts, channel, card_channel)
+    if change is not None and newer:
+        # On a card that exists, the event's own reply is sent to the channel (see _queue); a
+        # new card is itself in the channel, and a reply in its thread names the deciders.
+        queue_decision_alerts(
+            storage, order["id"], change, posts_to, thread_notice=card_channel is None
+        )
+    return not newer, posts_to
+
+
+def queue_decision_alerts(
+    storage: Storage,
+    order_id: str,
+    change: dict[str, Any],
+    channel: str,
+    *,
+    thread_notice: bool,
+    broadcast: bool = False,
+) -> None:
+    """Make sure the deciders notice a change that awaits their decision.
+
+    `thread_notice`: a "decision needed" reply naming the deciders goes to the card's thread
+    (sent to the channel too with `broadcast`); without it the caller already queued the
+    channel-visible message. Each decider who is a user also gets a direct message (a job of its
+    own, so a failed one never holds the card's rows).
+    """
+    if thread_notice:
+        storage.enqueue(
+            card_key("order", order_id),
+            "reply",
+            channel=channel,
+            facts={"notice": "decision_needed", "broadcast": broadcast},
+        )
+    storage.enqueue(
+        direct_message_key(order_id),
+        "direct_message",
+        channel=channel,
+        facts={"occasion": f"{change['kind']}:{change['at']}", "why": "change"},
+    )
+
+
+def direct_message_key(order_id: str) -> str:
+    """The outbox key of an order's direct messages: apart from its card's, so that a direct
+    message being retried never holds the card's own rows."""
+    return f"dm:{order_id}"
 
 
 def _apply_product(
@@ -303,6 +353,10 @@ def _queue(
     rows post into.
     """
     if existing is not None:
+        if facts.get("change") and not facts["late"]:
+            # A delay or substitution is the decision moment: seen in the channel, not only in a
+            # thread of a card that may be weeks old.
+            facts = {**facts, "broadcast": True}
         storage.enqueue(key, "reply", channel=existing, event_id=event["id"], facts=facts)
         if not facts["late"]:
             storage.enqueue(key, "card", channel=existing)

@@ -55,24 +55,67 @@ class Change:
         return self.at + DECISION_WINDOW_SECONDS
 
 
-def refund_amount(order: StripeObject) -> int:
-    """What Stripe refunds for a cancelled order, in minor units.
+# Which rule gives a refund figure. Stripe's cancel answers carry no refund amount, so every
+# figure the bot shows is an expectation derived from one of these documented rules.
+RefundRule = Literal["change_window", "self_service", "frontier", "not_confirmed", "unknown"]
 
-    Frontier's cancels refund everything. A cancel the team requested refunds the whole total when
-    it answers a delay or substitution (Stripe's 30-day policy: "full refund"), and otherwise only
-    the subtotal: Frontier keeps its fees (API reference, cancel).
+
+@dataclass(frozen=True)
+class ExpectedRefund:
+    """What Stripe is expected to refund for a cancel, and the rule that says so.
+
+    `amount` is in the order's minor units; None when nothing is refunded (`not_confirmed`) or
+    no documented rule applies (`unknown`).
     """
-    total = order.get("amount_total")
-    subtotal = order.get("amount_subtotal")
-    answered_change = order.get("delayed_at") or order.get("product_substituted_at")
-    if order.get("cancellation_reason") == "requested" and not answered_change:
-        return subtotal if isinstance(subtotal, int) else 0
-    return total if isinstance(total, int) else 0
+
+    amount: int | None
+    rule: RefundRule
 
 
-def fees_kept(order: StripeObject) -> bool:
-    """True when a cancelled order's refund leaves out Frontier's fees."""
-    return refund_amount(order) != order.get("amount_total")
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def expected_refund(
+    order: StripeObject,
+    *,
+    reason: str | None = None,
+    at: float | None = None,
+    change: Change | None = None,
+) -> ExpectedRefund:
+    """The refund a cancel of `order` is expected to bring, by the rule that applies.
+
+    - An order that was never confirmed (`expired`, or still `open`/`awaiting_funds`) was never
+      paid for: no refund.
+    - Frontier's own cancel (`product_unavailable`) refunds `amount_total` (API reference).
+    - A cancel the team asks for within 30 days of a delay or substitution refunds in full,
+      `amount_total` (Stripe's Climate webhooks guide).
+    - Any other cancel the team asks for refunds `amount_subtotal`; Frontier keeps
+      `amount_fees` (API reference, cancel an order).
+
+    `reason` is the cancellation reason to assume (default: the order's own); a cancel being
+    asked for now is `requested`. `at` is when the cancel was asked for (default: the order's
+    `canceled_at`); `change` the delay or substitution it answers, when the bot knows it.
+    """
+    reason = reason if reason is not None else order.get("cancellation_reason")
+    status = order.get("status")
+    if reason == "expired" or (
+        status in ("open", "awaiting_funds") and reason not in ("product_unavailable",)
+    ):
+        return ExpectedRefund(None, "not_confirmed")
+    total, subtotal = _whole(order.get("amount_total")), _whole(order.get("amount_subtotal"))
+    if reason == "product_unavailable":
+        return ExpectedRefund(total, "frontier")
+    if reason == "requested":
+        when = at if at is not None else _whole(order.get("canceled_at"))
+        changes = [_whole(order.get(f)) for f in ("delayed_at", "product_substituted_at")]
+        if change is not None:
+            changes.append(change.at)
+        for changed_at in filter(None, changes):
+            if when is None or changed_at <= when <= changed_at + DECISION_WINDOW_SECONDS:
+                return ExpectedRefund(total, "change_window")
+        return ExpectedRefund(subtotal, "self_service")
+    return ExpectedRefund(None, "unknown")
 
 
 @dataclass(frozen=True)
@@ -82,19 +125,20 @@ class Decision:
     kind: Literal["accepted", "cancelling", "cancelled"]
     by: str  # Slack user id
     at: int  # unix seconds
-    refund: int | None = None  # cancelled: amount refunded, in the order's minor units
+    refund: ExpectedRefund | None = None  # cancelled: what Stripe is expected to refund
+    reason: str | None = None  # cancelling / cancelled: the reason the decider gave, as typed
 
 
 @dataclass(frozen=True)
 class Notice:
     """A thread reply that is not a Stripe event: a decision recorded, or a reminder."""
 
-    kind: Literal["decision", "reminder"]
+    kind: Literal["decision", "reminder", "closed", "decision_needed"]
     order: StripeObject
     change: Change | None = None
     decision: Decision | None = None
     days_left: int | None = None  # reminder
-    mentions: tuple[str, ...] = ()  # reminder: who may decide (user and user-group ids)
+    mentions: tuple[str, ...] = ()  # who may decide (user and user-group ids), to be pinged
 
 
 @dataclass(frozen=True)
@@ -107,6 +151,9 @@ class OrderState:
     change: Change | None = None  # the latest delay/substitution, if any
     account: str | None = None  # Connect account the event came from
     decision: Decision | None = None  # the decision on `change`, once made
+    # A delay or substitution that arrived while a cancel was being carried out: decided once
+    # the cancel settles (cancelled: nothing left to decide; refused: its window opens).
+    next_change: Change | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +166,8 @@ class OrderUpdate:
     product: StripeObject | None = None
     change: Change | None = None  # delayed / substituted: old → new
     late: bool = False  # older than what the card shows: recorded, the card did not move
+    mentions: tuple[str, ...] = ()  # sent to the channel too: the deciders to ping
+    cancelled_by: str | None = None  # canceled: the decider whose cancel this confirms
 
 
 @dataclass(frozen=True)

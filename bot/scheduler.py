@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from bot.ingest import direct_message_key
 from bot.storage import Storage, card_key
 
 log = logging.getLogger(__name__)
@@ -25,13 +26,11 @@ class Scheduler:
         channel: str,
         *,
         reminder_days: list[int] | None = None,
-        mentions: tuple[str, ...] = (),
         wake: Callable[[], None] | None = None,
     ):
         self.storage = storage
         self.channel = channel
         self.reminder_days = reminder_days if reminder_days is not None else [7, 1]
-        self.mentions = mentions  # who may decide, named in reminders
         self.wake = wake or (lambda: None)
         self._stop = threading.Event()
 
@@ -43,9 +42,12 @@ class Scheduler:
     def send_reminders(self, now: float) -> list[tuple[str, int]]:
         """Remind in the card's thread N days before a window closes, once, while undecided.
 
-        When several reminders are due at once (the bot was down), only the latest one is posted.
+        Reminders name the deciders. The last one (the fewest days of `REMINDER_DAYS`) is also
+        sent to the channel, and each decider who is a user gets it as a direct message. When
+        several reminders are due at once (the bot was down), only the latest one is posted.
         """
         sent = []
+        last = min(self.reminder_days, default=None)
         with self.storage.transaction():
             due: dict[str, list[tuple[int, int]]] = {}
             for order_id, deadline, days in self.storage.due_reminders(now, self.reminder_days):
@@ -55,24 +57,53 @@ class Scheduler:
                 if not fresh:
                     continue
                 days = min(d for d, _ in fresh)
+                final = days == last
                 self.storage.enqueue(
                     card_key("order", order_id),
                     "reply",
                     channel=self.channel,
-                    facts={"notice": "reminder", "days": days, "mentions": list(self.mentions)},
+                    facts={"notice": "reminder", "days": days, "broadcast": final},
                 )
+                if final:
+                    self._queue_direct_messages(order_id, days)
                 sent.append((order_id, days))
         if sent:
             log.info("reminders queued: %s", sent)
             self.wake()
         return sent
 
+    def _queue_direct_messages(self, order_id: str, days: int) -> None:
+        row = self.storage.order_row(order_id)
+        change = (row or {}).get("change")
+        if not change:
+            return
+        self.storage.enqueue(
+            direct_message_key(order_id),
+            "direct_message",
+            channel=self.channel,
+            facts={
+                "occasion": f"{change['kind']}:{change['at']}:reminder:{days}",
+                "why": "reminder",
+                "days": days,
+            },
+        )
+
     def close_expired_windows(self, now: float) -> list[str]:
-        """Re-render the cards whose decision window has closed, so their buttons go away."""
+        """Re-render the cards whose decision window has closed, so their buttons go away; when
+        nobody decided, say so in the thread and in the channel, naming the deciders."""
         with self.storage.transaction():
             closed = self.storage.close_expired_windows(now)
             for order_id in closed:
-                self.storage.enqueue(card_key("order", order_id), "card", channel=self.channel)
+                key = card_key("order", order_id)
+                row = self.storage.order_row(order_id) or {}
+                if not row.get("decision") and row.get("status") not in ("delivered", "canceled"):
+                    self.storage.enqueue(
+                        key,
+                        "reply",
+                        channel=self.channel,
+                        facts={"notice": "closed", "broadcast": True},
+                    )
+                self.storage.enqueue(key, "card", channel=self.channel)
         if closed:
             log.info("decision window closed for %s", ", ".join(closed))
             self.wake()

@@ -8,6 +8,8 @@ and tell an operator (`Permanent`).
 from __future__ import annotations
 
 import logging
+import threading
+import urllib.parse
 from typing import Any
 
 from slack_sdk import WebClient
@@ -50,6 +52,11 @@ PERMANENT_ERRORS = frozenset(
         "method_not_supported_for_channel_type",
         "channel_is_limited_access",
         "too_many_members",
+        # direct messages: the person is gone, is a bot, or takes no messages from apps
+        "user_not_found",
+        "user_disabled",
+        "cannot_dm_bot",
+        "messages_tab_disabled",
     }
 )
 
@@ -57,6 +64,14 @@ PERMANENT_ERRORS = frozenset(
 # instead (without the url), so its logger only passes on what is worse than that.
 _RESPONSE_URL_LOG = logging.getLogger("climate-bot.response_url")
 _RESPONSE_URL_LOG.setLevel(logging.CRITICAL)
+
+# Where Slack serves response_urls. A signed payload's response_url elsewhere is not answered
+# (SlackGateway.respond): only these and the origin of the Web API (a sandbox's, a test's).
+RESPONSE_URL_ORIGINS = frozenset({("https", "hooks.slack.com", 443)})
+# Origins already warned about; bounded, so odd payloads cannot grow it without end.
+_IGNORED_ORIGINS: set[str] = set()
+_IGNORED_ORIGINS_LIMIT = 100
+_IGNORED_LOCK = threading.Lock()
 
 # Marks our own messages so a retry after an ambiguous failure can find what was already posted.
 METADATA_EVENT = "climate_bot_outbox"
@@ -98,6 +113,9 @@ class SlackGateway:
         # after checking whether an ambiguous attempt did reach Slack.
         self.client = WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[])
         self._workspace_url: str | None = None
+        self._response_origins = RESPONSE_URL_ORIGINS | {
+            origin for origin in (url_origin(base_url),) if origin is not None
+        }
 
     def _call(self, method: str, *, form: bool = False, **params: Any) -> dict[str, Any]:
         """Call `method` (JSON body, or form fields for the methods that want them)."""
@@ -120,9 +138,11 @@ class SlackGateway:
         message: Message,
         *,
         thread_ts: str | None = None,
+        broadcast: bool = False,
         marker: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
-        """Post a message (a card, or a reply when `thread_ts` is given); return (channel, ts)."""
+        """Post a message (a card, or a reply when `thread_ts` is given; `broadcast`: the reply
+        is also sent to the channel); return (channel, ts)."""
         params: dict[str, Any] = {
             "channel": channel,
             "text": message.text,
@@ -132,6 +152,8 @@ class SlackGateway:
         }
         if thread_ts:
             params["thread_ts"] = thread_ts
+            if broadcast:
+                params["reply_broadcast"] = True
         if marker:
             params["metadata"] = {"event_type": METADATA_EVENT, "event_payload": marker}
         data = self._call("chat.postMessage", **params)
@@ -198,6 +220,15 @@ class SlackGateway:
         base = self._workspace_url.rstrip("/")
         return f"{base}/archives/{channel}/p{ts.replace('.', '')}"
 
+    def open_direct_message(self, user: str) -> str:
+        """The id (`D…`) of the bot's direct-message conversation with `user`."""
+        data = self._call("conversations.open", form=True, users=user)
+        return str((data.get("channel") or {}).get("id") or "")
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> None:
+        """Open a modal for the person whose click carried `trigger_id` (valid ~3 s, once)."""
+        self._call("views.open", trigger_id=trigger_id, view=view)
+
     def publish_home(self, user: str, view: dict[str, Any]) -> None:
         self._call("views.publish", user_id=user, view=view)
 
@@ -217,10 +248,14 @@ class SlackGateway:
 
         Best effort and quick: the url expires after 30 minutes or 5 uses and nobody waits on a
         retry, so a failure is logged (without the url, a bearer capability), not raised.
+        Only a url on hooks.slack.com or on the Web API's own origin is answered: a signed
+        payload naming another server gets nothing sent there, and a warning naming the origin.
         """
-        if not isinstance(response_url, str) or not response_url.startswith(
-            ("https://", "http://")
-        ):
+        if not isinstance(response_url, str) or not response_url:
+            return False
+        origin = url_origin(response_url)
+        if origin not in self._response_origins:
+            _ignored_response_url(origin)
             return False
         try:
             client = WebhookClient(
@@ -252,6 +287,39 @@ class SlackGateway:
             channel=channel,
             scheduled_message_id=data["scheduled_message_id"],
         )
+
+
+def url_origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, default ports filled in; None for anything else
+    (another scheme, no host, user info, a port that is not a number)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+def _ignored_response_url(origin: tuple[str, str, int] | None) -> None:
+    """Say once per origin that a response_url there was not answered; never its path."""
+    if origin is None:
+        shown = "a URL that is not http(s)"
+    else:
+        host = "".join(char for char in origin[1][:100] if char.isprintable() and char != " ")
+        shown = f"{origin[0]}://{host}:{origin[2]}"
+    with _IGNORED_LOCK:
+        first = shown not in _IGNORED_ORIGINS and len(_IGNORED_ORIGINS) < _IGNORED_ORIGINS_LIMIT
+        if first:
+            _IGNORED_ORIGINS.add(shown)
+    level = logging.WARNING if first else logging.DEBUG
+    log.log(
+        level,
+        "not answering a response_url on %s: only hooks.slack.com and the Slack API's origin",
+        shown,
+    )
 
 
 def classify(exc: SlackApiError) -> SlackError:

@@ -6,20 +6,24 @@ Listeners acknowledge first and do slow work after.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from flask import Request, Response
 from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context import BoltContext
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.request.internals import build_context
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
-from bot.cards import ORDERS_NEXT_ACTION
+from bot.cards import CANCEL_MODAL, ORDERS_NEXT_ACTION, REASON_BLOCK, REASON_INPUT, notice_view
 from bot.commands import Commands
 from bot.decisions import ACCEPT, CANCEL, Click, Decisions
-from bot.i18n import use_locale
+from bot.i18n import _, use_locale
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION, Message
 from bot.settings import Settings
 from bot.slack_api import SlackError, SlackGateway
@@ -32,8 +36,9 @@ class _SameTokenFilter(logging.Filter):
     """Drops Bolt's start-up warning that the token is unused because a client was given.
 
     Bolt reads SLACK_BOT_TOKEN from the environment (our variable too, DESIGN.md) whenever no
-    token is passed, then warns that it is ignored in favour of our client, which carries that
-    same token: every gunicorn worker logged it at every boot.
+    token is passed, then warns that it is ignored in favour of our client (which carries no
+    token: `_authorize` hands Bolt that same token for each request): every gunicorn worker
+    logged it at every boot.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -45,6 +50,36 @@ class _SameTokenFilter(logging.Filter):
 
 _SAME_TOKEN = _SameTokenFilter()
 
+# Threads that run Bolt's listeners. Each acknowledges first, then may wait on Slack (card
+# links, answers through the response_url; 10 s time-outs) or Stripe (2 s): a listener that
+# cannot start never acknowledges, and Slack shows the person an error after 3 s. Bolt's
+# default of 5 was used up by five slow answers (tests/test_commands.py sends ten commands and
+# clicks at once against a slow Slack); threads are only started as requests need them.
+LISTENER_THREADS = 32
+
+
+def _authorizer(bot_token: str) -> Callable[..., AuthorizeResult]:
+    """Bolt's `authorize=`: our one bot token for every request, without calling Slack.
+
+    Given a client with a token, Bolt installs its single-workspace authorization, which asks
+    `auth.test` on the first request before any listener runs, so a slow Slack delayed that
+    request's acknowledgement past Slack's 3 seconds. climate-bot is installed in one workspace
+    and never reads the bot's user id, scopes or the workspace URL from Bolt's context (the
+    gateway asks `auth.test` itself, after acknowledging, when it builds card links).
+    """
+
+    def authorize(
+        enterprise_id: str | None, team_id: str | None, user_id: str | None
+    ) -> AuthorizeResult:
+        return AuthorizeResult(
+            enterprise_id=enterprise_id,
+            team_id=team_id,
+            user_id=user_id,
+            bot_token=bot_token,
+        )
+
+    return authorize
+
 
 def build_bolt_app(
     settings: Settings,
@@ -54,14 +89,17 @@ def build_bolt_app(
     slack: SlackGateway,
 ) -> App:
     """The Bolt app with every listener climate-bot registers."""
-    client = WebClient(token=settings.SLACK_BOT_TOKEN, base_url=settings.SLACK_API_URL)
+    # No token on Bolt's client: with one, Bolt would call auth.test at construction or on the
+    # first request. `authorize` gives each request's own client our token instead.
+    client = WebClient(base_url=settings.SLACK_API_URL)
     logging.getLogger("slack_bolt.App").addFilter(_SAME_TOKEN)  # once: the same filter object
     app = App(
         signing_secret=settings.SLACK_SIGNING_SECRET,
         client=client,
-        # auth.test at construction would need the network at import time; Bolt defers it to
-        # the first request instead.
-        token_verification_enabled=False,
+        authorize=_authorizer(settings.SLACK_BOT_TOKEN),
+        listener_executor=ThreadPoolExecutor(
+            max_workers=LISTENER_THREADS, thread_name_prefix="bolt-listener"
+        ),
     )
 
     @app.action(ACCEPT_ACTION)
@@ -77,22 +115,55 @@ def build_bolt_app(
             user=_id_of(body.get("user")),
             channel=channel,
             response_url=_text(body.get("response_url")) or None,
+            trigger_id=_text(body.get("trigger_id")),
+            user_team=_team_of_user(body),
+            home_team=_id_of(body.get("team")),
         )
         with use_locale(settings.locale_for(channel)):
-            text = decisions.click(click)
+            text = decisions.click(click)  # None: the cancel dialog is open
+        if text is not None:
+            slack.respond(click.response_url, Message(text=text))
+
+    @app.view(CANCEL_MODAL)
+    def cancel_submitted(ack, body, view):
+        # The submit of the dialog Cancel opened: decided in the database before the ack (Slack
+        # waits 3 s for it), so that a refusal can be shown in the dialog itself.
+        meta = _metadata(view.get("private_metadata"))
+        channel = _text(meta.get("channel"))
+        deadline = meta.get("deadline")
+        click = Click(
+            action=CANCEL,
+            order_id=_text(meta.get("order_id")),
+            user=_id_of(body.get("user")),
+            channel=channel,
+            response_url=_text(meta.get("response_url")) or None,
+            user_team=_team_of_user(body),
+            home_team=_id_of(body.get("team")),
+            reason=_typed(view, REASON_BLOCK, REASON_INPUT),
+            deadline=deadline if isinstance(deadline, int) else -1,
+        )
+        with use_locale(settings.locale_for(channel)):
+            refused, text = decisions.submit_cancel(click)
+            if refused:
+                ack(response_action="update", view=notice_view(_("Not cancelled"), text))
+                return
+        ack()
         slack.respond(click.response_url, Message(text=text))
 
     @app.command("/climate")
     def climate_command(ack, command):
-        text = command.get("text") or ""
-        if commands.asks_stripe(text):
-            ack()  # Stripe must be asked: answer through the response_url, not within the ack
+        text = _text(command.get("text"))
+        offline = commands.answers_offline(text)
+        if not offline:
+            # Slack (card links) or Stripe must be asked: acknowledge now, answer through the
+            # response_url once they have said.
+            ack()
         with use_locale(settings.locale_for(_text(command.get("channel_id")))):
             answer = commands.answer(text)
-        if commands.asks_stripe(text):
-            slack.respond(_text(command.get("response_url")), answer)
-        else:
+        if offline:
             ack(text=answer.text, blocks=answer.blocks or None, response_type="ephemeral")
+        else:
+            slack.respond(_text(command.get("response_url")), answer)
 
     @app.action(ORDERS_NEXT_ACTION)
     def next_orders(ack, action, body):
@@ -194,6 +265,30 @@ def _shaped_like_slack(body: object) -> bool:
 def _id_of(entity: object) -> str:
     """The `id` of a payload's user or channel object, "" unless it is a string."""
     return _text(entity.get("id")) if isinstance(entity, dict) else ""
+
+
+def _team_of_user(body: dict) -> str:
+    """The clicker's own workspace (`user.team_id`; another one in a Slack Connect channel)."""
+    user = body.get("user")
+    return _text(user.get("team_id")) if isinstance(user, dict) else ""
+
+
+def _metadata(raw: object) -> dict:
+    """A view's private_metadata as we wrote it (a JSON object), or {}."""
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _typed(view: dict, block_id: str, action_id: str) -> str | None:
+    """What the person typed into a view's plain_text_input, or None."""
+    values = (view.get("state") or {}).get("values") if isinstance(view, dict) else None
+    block = values.get(block_id) if isinstance(values, dict) else None
+    element = block.get(action_id) if isinstance(block, dict) else None
+    value = element.get("value") if isinstance(element, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _text(value: object) -> str:

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from bot.model import DECISION_WINDOW_SECONDS
+
 migrations = Migrations("climate-bot")
 
 
@@ -214,6 +216,26 @@ def m008_outbox_failed(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_failed ON outbox (id) WHERE status = 'failed'")
 
 
+@migrations()
+def m009_decisions_in_flight(db: sqlite_utils.Database) -> None:
+    # A delay or substitution that arrives while a cancel is being carried out waits here until
+    # the cancel settles, instead of resetting the decision under way.
+    db.execute("ALTER TABLE orders ADD COLUMN next_change TEXT")
+    # What a decision rested on: the refund rule applied, the reason the decider gave.
+    db.execute("ALTER TABLE audit ADD COLUMN detail TEXT")
+    # Direct messages sent to deciders, so a retried job never sends one twice.
+    db.execute(
+        """CREATE TABLE direct_messages (
+            order_id TEXT NOT NULL,
+            occasion TEXT NOT NULL,
+            user TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (order_id, occasion, user)
+        )"""
+    )
+
+
 @dataclass
 class OutboxRow:
     """One thing Slack must be told, as leased by a delivery worker."""
@@ -296,7 +318,7 @@ _CARD_CHANNELS = (
     " ORDER BY id LIMIT 1) AS queued_channel"
 )
 # The JSON columns of a row of orders and of products, decoded on reading.
-_ORDER_JSON = ("snapshot", "change", "decision_detail")
+_ORDER_JSON = ("snapshot", "change", "decision_detail", "next_change")
 _PRODUCT_JSON = ("snapshot",)
 
 
@@ -569,7 +591,14 @@ class Storage:
     # -- decisions ---------------------------------------------------------------------------
 
     def claim_decision(
-        self, order_id: str, decision: str, *, user: str, deadline: int, now: float
+        self,
+        order_id: str,
+        decision: str,
+        *,
+        user: str,
+        deadline: int,
+        now: float,
+        detail: dict[str, Any] | None = None,
     ) -> bool:
         """Compare-and-set: record `decision` by `user` unless the change is already decided.
 
@@ -577,27 +606,40 @@ class Storage:
         past, or the order moved on to another change (`deadline` no longer matches).
         """
         cur = self.conn.execute(
-            "UPDATE orders SET decision = ?, decided_by = ?, decided_at = ?, decision_detail = NULL"
+            "UPDATE orders SET decision = ?, decided_by = ?, decided_at = ?, decision_detail = ?"
             " WHERE id = ? AND decision IS NULL AND window_closed = 0 AND decision_deadline = ?"
             " AND decision_deadline > ? AND status NOT IN ('delivered', 'canceled')",
-            (decision, user, now, order_id, deadline, now),
+            (decision, user, now, _json_or_null(detail), order_id, deadline, now),
         )
         return cur.rowcount == 1
 
     def settle_decision(
         self, order_id: str, *, expected: str, decision: str | None, detail: dict | None = None
     ) -> bool:
-        """Move a decision on from `expected` (a cancel in flight) to `decision` (None: undo)."""
+        """Move a decision on from `expected` (a cancel in flight) to `decision`; False when the
+        order's decision is not `expected` any more (nothing is changed then).
+
+        `decision` None undoes it: the change is open again, or, when another change arrived
+        while the cancel was in flight, that change becomes the one to decide, with its own
+        window. `detail` is merged into what the claim recorded (the reason stays).
+        """
         if decision is None:
             cur = self.conn.execute(
                 "UPDATE orders SET decision = NULL, decided_by = NULL, decided_at = NULL,"
-                " decision_detail = NULL WHERE id = ? AND decision = ?",
-                (order_id, expected),
+                " decision_detail = NULL, window_closed = CASE WHEN next_change IS NULL"
+                " THEN window_closed ELSE 0 END,"
+                " change = coalesce(next_change, change),"
+                " change_kind = coalesce(json_extract(next_change, '$.kind'), change_kind),"
+                " decision_deadline = coalesce(json_extract(next_change, '$.at') + ?,"
+                " decision_deadline), next_change = NULL WHERE id = ? AND decision = ?",
+                (DECISION_WINDOW_SECONDS, order_id, expected),
             )
         else:
             cur = self.conn.execute(
-                "UPDATE orders SET decision = ?, decision_detail = ? WHERE id = ? AND decision = ?",
-                (decision, json.dumps(detail) if detail else None, order_id, expected),
+                "UPDATE orders SET decision = ?, next_change = NULL,"
+                " decision_detail = json_patch(coalesce(decision_detail, '{}'), ?)"
+                " WHERE id = ? AND decision = ?",
+                (decision, json.dumps(detail or {}), order_id, expected),
             )
         return cur.rowcount == 1
 
@@ -619,12 +661,23 @@ class Storage:
         user: str | None,
         stripe_request_id: str | None = None,
         error: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
-        """Record a decision, refusal or failure: who, what, when, how it ended."""
+        """Record a decision, refusal or failure: who, what, when, how it ended, and what it
+        rested on (`detail`: the refund rule applied, the reason given)."""
         self.conn.execute(
             "INSERT INTO audit (order_id, action, slack_user, at, outcome, stripe_request_id,"
-            " error) VALUES (?,?,?,?,?,?,?)",
-            (order_id, action, user, time.time(), outcome, stripe_request_id, error),
+            " error, detail) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                order_id,
+                action,
+                user,
+                time.time(),
+                outcome,
+                stripe_request_id,
+                error,
+                _json_or_null(detail),
+            ),
         )
 
     def cancel_attempts(self, order_id: str) -> int:
@@ -639,7 +692,7 @@ class Storage:
         rows = self.conn.execute(
             "SELECT * FROM audit WHERE order_id = ? ORDER BY at, id", (order_id,)
         ).fetchall()
-        return [dict(r) for r in rows]
+        return [_decode(r, "detail") for r in rows]
 
     def order_events(self, order_id: str) -> list[dict[str, Any]]:
         """The order's recorded events in time order (id, type, created, late)."""
@@ -745,12 +798,17 @@ class Storage:
         headline_event: str,
         change: dict[str, Any] | None,
         decision_deadline: int | None,
+        next_change: dict[str, Any] | None = None,
     ) -> None:
-        """Make `order` the snapshot of its order (the caller decided it is newer)."""
+        """Make `order` the snapshot of its order (the caller decided it is newer).
+
+        A decision stays while `decision_deadline` is the one it was made for; `next_change` is
+        a change that waits for the cancel in flight to settle (`settle_decision`).
+        """
         self.conn.execute(
             "INSERT INTO orders (id, account, livemode, status, created, snapshot,"
             " snapshot_created, snapshot_rank, headline_event, change, decision_deadline,"
-            " updated_at, change_kind) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " updated_at, change_kind, next_change) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT (id) DO UPDATE SET account = excluded.account,"
             " livemode = excluded.livemode, status = excluded.status,"
             " created = excluded.created, snapshot = excluded.snapshot,"
@@ -768,7 +826,7 @@ class Storage:
             " decision_detail = CASE WHEN excluded.decision_deadline IS orders.decision_deadline"
             " THEN orders.decision_detail ELSE NULL END,"
             " decision_deadline = excluded.decision_deadline, updated_at = excluded.updated_at,"
-            " change_kind = excluded.change_kind",
+            " change_kind = excluded.change_kind, next_change = excluded.next_change",
             (
                 order["id"],
                 account,
@@ -783,6 +841,7 @@ class Storage:
                 decision_deadline,
                 time.time(),
                 change.get("kind") if change else None,
+                _json_or_null(next_change),
             ),
         )
 
@@ -807,6 +866,24 @@ class Storage:
             if cur.rowcount == 1:
                 closed.append(order_id)
         return closed
+
+    def direct_message_sent(self, order_id: str, occasion: str, user: str) -> bool:
+        """True when `user` was already messaged (or given up on) for this occasion."""
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM direct_messages WHERE order_id = ? AND occasion = ? AND user = ?",
+                (order_id, occasion, user),
+            ).fetchone()
+            is not None
+        )
+
+    def record_direct_message(self, order_id: str, occasion: str, user: str, outcome: str) -> None:
+        """Record that `user` was messaged for this occasion (`outcome`: sent, or why not)."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO direct_messages (order_id, occasion, user, outcome, at)"
+            " VALUES (?,?,?,?,?)",
+            (order_id, occasion, user, outcome, time.time()),
+        )
 
     def product_row(self, product_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM products WHERE id = ?", (product_id,)).fetchone()
@@ -1073,6 +1150,10 @@ class Storage:
     def card(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM cards WHERE key = ?", (key,)).fetchone()
         return dict(row) if row else None
+
+
+def _json_or_null(value: dict[str, Any] | None) -> str | None:
+    return json.dumps(value) if value else None
 
 
 def _whole(value: Any) -> int:

@@ -16,6 +16,7 @@ from bot import metrics, receiving
 from bot.commands import Commands
 from bot.decisions import Deciders, Decisions
 from bot.delivery import Deliverer, start_worker_thread
+from bot.direct_messages import DirectMessages
 from bot.scheduler import Scheduler, start_scheduler_thread
 from bot.settings import Settings, load_settings
 from bot.slack_api import SlackGateway
@@ -78,14 +79,20 @@ def build_bot(settings: Settings) -> ClimateBot:
         storage,
         slack,
         locale_for=settings.locale_for,
-        jobs={"cancel": decisions.carry_out_cancel, "fetch": thin_events.carry_out_fetch},
+        mentions=settings.allowed_deciders,
     )
+    direct_messages = DirectMessages(storage, slack, deciders.users(), deliverer.order_state)
+    deliverer.jobs = {
+        "cancel": decisions.carry_out_cancel,
+        "fetch": thin_events.carry_out_fetch,
+        "direct_message": direct_messages.carry_out,
+    }
     decisions.wake = thin_events.wake = deliverer.wake.set
+    decisions.state_of = deliverer.order_state
     scheduler = Scheduler(
         storage,
         settings.SLACK_CHANNEL,
         reminder_days=settings.reminder_days,
-        mentions=settings.allowed_deciders,
         wake=deliverer.wake.set,
     )
     # A person waits for /climate answers: ask Stripe briefly, then fall back to the database.

@@ -254,10 +254,29 @@ def test_order_facts_and_amounts():
     assert "$103.00" in text
     assert "$100.00" in text and "$3.00" in text
     assert "Frontier's 2027 offtake portfolio" in text
-    assert "Charm Industrial" in text and "Biomass carbon removal and storage" in text
+    assert "Charm Industrial" in text  # the pathways and places are on the product card
     assert "2027" in text
     assert "Confirmed" in text
     assert "Open in Stripe Dashboard" in text
+
+
+def test_an_order_card_names_two_suppliers_and_counts_the_rest():
+    names = ["Charm Industrial", "Heirloom", "Lithos", "Vaulted Deep", "CarbonCapture Inc."]
+    product = make_product(suppliers=[make_supplier(name=n) for n in names])
+    text = all_text(card(make_order(), "climate.order.delayed", delay(), product=product))
+    assert "Charm Industrial, Heirloom and 3 more" in text
+    assert "Lithos" not in text and "Biomass carbon removal and storage" not in text
+    # The full list stays where it belongs: the product's own card.
+    product_text = all_text(product_card(ProductState(product, "climate.product.created")))
+    assert all(name in product_text for name in names)
+
+
+def test_a_delayed_card_puts_the_decision_before_the_facts():
+    message = card(make_order(), "climate.order.delayed", delay(), now=DEADLINE - 1)
+    kinds = [block["block_id"].split(".")[0] for block in message.blocks]
+    assert kinds.index("change") < kinds.index("decision") < kinds.index("facts")
+    [facts] = [b for b in message.blocks if b["block_id"].startswith("facts.")]
+    assert len(facts["fields"]) <= 4  # two rows of two: the card reads at a glance
 
 
 def test_jpy_total_has_no_decimals():
@@ -342,17 +361,10 @@ def test_delayed_card_before_the_deadline_offers_both_decisions():
     assert accept["style"] == "primary"
     assert accept["value"] == "climorder_ABC"
     assert cancel["action_id"] == CANCEL_ACTION
-    assert cancel["text"]["text"] == "Cancel order"
     assert cancel["style"] == "danger"
     assert cancel["value"] == "climorder_ABC"
-    confirm = cancel["confirm"]
-    assert confirm["title"]["text"] == "Cancel this order?"
-    assert "climorder_ABC" in confirm["text"]["text"]
-    assert "$103.00" in confirm["text"]["text"]
-    assert "full refund" in confirm["text"]["text"]
-    assert confirm["confirm"]["text"] == "Cancel order"
-    assert confirm["deny"]["text"] == "Keep it"
-    assert confirm["style"] == "danger"
+    # Cancel opens a dialog that shows the refund and asks for a reason: no confirm of its own.
+    assert cancel["text"]["text"] == "Cancel order…" and "confirm" not in cancel
     assert "Decide by" in message.text
 
 
@@ -475,22 +487,54 @@ def test_absurd_amounts_do_not_crash():
 
 
 @pytest.mark.parametrize(
-    ("reason", "refund", "words"),
+    ("order_fields", "refund", "words"),
     [
-        ("requested", "$100.00", "a cancellation was requested"),
-        ("product_unavailable", "$103.00", "the product is no longer available"),
-        ("expired", "$103.00", "never confirmed and expired"),
-        ("something_new", "$103.00", "something_new"),
-        (None, "$103.00", "no reason was given"),
+        (
+            {"cancellation_reason": "requested"},
+            "Expected refund $100.00, the subtotal: Frontier keeps its fees of $3.00",
+            "a cancellation was requested",
+        ),
+        (
+            {"cancellation_reason": "requested", "delayed_at": 1_700_000_000},
+            "Expected refund $103.00, the full total: a cancel within 30 days of a delay",
+            "a cancellation was requested",
+        ),
+        (
+            {"cancellation_reason": "product_unavailable"},
+            "Expected refund $103.00, the full total: Stripe refunds in full when Frontier cancels",
+            "the product is no longer available",
+        ),
+        (
+            {"cancellation_reason": "expired"},
+            "No refund: the order was never confirmed, so nothing was paid.",
+            "never confirmed and expired",
+        ),
+        (
+            {"cancellation_reason": "something_new"},
+            "Stripe states no refund for this cancellation.",
+            "something_new",
+        ),
+        ({"cancellation_reason": None}, "Stripe states no refund", "no reason was given"),
     ],
 )
-def test_cancelled_card_gives_reason_and_refund(reason, refund, words):
-    order = make_order(status="canceled", cancellation_reason=reason)
+def test_cancelled_card_gives_reason_and_the_expected_refund_with_its_rule(
+    order_fields, refund, words
+):
+    order = make_order(status="canceled", canceled_at=1_700_000_100, **order_fields)
     message = card(order, "climate.order.canceled")
     text = all_text(message)
-    assert f"Refund: {refund}" in text
+    assert refund in text
+    assert "Refund:" not in text  # never a refund stated as a fact Stripe returned
     assert words in text
     assert words in message.text
+
+
+def test_an_order_that_was_never_confirmed_shows_no_refund_at_all():
+    for fields in ({"status": "canceled", "cancellation_reason": "expired"}, {"status": "open"}):
+        text = all_text(card(make_order(**fields), "climate.order.canceled"))
+        assert "Expected refund" not in text and "$103.00 (" not in text
+    expired = make_order(status="canceled", cancellation_reason="expired")
+    assert "no refund" in card(expired, "climate.order.canceled").text
 
 
 def test_connect_dashboard_url_contains_the_account():
@@ -578,7 +622,9 @@ def test_cancelled_reply_gives_reason_and_refund():
     order = make_order(status="canceled", cancellation_reason="requested")
     message = reply("climate.order.canceled", order)
     assert "a cancellation was requested" in all_text(message)
-    assert "Refund: $100.00 (Frontier's fees are not refunded)" in all_text(message)
+    assert "Expected refund $100.00, the subtotal: Frontier keeps its fees of $3.00" in all_text(
+        message
+    )
 
 
 def test_late_order_reply_says_the_card_did_not_change():

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from bot.cards import ORDERS_NEXT_ACTION, ORDERS_PER_PAGE
+from bot.cards import ORDERS_NEXT_ACTION, ORDERS_PER_PAGE, limit_problems
 from bot.fakes import stripe_objects as so
 from bot.fakes.slack import (
     RESPONSE_URL_METHOD,
@@ -16,7 +19,7 @@ from bot.fakes.slack import (
     sign_slack_request,
     slash_command_body,
 )
-from bot.model import DECISION_WINDOW_SECONDS
+from bot.model import DECISION_WINDOW_SECONDS, Message
 from tests.conftest import CHANNEL, SIGNING_SECRET
 
 
@@ -90,7 +93,7 @@ def test_orders_pages_newest_first_with_a_next_button(running, fake_slack, fake_
         orders.append(order)
         running.send_event(so.event("climate.order.created", order, created=1_800_000_000 + i))
     answer = ask(running, fake_slack, "orders")
-    assert answer["via"] == "ack"
+    assert answer["via"] == "response_url"  # acknowledged first: card links ask Slack
     text = everything(answer)
     newest = [o["id"] for o in reversed(orders)]
     assert text.index(newest[0]) < text.index(newest[1])
@@ -219,3 +222,141 @@ def test_products_reads_every_page_of_the_inventory(running, fake_slack, fake_st
     assert answer["text"] == "Frontier offers 121 products."
     assert len(fake_stripe.calls_to("/v1/climate/products")) == 2  # 100 per page
     assert "and 101 more products" in everything(answer)
+
+
+def response_url_of(body: str) -> str:
+    """The response_url a signed command or click carries."""
+    form = urllib.parse.parse_qs(body)
+    if "payload" in form:
+        return json.loads(form["payload"][0])["response_url"]
+    return form["response_url"][0]
+
+
+def lines_of(answer: dict) -> list[str]:
+    """Every line of every section of an answer, in order."""
+    return [
+        line
+        for block in answer.get("blocks") or []
+        if block["type"] == "section" and "text" in block
+        for line in block["text"]["text"].split("\n")
+    ]
+
+
+def line_about(answer: dict, order_id: str) -> str:
+    [line] = [line for line in lines_of(answer) if order_id in line]
+    return line
+
+
+def test_pending_and_orders_name_each_order_so_it_is_recognised(running, fake_slack, fake_stripe):
+    now = int(time.time())
+    named = so.order(beneficiary={"public_name": "Acme Climate Fund"}, metric_tons="12.5")
+    named_delayed = so.delayed(named, 2030, at=now)
+    pinging = so.delayed(so.order(beneficiary={"public_name": "<!channel>"}), 2030, at=now - 86400)
+    styled = so.order(beneficiary={"public_name": "*bold*\n<@U0BOB> & co"})
+    running.send_event(so.event("climate.order.delayed", named_delayed))
+    running.send_event(so.event("climate.order.delayed", pinging))
+    running.send_event(so.event("climate.order.created", styled))
+    running.deliver()
+    card_link = "https://fake-slack.example/archives/C0CLIMATE/p"
+    total = f"${named['amount_total'] / 100:,.2f}"
+
+    pending = ask(running, fake_slack, "pending")
+    line = line_about(pending, named["id"])
+    assert "Acme Climate Fund" in line and "12.5 t" in line and total in line
+    assert f"decide by <!date^{now + DECISION_WINDOW_SECONDS}^" in line
+    assert card_link in line and line.endswith("|card>")
+    assert "&lt;!channel&gt;" in line_about(pending, pinging["id"])
+    assert styled["id"] not in everything(pending)  # nothing to decide
+
+    orders = ask(running, fake_slack, "orders")
+    line = line_about(orders, named["id"])
+    assert "Acme Climate Fund" in line and "Confirmed" in line and "12.5 t" in line
+    assert total in line and card_link in line
+    assert "&lt;!channel&gt;" in line_about(orders, pinging["id"])
+    # Stripe's text stays on its order's line, escaped: no mention, no ping, no line of its own.
+    line = line_about(orders, styled["id"])
+    assert line.startswith(f"`{styled['id']}` — *bold* &lt;@U0BOB&gt; &amp; co · ")
+    for answer in (pending, orders):
+        assert "<!channel>" not in everything(answer) and "<@U0BOB>" not in everything(answer)
+        assert not [line for line in lines_of(answer) if line.startswith("*bold*")]
+        assert limit_problems(Message(answer["text"], answer["blocks"])) == []
+
+
+def test_ten_commands_and_clicks_at_once_are_acknowledged_in_time_while_slack_is_slow(
+    running, fake_slack, fake_stripe
+):
+    """Slack's contract: every command and click is answered within 3 seconds. Listeners ack
+    before they ask Slack or Stripe, Bolt authorises without auth.test, and its listener pool
+    has room for all of them while Slack takes 6 seconds to answer."""
+    now = int(time.time())
+    listed = known_order(running, fake_stripe)
+    waiting = so.delayed(so.order(), 2030, at=now)
+    fake_stripe.add_order(waiting)
+    running.send_event(so.event("climate.order.delayed", waiting))
+    running.deliver()
+    fake_slack.delay("auth.test", 6)  # the workspace URL for card links, and Bolt's own check
+    fake_slack.delay("chat.getPermalink", 6)  # the card link of /climate status
+    cursor = f"|{listed['created'] + 1}|{listed['id']}"
+    asked = {  # what is sent → what its answer must show
+        "status": (f"status {listed['id']}", "fake-slack.example/archives/"),
+        "orders": ("orders", "fake-slack.example/archives/"),
+        "confirmed": ("orders confirmed", "fake-slack.example/archives/"),
+        "pending": ("pending", "fake-slack.example/archives/"),
+        "products": ("products", "Frontier's 2027 offtake portfolio"),
+        "history": (f"history {listed['id']}", "Order placed"),
+        "help": ("help", "status <order_id>"),
+        "empty": ("", "status <order_id>"),
+        "unknown": ("frobnicate now", "status <order_id>"),
+        "bad filter": ("orders sideways", "status <order_id>"),
+    }
+    requests_ = {
+        name: (
+            slash_command_body(text=text, response_url=fake_slack.new_response_url()),
+            expected,
+        )
+        for name, (text, expected) in asked.items()
+    }
+    for i in range(3):
+        url = fake_slack.new_response_url()
+        body = block_actions_body(action_id=ORDERS_NEXT_ACTION, value=cursor, response_url=url)
+        requests_[f"next {i}"] = (body, "fake-slack.example/archives/")
+    assert len(requests_) == 13
+    start = threading.Barrier(len(requests_))
+
+    def send(body: str) -> tuple[int, float, str]:
+        headers = sign_slack_request(body, SIGNING_SECRET)
+        start.wait()
+        started = time.monotonic()
+        response = requests.post(
+            running.url + "/slack/events", data=body, headers=headers, timeout=10
+        )
+        return response.status_code, time.monotonic() - started, response.text
+
+    with ThreadPoolExecutor(len(requests_)) as pool:
+        sent = {name: pool.submit(send, body) for name, (body, _) in requests_.items()}
+        acks = {name: future.result(timeout=30) for name, future in sent.items()}
+    for name, (status, took, _) in acks.items():
+        assert status == 200, (name, acks[name])
+        assert took < 3, f"{name} acknowledged after {took:.1f}s"
+    # The acks did not wait for Slack: its answers were still on their way.
+    assert [call for call in fake_slack.calls_to("auth.test") if not call.done]
+
+    for name, (body, expected) in requests_.items():
+        _, _, acked = acks[name]
+        if acked:  # the usage, and history: made without asking Slack or Stripe
+            assert expected in everything(json.loads(acked)), name
+            continue
+        url = response_url_of(body)
+        hook = url.rsplit("/", 1)[1]
+        fake_slack.wait_for(
+            lambda c, hook=hook: c.method == RESPONSE_URL_METHOD and c.path.endswith(hook),
+            timeout=15,
+        )
+        assert expected in everything(fake_slack.responses(url)[0]), name
+    assert {name for name, (_, _, acked) in acks.items() if acked} == {
+        "history",
+        "help",
+        "empty",
+        "unknown",
+        "bad filter",
+    }

@@ -10,24 +10,20 @@ import pytest
 import requests
 
 from bot.fakes import stripe_objects as so
-from bot.fakes.slack import RESPONSE_URL_METHOD, block_actions_body, sign_slack_request
+from bot.fakes.slack import (
+    RESPONSE_URL_METHOD,
+    block_actions_body,
+    sign_slack_request,
+    slash_command_body,
+    view_submission_body,
+)
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION, DECISION_WINDOW_SECONDS
 from bot.settings import load_settings
 from bot.stripe_api import cancel_idempotency_key
 from tests.conftest import CHANNEL, SIGNING_SECRET, env_for, serve_bot
 
 
-def click(bot, fake_slack, action: str, order_id: str, user: str = "U0ALICE") -> str:
-    """Click a card's button as Slack would; return the ephemeral answer the clicker sees."""
-    url = fake_slack.new_response_url()
-    cards = fake_slack.messages(CHANNEL)
-    body = block_actions_body(
-        action_id=action,
-        value=order_id,
-        user_id=user,
-        response_url=url,
-        message=cards[0] if cards else None,
-    )
+def post_to_slack_events(bot, body: str) -> requests.Response:
     response = requests.post(
         bot.url + "/slack/events",
         data=body,
@@ -35,9 +31,78 @@ def click(bot, fake_slack, action: str, order_id: str, user: str = "U0ALICE") ->
         timeout=10,
     )
     assert response.status_code == 200
+    return response
+
+
+def press(
+    bot, fake_slack, action: str, order_id: str, user: str = "U0ALICE", *, user_team=None
+) -> tuple[str, str]:
+    """Click a card's button as Slack would; return (its response_url, its trigger_id).
+    `user_team`: the clicker's own workspace, when not the bot's (a Slack Connect guest)."""
+    url = fake_slack.new_response_url()
+    trigger = fake_slack.new_trigger_id(user=user)
+    cards = fake_slack.messages(CHANNEL)
+    body = block_actions_body(
+        action_id=action,
+        value=order_id,
+        user_id=user,
+        response_url=url,
+        message=cards[0] if cards else None,
+        trigger_id=trigger,
+        user_team_id=user_team,
+    )
+    post_to_slack_events(bot, body)
+    return url, trigger
+
+
+def first_answer(fake_slack, url: str) -> str:
     hook = url.rsplit("/", 1)[1]
     fake_slack.wait_for(lambda c: c.method == RESPONSE_URL_METHOD and c.path.endswith(hook))
     return fake_slack.responses(url)[0]["text"]
+
+
+def click(bot, fake_slack, action: str, order_id: str, user: str = "U0ALICE", **kw) -> str:
+    """Click a button; return the ephemeral answer the clicker sees. Cancel opens a dialog:
+    this submits it with no reason (see `cancel_dialog` to look at it first)."""
+    if action == CANCEL_ACTION:
+        return cancel(bot, fake_slack, order_id, user=user, **kw)
+    url, _trigger = press(bot, fake_slack, action, order_id, user, **kw)
+    return first_answer(fake_slack, url)
+
+
+def cancel_dialog(bot, fake_slack, order_id: str, user: str = "U0ALICE", **kw):
+    """Click Cancel; return (the response_url, the dialog Slack opened, or None and the answer)."""
+    url, trigger = press(bot, fake_slack, CANCEL_ACTION, order_id, user, **kw)
+    hook = url.rsplit("/", 1)[1]
+
+    def opened_or_answered(call) -> bool:
+        if call.method == "views.open":
+            return call.params.get("trigger_id") == trigger
+        return call.method == RESPONSE_URL_METHOD and call.path.endswith(hook)
+
+    call = fake_slack.wait_for(opened_or_answered)[0]
+    if call.method == RESPONSE_URL_METHOD:
+        return url, None, fake_slack.responses(url)[0]["text"]
+    [opening] = [o for o in fake_slack.view_openings() if o["trigger_id"] == trigger]
+    return url, opening["view"], None
+
+
+def submit(bot, fake_slack, view: dict, *, user: str = "U0ALICE", reason: str | None = None):
+    """Submit the cancel dialog; return Bolt's answer to Slack (a dict, {} for "close")."""
+    body = view_submission_body(view, values={"reason": {"reason": reason}}, user_id=user)
+    response = post_to_slack_events(bot, body)
+    return response.json() if response.text.strip() else {}
+
+
+def cancel(bot, fake_slack, order_id: str, user: str = "U0ALICE", reason=None, **kw) -> str:
+    """Click Cancel and submit its dialog; return what the clicker is told."""
+    url, view, answer = cancel_dialog(bot, fake_slack, order_id, user, **kw)
+    if view is None:
+        return answer
+    ack = submit(bot, fake_slack, view, user=user, reason=reason)
+    if ack.get("response_action") == "update":
+        return ack["view"]["blocks"][0]["text"]["text"]
+    return first_answer(fake_slack, url)
 
 
 def answers(fake_slack, url_count: int = 1) -> list[str]:
@@ -107,11 +172,22 @@ def test_double_click_cancels_once_and_the_second_click_is_told_who_decided(
     running, fake_slack, fake_stripe
 ):
     order = delayed_order(running, fake_stripe)
-    click(running, fake_slack, CANCEL_ACTION, order["id"])
-    second = click(running, fake_slack, CANCEL_ACTION, order["id"])
-    assert "Already decided by <@U0ALICE>" in second
+    # Two dialogs opened by a double click, both submitted: one cancel.
+    _url, first_view, _ = cancel_dialog(running, fake_slack, order["id"])
+    _url, second_view, _ = cancel_dialog(running, fake_slack, order["id"])
+    assert submit(running, fake_slack, first_view) == {}
+    refused = submit(running, fake_slack, second_view)
+    assert refused["response_action"] == "update"
+    assert "A cancel of order" in json.dumps(refused["view"]) and "<@U0ALICE>" in json.dumps(
+        refused["view"]
+    )
+    # A click while the cancel is under way opens no dialog and says who is cancelling.
+    second = click(running, fake_slack, CANCEL_ACTION, order["id"], user="U0BOB")
+    assert "A cancel of order" in second and "by <@U0ALICE> is under way" in second
     running.deliver()
     assert len(fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}/cancel")) == 1
+    # Once cancelled, a click is told the order is final.
+    assert "already cancelled" in click(running, fake_slack, ACCEPT_ACTION, order["id"])
 
 
 def test_two_users_clicking_at_once_decide_once(running, fake_slack, fake_stripe):
@@ -130,7 +206,7 @@ def test_two_users_clicking_at_once_decide_once(running, fake_slack, fake_stripe
     for t in threads:
         t.join(timeout=20)
     running.deliver()
-    losers = [text for text in results.values() if "Already decided by" in text]
+    losers = [t for t in results.values() if "already decided by" in t or "under way" in t]
     assert len(losers) == 1
     decided = running.bot.storage.order_row(order["id"])
     assert decided["decision"] in ("accepted", "cancelled")
@@ -264,17 +340,13 @@ def test_history_and_pending_answer_from_the_record(running, fake_slack, fake_st
 
 
 def slash(bot, fake_slack, text: str) -> str:
-    from bot.fakes.slack import slash_command_body
-
-    body = slash_command_body(text=text, response_url=fake_slack.new_response_url())
-    response = requests.post(
-        bot.url + "/slack/events",
-        data=body,
-        headers=sign_slack_request(body, SIGNING_SECRET),
-        timeout=10,
-    )
-    assert response.status_code == 200
-    return response.text
+    """Run `/climate <text>`; return the answer, given in the ack or through the response_url."""
+    url = fake_slack.new_response_url()
+    response = post_to_slack_events(bot, slash_command_body(text=text, response_url=url))
+    if response.text.strip():
+        return response.text
+    first_answer(fake_slack, url)
+    return json.dumps(fake_slack.responses(url))
 
 
 def test_reminders_come_before_the_deadline_once_and_stop_after_a_decision(

@@ -181,7 +181,8 @@ def test_reply_waits_for_a_card_that_failed_and_follows_it_after_retry(running, 
     )
     running.deliver()
     assert fake_slack.messages(CHANNEL) == []
-    assert running.bot.storage.outbox_counts() == {"failed": 1, "pending": 1}  # the reply
+    # The reply waits for its card; the deciders' direct messages (none here) do not.
+    assert running.bot.storage.outbox_counts() == {"failed": 1, "pending": 1, "done": 1}
     running.bot.storage.retry_failed()
     running.deliver()
     card = card_of(fake_slack, order["id"])
@@ -274,7 +275,7 @@ def test_ambiguous_failure_after_slack_posted_is_reconciled_not_reposted(running
     [card] = fake_slack.messages(CHANNEL)
     assert len(fake_slack.replies(CHANNEL, card.ts)) == 1
     assert running.bot.storage.card(f"order:{order['id']}")["ts"] == card.ts
-    assert running.bot.storage.outbox_counts() == {"done": 3}
+    assert running.bot.storage.outbox_counts() == {"done": 4}  # card, reply, update, DM job
     assert len(fake_slack.calls_to("conversations.history")) == 1
     assert len(fake_slack.calls_to("conversations.replies")) == 1
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from slack_sdk import WebClient
@@ -22,6 +24,7 @@ from bot.fakes.slack import (
     sign_slack_request,
     slash_command_body,
 )
+from tests.conftest import wait_until
 
 CHANNEL = "C0CLIMATE"
 
@@ -292,6 +295,51 @@ def test_outage_answers_503_until_over(fake: FakeSlack, client: WebClient) -> No
     assert exc.value.response.status_code == 503
     fake.set_down(False)
     assert client.auth_test()["ok"]
+
+
+def test_a_delayed_method_answers_late_without_holding_up_others(
+    fake: FakeSlack, client: WebClient
+) -> None:
+    fake.delay("auth.test", 1.0)
+    slow: dict[str, Any] = {}
+
+    def ask() -> None:
+        started = time.monotonic()
+        slow["answer"] = client.auth_test()
+        slow["took"] = time.monotonic() - started
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    wait_until(lambda: fake.calls_to("auth.test"), 5, "auth.test never arrived")
+    [call] = fake.calls_to("auth.test")
+    assert not call.done  # recorded at once, answered later
+    started = time.monotonic()
+    assert client.chat_postMessage(channel=CHANNEL, text="meanwhile")["ok"]
+    assert time.monotonic() - started < 0.5  # other methods are not held up
+    assert not call.done
+    thread.join(timeout=5)
+    assert slow["answer"]["ok"] and slow["took"] >= 1.0
+    assert call.done and call.ok
+    fake.delay("auth.test", 0)  # removed: answers at once again
+    started = time.monotonic()
+    assert client.auth_test()["ok"]
+    assert time.monotonic() - started < 0.5
+
+
+def test_stopping_sends_delayed_answers_at_once() -> None:
+    fake = FakeSlack().start()
+    client = WebClient(token=fake.bot_token, base_url=fake.api_url, timeout=30)
+    fake.delay("*", 60)
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(client.auth_test()))
+    thread.start()
+    wait_until(lambda: fake.calls_to("auth.test"), 5, "auth.test never arrived")
+    assert not fake.calls_to("auth.test")[0].done  # waiting out its minute
+    started = time.monotonic()
+    fake.stop()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and time.monotonic() - started < 5
+    assert answers and answers[0]["ok"]
 
 
 def test_random_failures_are_429_or_500(fake: FakeSlack, client: WebClient) -> None:

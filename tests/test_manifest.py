@@ -72,6 +72,7 @@ def test_manifest_asks_only_for_the_scopes_the_bot_uses(manifest):
         "channels:history",
         "groups:history",
         "usergroups:read",
+        "im:write",
     }
     [command] = manifest["features"]["slash_commands"]
     assert command["command"] == "/climate"
@@ -79,3 +80,6 @@ def test_manifest_asks_only_for_the_scopes_the_bot_uses(manifest):
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    # Deciders read their direct messages in the app's Messages tab; they answer on the card.
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
+    assert manifest["features"]["app_home"]["messages_tab_read_only_enabled"] is True

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 import requests
 
+from bot.cards import ORDERS_NEXT_ACTION
 from bot.fakes.slack import (
     RESPONSE_URL_METHOD,
     block_actions_body,
@@ -14,7 +20,7 @@ from bot.fakes.slack import (
     slash_command_body,
 )
 from bot.model import CANCEL_ACTION
-from tests.conftest import SIGNING_SECRET
+from tests.conftest import SIGNING_SECRET, wait_until
 
 
 def post_slack(running, body: str, *, timestamp: int | None = None, secret=SIGNING_SECRET):
@@ -65,3 +71,57 @@ def test_slacks_unsigned_certificate_check_gets_an_empty_200(running, fake_slack
     )
     assert (response.status_code, response.text) == (200, "")
     assert fake_slack.calls == []
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[tuple[str, list[str]]]:
+    """Another HTTP server on loopback, not Slack's: its URL and the paths POSTed to it."""
+    received: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_response_url_on_another_server_is_never_answered(running, fake_slack, caplog, elsewhere):
+    origin, received = elsewhere
+    caplog.set_level(logging.DEBUG, logger="bot.slack_api")
+    secret = "/commands/T0TEST/1234/SECRETxPATHxOFxTHExHOOK"
+    command = slash_command_body(text="pending", response_url=origin + secret)
+    click = block_actions_body(
+        action_id=ORDERS_NEXT_ACTION, value="|1800000000|climorder_x", response_url=origin + secret
+    )
+    # A lookalike of the Web API's own origin, with user info before the other server's host.
+    lookalike = f"http://127.0.0.1:{fake_slack.port}@{origin.removeprefix('http://')}{secret}"
+    tricked = slash_command_body(text="orders", response_url=lookalike)
+    for body in (command, click, tricked):
+        assert post_slack(running, body).status_code == 200
+
+    def ignored() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "not answering a response_url" in r.getMessage()]
+
+    wait_until(lambda: len(ignored()) == 3, 10, "the bot did not say it ignored every answer")
+    assert received == []
+    assert fake_slack.calls_to(RESPONSE_URL_METHOD) == []
+    warnings = [r for r in ignored() if r.levelno == logging.WARNING]
+    # Once per origin: the second answer for the same server is only a debug line.
+    assert [origin.removeprefix("http://") in r.getMessage() for r in warnings] == [True, False]
+    assert "a URL that is not http(s)" in warnings[1].getMessage()
+    for record in caplog.records:
+        assert "SECRETxPATH" not in record.getMessage()

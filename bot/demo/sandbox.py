@@ -6,18 +6,22 @@ The page (``static/``) asks ``/sandbox/changes`` for what changed since the revi
 way Slack would send it: a signed POST to its Request URL, interactions as a form-encoded
 ``payload=`` JSON with a fresh ``response_url`` and ``trigger_id``, slash commands as Slack's form
 fields. What the bot answers shows up in the workspace like in Slack: a response_url answer or a
-slash command's immediate answer becomes an ephemeral message for the person who acted.
+slash command's immediate answer becomes an ephemeral message for the person who acted (an
+answer to a click is shown under the message clicked). A modal the bot opens with ``views.open``
+is shown to the person whose click carried the trigger_id, and only to them; its submission goes
+to the bot as a signed ``view_submission``, and the bot's ``response_action`` is carried out.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import secrets
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,8 @@ from bot.fakes.slack import (
     block_actions_body,
     sign_slack_request,
     slash_command_body,
+    view_errors,
+    view_submission_body,
 )
 from bot.fakes.stripe import FakeStripe
 
@@ -44,6 +50,9 @@ SLACK_TIMEOUT = 3.0  # Slack gives an app three seconds to answer a command or a
 LONG_POLL_SECONDS = 25.0
 MAX_TEXT = 4_000
 SLACKBOT = "USLACKBOT"
+MODAL_STACK = 3  # Slack's limit on pushed views
+MAX_TYPED = 3_000  # a plain_text_input holds at most this much (max_length's own cap)
+REQUIRED = "Please complete this required field."
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' http: https: data:; "
@@ -65,6 +74,28 @@ class Sent:
 
     status: int | None  # None: the bot did not answer in time or could not be reached
     body: str = ""
+
+
+@dataclass
+class _ShownView:
+    """One view of a person's modal, with what they typed and the errors the app reported."""
+
+    view: dict[str, Any]
+    values: dict[str, dict[str, str]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Modal:
+    """A person's open modal: its stack of views (pushed ones on top) and a failure to show."""
+
+    stack: list[_ShownView]
+    banner: str = ""
+    sending: bool = False
+
+    @property
+    def top(self) -> _ShownView:
+        return self.stack[-1]
 
 
 class SlackSandbox:
@@ -95,6 +126,13 @@ class SlackSandbox:
         self._http.trust_env = False  # loopback only: a proxy from the environment must not apply
         self._cache: dict[str, tuple[tuple[Any, ...], str]] = {}
         self._cache_lock = threading.Lock()
+        # Modals: one per person at most, as in Slack. Every change bumps a counter the page
+        # compares with what it shows, so a slow long poll cannot bring back a closed modal.
+        self._modal_lock = threading.RLock()
+        self._modals: dict[str, _Modal] = {}
+        self._modal_versions: dict[str, int] = {}
+        self._modal_counter = 0
+        self._seen_views: set[str] = set()
 
     # -- what the page shows -------------------------------------------------------------------
 
@@ -159,6 +197,7 @@ class SlackSandbox:
             "full": delta.full,
             "messages": entries,
             "deleted": deleted,
+            "modal": self.modal(user),
         }
 
     def _entry(self, message: Message, names: render.Names) -> dict[str, Any]:
@@ -210,8 +249,21 @@ class SlackSandbox:
             "key": key,
             "ts": ephemeral["message_ts"],
             "thread_ts": ephemeral.get("thread_ts"),
+            "after": self._answered_key(ephemeral),
             "html": html,
         }
+
+    def _answered_key(self, ephemeral: dict[str, Any]) -> str | None:
+        """The key of the message an ephemeral answers a click on (the page shows it there),
+        or None (a slash command's answer: at the bottom, as in Slack)."""
+        answered = ephemeral.get("for_message_ts")
+        if not answered:
+            return None
+        if answered != ephemeral["message_ts"] and any(
+            e["message_ts"] == answered for e in self.fake.ephemerals(self.channel)
+        ):
+            return "e" + answered
+        return answered
 
     # -- what a person does --------------------------------------------------------------------
 
@@ -220,16 +272,23 @@ class SlackSandbox:
     ) -> Sent:
         """Click the element at (`block`, `element`) of the message `key`, as Slack reports it.
 
+        `thread_ts` is the thread the message is shown in: a reply's, or the parent's own ts
+        when it is clicked atop the open thread; an answer only the clicker sees appears there.
         The button is looked up in the stored message, never taken from the page: a click on a
         message that changed since the page drew it is refused, as Slack would refuse it.
         """
         self._check_user(user)
         ephemeral = key.startswith("e")
+        shown_in = thread_ts
+        if thread_ts == key:
+            thread_ts = None  # the thread's parent: a channel message
         message = self._ephemeral(user, key[1:]) if ephemeral else self._message(key, thread_ts)
         blocks = message["blocks"] if isinstance(message, dict) else message.blocks
         button, block_id = _button_at(blocks, block, element)
         ts = key[1:] if ephemeral else key
-        response_url = self.fake.new_response_url(channel=self.channel, message_ts=ts, user=user)
+        response_url = self.fake.new_response_url(
+            channel=self.channel, message_ts=ts, user=user, thread_ts=shown_in
+        )
         body = block_actions_body(
             action_id=str(button["action_id"]),
             value=str(button.get("value") or ""),
@@ -240,13 +299,13 @@ class SlackSandbox:
             block_id=block_id,
             message=None if ephemeral else message,
             team_id=self.fake.team_id,
-            trigger_id=self.fake.new_trigger_id(),
+            trigger_id=self.fake.new_trigger_id(user=user),
         )
         payload = json.loads(urllib.parse.parse_qs(body)["payload"][0])
         self._as_slack_reports_it(payload, user, button, ephemeral=ephemeral, thread_ts=thread_ts)
         sent = self._post(urllib.parse.urlencode({"payload": json.dumps(payload)}))
         if sent.status != 200:
-            self._slackbot(user, _failure_text("That button", sent), thread_ts)
+            self._slackbot(user, _failure_text("That button", sent), shown_in, answers=ts)
         return sent
 
     def _as_slack_reports_it(
@@ -299,7 +358,7 @@ class SlackSandbox:
             response_url=self.fake.new_response_url(channel=self.channel, user=user),
             command=command,
             team_id=self.fake.team_id,
-            trigger_id=self.fake.new_trigger_id(),
+            trigger_id=self.fake.new_trigger_id(user=user),
         )
         form = urllib.parse.parse_qs(body, keep_blank_values=True)
         form = {k: v[0] for k, v in form.items()}
@@ -326,8 +385,199 @@ class SlackSandbox:
         else:
             self.fake.add_ephemeral(self.channel, user, text, blocks=blocks)
 
-    def _slackbot(self, user: str, text: str, thread_ts: str | None = None) -> None:
-        self.fake.add_ephemeral(self.channel, user, text, thread_ts=thread_ts, source="slackbot")
+    def _slackbot(
+        self, user: str, text: str, thread_ts: str | None = None, *, answers: str | None = None
+    ) -> None:
+        self.fake.add_ephemeral(
+            self.channel, user, text, thread_ts=thread_ts, source="slackbot", for_message_ts=answers
+        )
+
+    # -- modals ----------------------------------------------------------------------------------
+
+    def modal(self, user: str) -> dict[str, Any]:
+        """The modal `user` sees: ``{"version", "view_id", "html"}`` (``view_id`` None: none).
+
+        A modal is `user`'s when the bot opened it with a trigger_id minted for them (their
+        click or command); `version` grows with every change, for every person.
+        """
+        self._sync_modals()
+        with self._modal_lock:
+            version = self._modal_versions.get(user, 0)
+            modal = self._modals.get(user)
+            if modal is None:
+                return {"version": version, "view_id": None, "html": ""}
+            shown = modal.top
+            html = render.modal_html(
+                shown.view,
+                self.names(),
+                values=shown.values,
+                errors=shown.errors,
+                banner=modal.banner,
+                busy=modal.sending,
+            )
+            return {"version": version, "view_id": shown.view.get("id"), "html": html}
+
+    def submit(self, user: str, view_id: str, values: Any) -> dict[str, Any]:
+        """Submit `user`'s modal with what they typed (block_id → action_id → text), as Slack:
+        required inputs and lengths are checked first (nothing is sent when one is wrong), then
+        a signed ``view_submission`` goes to the bot and its answer is carried out: an empty
+        200 closes the view, ``response_action`` ``errors`` shows them under their inputs,
+        ``update`` replaces the view, ``push`` stacks a new one, ``clear`` closes them all. No
+        answer within 3 s (or an error) keeps the modal open and says so. Returns `modal()`."""
+        self._check_user(user)
+        self._sync_modals()
+        with self._modal_lock:
+            modal = self._open_modal(user, view_id)
+            if modal.sending:
+                raise SandboxError("This form is being sent already.", 409)
+            shown = modal.top
+            shown.values = _typed_values(shown.view, values)
+            shown.errors = _form_errors(shown.view, shown.values)
+            modal.banner = ""
+            if shown.errors:
+                self._modal_changed(user)
+                return self.modal(user)
+            modal.sending = True
+            view = copy.deepcopy(shown.view)
+            typed = copy.deepcopy(shown.values)
+        try:
+            body = view_submission_body(
+                view,
+                values=typed,
+                user_id=user,
+                user_name=self._user_name(user),
+                team_id=self.fake.team_id,
+                trigger_id=self.fake.new_trigger_id(user=user),
+            )
+            sent = self._post(body)
+        finally:
+            with self._modal_lock:
+                modal.sending = False
+        with self._modal_lock:
+            # Closed, replaced or answered meanwhile: the answer is about a view gone from sight.
+            if self._modals.get(user) is modal and modal.top is shown:
+                self._carry_out(user, modal, sent)
+            self._modal_changed(user)
+        return self.modal(user)
+
+    def close_modal(self, user: str, view_id: str) -> dict[str, Any]:
+        """Close the top view of `user`'s modal (the one below shows again), as its close
+        button does in Slack; all of them when it says ``clear_on_close``. Returns `modal()`."""
+        self._check_user(user)
+        self._sync_modals()
+        with self._modal_lock:
+            modal = self._open_modal(user, view_id)
+            if modal.top.view.get("clear_on_close") is True:
+                modal.stack.clear()
+            else:
+                modal.stack.pop()
+            modal.banner = ""
+            if not modal.stack:
+                self._modals.pop(user, None)
+            self._modal_changed(user)
+        return self.modal(user)
+
+    def _open_modal(self, user: str, view_id: str) -> _Modal:
+        modal = self._modals.get(user)
+        if modal is None or modal.top.view.get("id") != view_id:
+            raise SandboxError("This form is no longer open.", 409)
+        return modal
+
+    def _sync_modals(self) -> None:
+        """Take up the modals the bot opened since last time, each for its trigger's person."""
+        openings = self.fake.view_openings()
+        people = {p["id"] for p in self.people()}
+        with self._modal_lock:
+            for opening in openings:
+                view = opening["view"]
+                view_id = str(view.get("id"))
+                if view_id in self._seen_views:
+                    continue
+                self._seen_views.add(view_id)
+                if opening["user"] in people:  # another views.open replaces the modal, as in Slack
+                    self._modals[opening["user"]] = _Modal([_ShownView(view)])
+                    self._modal_changed(opening["user"])
+
+    def _modal_changed(self, user: str) -> None:
+        self._modal_counter += 1
+        self._modal_versions[user] = self._modal_counter
+
+    def _carry_out(self, user: str, modal: _Modal, sent: Sent) -> None:
+        """Do what Slack does with the app's answer to a view_submission."""
+        if sent.status != 200:
+            modal.banner = _failure_text("That form", sent)
+            return
+        text = sent.body.strip()
+        try:
+            answer = json.loads(text) if text else {}
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            modal.banner = 'That form failed with the error "invalid_response": not JSON.'
+            return
+        action = answer.get("response_action")
+        if action is None:  # an empty acknowledgement closes the view
+            modal.stack.pop()
+        elif action == "clear":
+            modal.stack.clear()
+        elif action == "errors":
+            self._show_errors(modal, answer.get("errors"))
+        elif action in ("update", "push"):
+            self._replace_view(modal, answer.get("view"), push=action == "push")
+        else:
+            shown = _text_snippet(action)
+            modal.banner = f'That form failed: "{shown}" is no response_action Slack knows.'
+        if not modal.stack:
+            self._modals.pop(user, None)
+
+    def _show_errors(self, modal: _Modal, errors: Any) -> None:
+        shown = modal.top
+        if (
+            not isinstance(errors, dict)
+            or not errors
+            or not all(isinstance(v, str) for v in errors.values())
+        ):
+            modal.banner = 'That form failed: "errors" must map block ids to messages.'
+            return
+        unknown = [str(k) for k in errors if k not in _input_block_ids(shown.view)]
+        if unknown:
+            names = ", ".join(_text_snippet(k) for k in unknown[:3])
+            modal.banner = f"That form failed: the app reported errors for no input here ({names})."
+            return
+        shown.errors = {str(k): v[:MAX_TYPED] for k, v in errors.items()}
+
+    def _replace_view(self, modal: _Modal, raw: Any, *, push: bool) -> None:
+        problems = view_errors(raw, kind="modal")
+        if problems:
+            modal.banner = f'That form failed with the error "invalid_arguments": {problems[0]}'
+            return
+        if push and len(modal.stack) >= MODAL_STACK:
+            modal.banner = 'That form failed with the error "push_limit_reached".'
+            return
+        old = modal.top.view
+        new = {
+            **copy.deepcopy(raw),
+            "id": f"V{secrets.token_hex(5).upper()}" if push else old.get("id"),
+            "team_id": old.get("team_id"),
+            "app_id": old.get("app_id"),
+            "bot_id": old.get("bot_id"),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
+            "private_metadata": raw.get("private_metadata", ""),
+            "callback_id": raw.get("callback_id", ""),
+            "root_view_id": old.get("root_view_id") or old.get("id"),
+            "previous_view_id": old.get("id") if push else old.get("previous_view_id"),
+        }
+        if push:
+            modal.stack.append(_ShownView(new))
+            return
+        # Slack keeps what was typed in inputs whose block_id and action_id stay the same.
+        kept = {
+            block_id: {action_id: modal.top.values[block_id][action_id]}
+            for block_id, action_id in _text_inputs(new)
+            if action_id in modal.top.values.get(block_id, {})
+        }
+        modal.stack[-1] = _ShownView(new, values=kept)
 
     def _post(self, body: str) -> Sent:
         headers = sign_slack_request(body, self.signing_secret)
@@ -380,6 +630,79 @@ class SlackSandbox:
 def render_typed(text: str) -> str:
     """What Slack stores for text a person typed: ``&``, ``<`` and ``>`` escaped."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _text_inputs(view: dict[str, Any]) -> list[tuple[str, str]]:
+    """(block_id, action_id) of the view's text inputs the page shows."""
+    found = []
+    blocks = view.get("blocks")
+    for index, block in enumerate(blocks if isinstance(blocks, list) else []):
+        if not isinstance(block, dict) or block.get("type") != "input":
+            continue
+        element = block.get("element")
+        if isinstance(element, dict) and element.get("type") in render.TEXT_INPUTS:
+            found.append(render.input_ids(block, index))
+    return found
+
+
+def _input_block_ids(view: dict[str, Any]) -> set[str]:
+    blocks = view.get("blocks")
+    return {
+        render.input_ids(block, index)[0]
+        for index, block in enumerate(blocks if isinstance(blocks, list) else [])
+        if isinstance(block, dict) and block.get("type") == "input"
+    }
+
+
+def _typed_values(view: dict[str, Any], values: Any) -> dict[str, dict[str, str]]:
+    """What the page sent, checked against the view's inputs: every one of them, as text."""
+    changed = SandboxError("This form has changed since you saw it; nothing was sent.", 409)
+    if not isinstance(values, dict):
+        raise SandboxError("values must be an object.")
+    inputs = _text_inputs(view)
+    known = {(b, a) for b, a in inputs}
+    for block_id, actions in values.items():
+        if not isinstance(actions, dict):
+            raise SandboxError("values must be an object of objects.")
+        for action_id, value in actions.items():
+            if (block_id, action_id) not in known:
+                raise changed
+            if not isinstance(value, str) or len(value) > MAX_TYPED:
+                raise SandboxError(f"A field holds at most {MAX_TYPED} characters.")
+    return {
+        block_id: {action_id: values[block_id][action_id]}
+        for block_id, action_id in inputs
+        if action_id in values.get(block_id, {})
+    }
+
+
+def _form_errors(view: dict[str, Any], typed: dict[str, dict[str, str]]) -> dict[str, str]:
+    """What Slack's client says before sending anything: a required input left empty, a text
+    shorter than min_length or longer than max_length."""
+    errors: dict[str, str] = {}
+    blocks = view.get("blocks")
+    for index, block in enumerate(blocks if isinstance(blocks, list) else []):
+        if not isinstance(block, dict) or block.get("type") != "input":
+            continue
+        element = block.get("element")
+        if not isinstance(element, dict) or element.get("type") not in render.TEXT_INPUTS:
+            continue  # not shown here: nothing to check
+        block_id, action_id = render.input_ids(block, index)
+        value = typed.get(block_id, {}).get(action_id, "")
+        minimum, maximum = render.input_limits(element)
+        if not value.strip():
+            if block.get("optional") is not True:
+                errors[block_id] = REQUIRED
+        elif maximum is not None and len(value) > maximum:
+            errors[block_id] = f"Please use {maximum} characters or fewer (now {len(value)})."
+        elif minimum is not None and len(value) < minimum:
+            errors[block_id] = f"Please use at least {minimum} characters."
+    return errors
+
+
+def _text_snippet(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _button_at(blocks: Any, block: int, element: str) -> tuple[dict[str, Any], str]:
@@ -474,6 +797,23 @@ def create_sandbox_app(sandbox: SlackSandbox, stripe: FakeStripe | None = None) 
             thread_ts=thread_ts if isinstance(thread_ts, str) and thread_ts else None,
         )
         return jsonify(ok=sent.status == 200, status=sent.status)
+
+    @app.post("/sandbox/submit")
+    def submit():
+        data = _json_body()
+        return jsonify(
+            ok=True,
+            modal=sandbox.submit(
+                _string(data, "user"), _string(data, "view_id"), data.get("values")
+            ),
+        )
+
+    @app.post("/sandbox/close")
+    def close_modal():
+        data = _json_body()
+        return jsonify(
+            ok=True, modal=sandbox.close_modal(_string(data, "user"), _string(data, "view_id"))
+        )
 
     @app.post("/sandbox/command")
     def command():

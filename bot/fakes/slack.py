@@ -2,8 +2,9 @@
 
 Point the real ``slack_sdk.WebClient(token=..., base_url=fake.api_url)`` (or ``SLACK_API_URL``)
 at a started ``FakeSlack`` and it answers in Slack's wire format: ``ok: false`` errors on HTTP 200,
-429 with ``Retry-After``, 5xx pages, dropped connections, Block Kit validation, threads, metadata,
-pagination. It also serves ``response_url``s (``/hooks/<id>``) and records every call.
+429 with ``Retry-After``, 5xx pages, dropped connections, slow answers, Block Kit validation,
+threads, metadata, pagination. It also serves ``response_url``s (``/hooks/<id>``) and records
+every call.
 
 Tests start one per test; ``climate-bot demo`` reuses it as a local Slack sandbox, so nothing here
 depends on pytest. The module-level helpers build requests going the other way (Slack → our app):
@@ -43,6 +44,8 @@ __all__ = [
     "event_callback_body",
     "sign_slack_request",
     "slash_command_body",
+    "view_errors",
+    "view_submission_body",
 ]
 
 DEFAULT_SCOPES = (
@@ -62,6 +65,9 @@ RESPONSE_URL_METHOD = "response_url"
 
 MAX_MESSAGE_BLOCKS = 50
 MAX_SURFACE_BLOCKS = 100  # modals and Home tabs
+MAX_VIEW_LABEL = 24  # a modal's title, submit and close
+MAX_PRIVATE_METADATA = 3_000
+MAX_VIEW_BYTES = 250_000  # views.open answers view_too_large past it
 MAX_POST_TEXT = 40_000
 MAX_UPDATE_TEXT = 4_000
 MAX_SECTION_FIELD = 2_000
@@ -129,6 +135,7 @@ class Message:
     updates: int = 0  # how many chat.update (or replace_original) calls hit it
     reply_count: int = 0
     edited_ts: str | None = None
+    broadcast: bool = False  # a thread reply also sent to the channel (reply_broadcast)
 
 
 @dataclass
@@ -184,6 +191,7 @@ class _ResponseUrl:
     channel: str | None
     message_ts: str | None
     user: str | None
+    thread_ts: str | None = None  # the thread the interaction happened in
     uses: int = 0
 
 
@@ -210,22 +218,25 @@ class _ApiError(Exception):
 # --------------------------------------------------------------------------------------------
 
 
-def block_kit_errors(blocks: Any, *, max_blocks: int = MAX_MESSAGE_BLOCKS) -> list[str]:
+def block_kit_errors(
+    blocks: Any, *, max_blocks: int = MAX_MESSAGE_BLOCKS, pointer: str = "/blocks"
+) -> list[str]:
     """Say why Slack would answer ``invalid_blocks`` to `blocks`; ``[]`` when it would accept them.
 
     Combines ``slack_sdk.models.blocks.Block.parse`` (lengths, counts, required fields) with the
     limits the models do not check: blocks per message, section field length, header and button
     text types, unknown block types and duplicate ``block_id``s. Messages look like Slack's own
-    ``response_metadata.messages`` (``"[ERROR] ... [json-pointer:/blocks/3]"``).
+    ``response_metadata.messages`` (``"[ERROR] ... [json-pointer:/blocks/3]"``; `pointer` is
+    where the blocks are: ``/view/blocks`` in a view).
     """
     if not isinstance(blocks, list):
-        return ["[ERROR] must provide an array [json-pointer:/blocks]"]
+        return [f"[ERROR] must provide an array [json-pointer:{pointer}]"]
     errors: list[str] = []
     if len(blocks) > max_blocks:
-        errors.append(f"[ERROR] no more than {max_blocks} items allowed [json-pointer:/blocks]")
+        errors.append(f"[ERROR] no more than {max_blocks} items allowed [json-pointer:{pointer}]")
     seen_ids: set[str] = set()
     for index, block in enumerate(blocks):
-        where = f"[json-pointer:/blocks/{index}]"
+        where = f"[json-pointer:{pointer}/{index}]"
         if not isinstance(block, dict):
             errors.append(f"[ERROR] must provide an object {where}")
             continue
@@ -356,6 +367,7 @@ class FakeSlack:
         self._cond = threading.Condition(threading.RLock())
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # set by stop(): delayed answers go out at once
 
         self._channel_config: dict[str, _Channel] = {}
         self._channels: dict[str, _Channel] = {}
@@ -381,9 +393,12 @@ class FakeSlack:
         self._opened_views: list[dict[str, Any]] = []
         self._triggers: dict[str, float] = {}  # trigger ids minted by new_trigger_id -> when
         self._used_triggers: set[str] = set()
+        self._trigger_users: dict[str, str] = {}  # trigger ids minted for a person -> who
+        self._view_openings: list[dict[str, Any]] = []
         self._hooks: dict[str, _ResponseUrl] = {}
         self._responses: list[tuple[str, dict[str, Any]]] = []
         self._failures: list[_Failure] = []
+        self._delays: dict[str, float] = {}
         self._down = False
         self._random_rate = 0.0
         self._rng = random.Random(0)
@@ -404,6 +419,7 @@ class FakeSlack:
         """Bind 127.0.0.1 (port 0 = any free port) and serve on a daemon thread; returns self."""
         if self._server is not None:
             return self
+        self._stopping.clear()
         self._server = _Server(("127.0.0.1", self._port), self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -419,6 +435,7 @@ class FakeSlack:
         """Stop serving and close the socket. Safe to call twice."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
+        self._stopping.set()
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -555,6 +572,22 @@ class FakeSlack:
                 )
             )
 
+    def delay(self, method: str, seconds: float) -> None:
+        """Make Web API calls to `method` (``"*"``: any method) answer `seconds` late.
+
+        A slow Slack: each call is recorded at once (in flight: ``done`` is False), then
+        carried out and answered once `seconds` have passed, while other calls are answered
+        as usual meanwhile. ``seconds=0`` removes the delay, and so does `reset()`; `stop()`
+        sends the answers still waiting at once, so a test never waits for them.
+        """
+        if seconds < 0:
+            raise ValueError("seconds must not be negative")
+        with self._cond:
+            if seconds:
+                self._delays[method] = float(seconds)
+            else:
+                self._delays.pop(method, None)
+
     def set_down(self, down: bool) -> None:
         """While down, every Web API and response_url call answers 503 with an HTML page."""
         with self._cond:
@@ -643,7 +676,9 @@ class FakeSlack:
     def ephemerals(self, channel: str | None = None) -> list[dict[str, Any]]:
         """Ephemeral messages (``chat.postEphemeral`` and ephemeral response_url answers).
 
-        Each is ``{"channel", "user", "text", "blocks", "thread_ts", "message_ts", "source"}``.
+        Each is ``{"channel", "user", "text", "blocks", "thread_ts", "message_ts", "source",
+        "for_message_ts"}``; `for_message_ts` is the message (or ephemeral) whose button was
+        clicked when the ephemeral answers that click through its response_url, else None.
         """
         with self._cond:
             return [
@@ -671,9 +706,20 @@ class FakeSlack:
         with self._cond:
             return copy.deepcopy(self._opened_views)
 
+    def view_openings(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Who opened which modal: ``{"view", "trigger_id", "user"}`` per ``views.open``, in order.
+
+        `user` is the person the trigger was minted for (``new_trigger_id(user=...)``), None for
+        a trigger the fake did not mint; pass `user` to list only that person's.
+        """
+        with self._cond:
+            return [
+                copy.deepcopy(o) for o in self._view_openings if user is None or o["user"] == user
+            ]
+
     def reset(self) -> None:
-        """Forget calls, messages, views, response_urls and scripted failures; restore channels
-        and users as configured (undoing joins) and a working token."""
+        """Forget calls, messages, views, response_urls, scripted failures and delays; restore
+        channels and users as configured (undoing joins) and a working token."""
         with self._cond:
             self._clear_activity()
             self._channels = copy.deepcopy(self._channel_config)
@@ -754,9 +800,11 @@ class FakeSlack:
         blocks: list[dict[str, Any]] | None = None,
         thread_ts: str | None = None,
         source: str = "slash_command",
+        for_message_ts: str | None = None,
     ) -> dict[str, Any]:
         """Show `user` an ephemeral message, as Slack shows an app's immediate answer to a slash
-        command (the body of its HTTP response); returns a copy."""
+        command (the body of its HTTP response); `for_message_ts`: the message it answers a
+        click on. Returns a copy."""
         with self._cond:
             ephemeral = {
                 "channel": channel,
@@ -766,6 +814,7 @@ class FakeSlack:
                 "thread_ts": thread_ts,
                 "message_ts": self._next_ts(),
                 "source": source,
+                "for_message_ts": for_message_ts,
             }
             self._ephemerals.append(ephemeral)
             self._touch_ephemeral(ephemeral["message_ts"])
@@ -779,18 +828,23 @@ class FakeSlack:
         channel: str | None = None,
         message_ts: str | None = None,
         user: str | None = None,
+        thread_ts: str | None = None,
     ) -> str:
         """Mint a response_url (``http://127.0.0.1:PORT/hooks/<id>``): 5 uses within 30 minutes.
 
         Bind it to the `channel`/`message_ts` the interaction came from and answers act on them
         like Slack's: ``replace_original`` updates that message, ``delete_original`` deletes it,
         ``response_type: in_channel`` posts a new message there, and anything else becomes an
-        ephemeral message for `user`. Unbound URLs only record what they receive.
+        ephemeral message for `user` (in `thread_ts`, the thread the interaction happened in,
+        unless the answer names one), marked as answering `message_ts`. Unbound URLs only
+        record what they receive.
         """
         hook_id = secrets.token_urlsafe(12)
         url = f"{self.base_url}/hooks/{hook_id}"
         with self._cond:
-            self._hooks[hook_id] = _ResponseUrl(url, self._clock(), channel, message_ts, user)
+            self._hooks[hook_id] = _ResponseUrl(
+                url, self._clock(), channel, message_ts, user, thread_ts=thread_ts
+            )
         return url
 
     def responses(self, url: str | None = None) -> list[dict[str, Any]]:
@@ -798,14 +852,18 @@ class FakeSlack:
         with self._cond:
             return [copy.deepcopy(body) for u, body in self._responses if url is None or u == url]
 
-    def new_trigger_id(self) -> str:
+    def new_trigger_id(self, user: str | None = None) -> str:
         """Mint a trigger_id for ``views.open``: single use, expires after 3 seconds.
 
-        ``views.open`` also accepts, once, trigger ids it has never seen (so canned payloads work).
+        `user` is the person whose click or command carries it: a modal opened with it is theirs
+        (`view_openings`). ``views.open`` also accepts, once, trigger ids it has never seen (so
+        canned payloads work).
         """
         with self._cond:
             trigger_id = f"{int(self._clock())}.{self._next_id()}.{secrets.token_hex(8)}"
             self._triggers[trigger_id] = self._clock()
+            if user is not None:
+                self._trigger_users[trigger_id] = user
             return trigger_id
 
     # ---- HTTP -----------------------------------------------------------------------------------
@@ -843,26 +901,43 @@ class FakeSlack:
     def _answer_api(self, method: str, query: str, headers: dict[str, str], body: bytes) -> _Reply:
         params, parse_error = _parse_params(query, headers.get("content-type", ""), body)
         call = Call(method, params, headers, self._clock(), path=f"/api/{method}")
+        with self._cond:
+            delay = self._delays.get(method, self._delays.get("*", 0.0))
         return self._record_and_answer(
-            call, lambda: parse_error or self._injected_failure(call) or self._run(call)
+            call,
+            lambda: parse_error or self._injected_failure(call) or self._run(call),
+            delay=delay,
         )
 
-    def _record_and_answer(self, call: Call, answer: Callable[[], _Reply]) -> _Reply:
+    def _record_and_answer(
+        self, call: Call, answer: Callable[[], _Reply], *, delay: float = 0.0
+    ) -> _Reply:
+        if delay > 0:
+            with self._cond:
+                self.calls.append(call)  # in flight until the delay is over
+                self._cond.notify_all()
+            self._stopping.wait(delay)  # outside the lock: other calls go on meanwhile
+            with self._cond:
+                return self._answer(call, answer)
         with self._cond:
             self.calls.append(call)  # recorded before answering, whatever the answer
-            try:
-                reply = answer()
-            except Exception as exc:
-                # A bug in the fake must not look like a dropped connection, nor leave
-                # wait_for() hanging on a call that never finishes.
-                reply = _Reply(
-                    status=500,
-                    json={"ok": False, "error": "internal_error", "detail": f"fake bug: {exc!r}"},
-                )
-            call.status = None if reply.disconnect else reply.status
-            call.response = reply.json
-            call.done = True
-            self._cond.notify_all()
+            return self._answer(call, answer)
+
+    def _answer(self, call: Call, answer: Callable[[], _Reply]) -> _Reply:
+        """Answer a recorded call (with the lock held) and wake whoever waits for it."""
+        try:
+            reply = answer()
+        except Exception as exc:
+            # A bug in the fake must not look like a dropped connection, nor leave
+            # wait_for() hanging on a call that never finishes.
+            reply = _Reply(
+                status=500,
+                json={"ok": False, "error": "internal_error", "detail": f"fake bug: {exc!r}"},
+            )
+        call.status = None if reply.disconnect else reply.status
+        call.response = reply.json
+        call.done = True
+        self._cond.notify_all()
         return reply
 
     def _injected_failure(self, call: Call) -> _Reply | None:
@@ -944,6 +1019,7 @@ class FakeSlack:
             "chat.scheduleMessage": self._chat_schedule_message,
             "chat.deleteScheduledMessage": self._chat_delete_scheduled_message,
             "conversations.join": self._conversations_join,
+            "conversations.open": self._conversations_open,
             "conversations.info": self._conversations_info,
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
@@ -980,6 +1056,8 @@ class FakeSlack:
             user=self.bot_user_id,
             bot_id=self.bot_id,
         )
+        # Slack ignores reply_broadcast on a top-level message.
+        message.broadcast = bool(thread_ts) and _truthy(params.get("reply_broadcast"))
         self._last_post[channel.id] = self._clock()
         return {
             "channel": channel.id,
@@ -1032,6 +1110,7 @@ class FakeSlack:
                 "thread_ts": _optional_str(params.get("thread_ts")),
                 "message_ts": message_ts,
                 "source": "chat.postEphemeral",
+                "for_message_ts": None,
             }
         )
         self._touch_ephemeral(message_ts)
@@ -1122,6 +1201,31 @@ class FakeSlack:
             }
         channel.is_member = True
         return {"channel": self._channel_json(channel)}
+
+    def _conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The bot's direct-message conversation with one user (`users`), opened if need be."""
+        users = [u for u in str(params.get("users") or "").split(",") if u]
+        if not users:
+            raise _ApiError("users_list_not_supplied")
+        if len(users) > 1:
+            raise _ApiError("not_enough_users")  # a group DM: not something this bot opens
+        user = self._users.get(users[0])
+        if user is None:
+            raise _ApiError("user_not_found")
+        if user.is_bot:
+            raise _ApiError("cannot_dm_bot")
+        dm_id = "D" + user.id[1:]
+        if dm_id not in self._channels:
+            self._channels[dm_id] = _Channel(
+                id=dm_id,
+                name=dm_id,
+                is_private=True,
+                is_archived=False,
+                is_member=True,
+                members={user.id},
+                created=int(self._clock()),
+            )
+        return {"channel": {"id": dm_id}}
 
     def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._readable_channel(params.get("channel"), require_member=False)
@@ -1220,6 +1324,14 @@ class FakeSlack:
         self._used_triggers.add(trigger_id)
         opened = self._view_json(view)
         self._opened_views.append(opened)
+        self._view_openings.append(
+            {
+                "view": copy.deepcopy(opened),
+                "trigger_id": trigger_id,
+                "user": self._trigger_users.get(trigger_id),
+            }
+        )
+        self._bump()  # a watcher (the sandbox page) shows the modal to its person
         return {"view": opened}
 
     # ---- state helpers (called with the lock held) ----------------------------------------------
@@ -1350,6 +1462,8 @@ class FakeSlack:
             out["reply_count"] = message.reply_count
             out["reply_users"] = sorted({m.user for m in replies if m.user})
             out["latest_reply"] = replies[-1].ts if replies else message.ts
+        if message.broadcast:
+            out["subtype"] = "thread_broadcast"
         if message.edited_ts:
             out["edited"] = {"user": message.user, "ts": message.edited_ts}
         if include_metadata and message.metadata:
@@ -1388,6 +1502,8 @@ class FakeSlack:
             "private_metadata": view.get("private_metadata", ""),
             "callback_id": view.get("callback_id", ""),
             "external_id": view.get("external_id", ""),
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
             "root_view_id": None,
             "previous_view_id": None,
         }
@@ -1477,9 +1593,10 @@ class FakeSlack:
                     "user": hook.user,
                     "text": text,
                     "blocks": blocks or [],
-                    "thread_ts": _optional_str(payload.get("thread_ts")),
+                    "thread_ts": _optional_str(payload.get("thread_ts")) or hook.thread_ts,
                     "message_ts": self._next_ts(),
                     "source": RESPONSE_URL_METHOD,
+                    "for_message_ts": hook.message_ts,
                 }
             )
             self._touch_ephemeral(self._ephemerals[-1]["message_ts"])
@@ -1583,20 +1700,69 @@ def _metadata(raw: Any) -> dict[str, Any] | None:
 
 def _view(raw: Any, *, kind: str) -> dict[str, Any]:
     view = _json_field(raw, "invalid_arguments")
-    problems: list[str] = []
-    if not isinstance(view, dict):
-        problems.append("[ERROR] missing required field: view")
-    else:
-        if view.get("type") != kind:
-            problems.append(f"[ERROR] view type must be {kind} [json-pointer:/view/type]")
-        if kind == "modal" and not _is_text_object(view.get("title"), "plain_text"):
-            problems.append("[ERROR] missing required field: title [json-pointer:/view/title]")
-        elif kind == "modal" and len(view["title"]["text"]) > 24:
-            problems.append("[ERROR] must be less than 25 characters [json-pointer:/view/title]")
-        problems.extend(block_kit_errors(view.get("blocks", []), max_blocks=MAX_SURFACE_BLOCKS))
+    if isinstance(view, dict) and len(json.dumps(view)) > MAX_VIEW_BYTES:
+        raise _ApiError("view_too_large")
+    problems = view_errors(view, kind=kind)
     if problems:
         raise _ApiError("invalid_arguments", response_metadata={"messages": problems})
     return view
+
+
+def view_errors(view: Any, *, kind: str = "modal") -> list[str]:
+    """Say why Slack would answer ``invalid_arguments`` to `view` (``views.open``,
+    ``views.publish``, a ``response_action`` of ``update`` or ``push``); ``[]`` when it would
+    accept it.
+
+    A modal's title, submit and close are plain_text of at most 24 characters (title required,
+    submit required with input blocks), its private_metadata at most 3000 characters, its
+    callback_id at most 255, and a view holds at most 100 blocks. Messages look like Slack's
+    (``"[ERROR] must be less than 25 characters [json-pointer:/view/title/text]"``).
+    """
+    if not isinstance(view, dict):
+        return ["[ERROR] missing required field: view"]
+    problems: list[str] = []
+    if view.get("type") != kind:
+        problems.append(f"[ERROR] view type must be {kind} [json-pointer:/view/type]")
+    if kind == "modal":
+        for name in ("title", "submit", "close"):
+            value = view.get(name)
+            if value is None and name != "title":
+                continue
+            if not _is_text_object(value, "plain_text"):
+                problems.append(
+                    f"[ERROR] missing required field: {name} [json-pointer:/view/{name}]"
+                    if value is None
+                    else f"[ERROR] must provide a plain_text object [json-pointer:/view/{name}]"
+                )
+            elif len(value["text"]) > MAX_VIEW_LABEL:
+                problems.append(
+                    f"[ERROR] must be less than {MAX_VIEW_LABEL + 1} characters "
+                    f"[json-pointer:/view/{name}/text]"
+                )
+        blocks = view.get("blocks")
+        has_input = isinstance(blocks, list) and any(
+            isinstance(b, dict) and b.get("type") == "input" for b in blocks
+        )
+        if has_input and view.get("submit") is None:
+            problems.append(
+                "[ERROR] a view with input blocks must have a submit [json-pointer:/view/submit]"
+            )
+    for name, limit in (("private_metadata", MAX_PRIVATE_METADATA), ("callback_id", 255)):
+        value = view.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            problems.append(f"[ERROR] must provide a string [json-pointer:/view/{name}]")
+        elif len(value) > limit:
+            problems.append(
+                f"[ERROR] must be less than {limit + 1} characters [json-pointer:/view/{name}]"
+            )
+    problems.extend(
+        block_kit_errors(
+            view.get("blocks", []), max_blocks=MAX_SURFACE_BLOCKS, pointer="/view/blocks"
+        )
+    )
+    return problems
 
 
 def _json_field(value: Any, error: str) -> Any:
@@ -1716,8 +1882,12 @@ def block_actions_body(
     message: dict[str, Any] | Message | None = None,
     team_id: str = "T0TEST",
     trigger_id: str | None = None,
+    user_team_id: str | None = None,
 ) -> str:
     """A button click as Slack posts it: form-encoded ``payload=<block_actions JSON>``.
+
+    `team_id` is the workspace the app is installed in; `user_team_id` (default: the same) the
+    clicker's own, another one for a guest of a Slack Connect channel.
 
     `message` is the message holding the button (a dict in Slack's shape, or a `Message` from
     `FakeSlack.messages()`); `message_ts` defaults to its ts, else ``"1.000100"``. Each body
@@ -1732,7 +1902,12 @@ def block_actions_body(
     user_name = _USER_NAMES.get(user_id, user_id.lower())
     payload = {
         "type": "block_actions",
-        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
+        "user": {
+            "id": user_id,
+            "username": user_name,
+            "name": user_name,
+            "team_id": user_team_id or team_id,
+        },
         "api_app_id": APP_ID,
         "token": "deprecated-verification-token",
         "container": {
@@ -1760,6 +1935,84 @@ def block_actions_body(
             }
         ],
     }
+    return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
+
+def view_submission_body(
+    view: dict[str, Any],
+    *,
+    values: dict[str, dict[str, Any]],
+    user_id: str = "U0ALICE",
+    user_name: str | None = None,
+    team_id: str = "T0TEST",
+    trigger_id: str | None = None,
+    response_urls: list[dict[str, Any]] | None = None,
+) -> str:
+    """A modal's submission as Slack posts it: form-encoded ``payload=<view_submission JSON>``.
+
+    `view` is the view as ``views.open`` answered it (`FakeSlack.view_openings()`); `values`
+    maps block_id → action_id → what the person typed (a string, None for an empty field), or a
+    whole state value for other elements (``{"type": "static_select", "selected_option": …}``).
+    Like Slack, ``view.state.values`` holds every input block of the view, an empty plain-text
+    input as ``"value": None``. A block_id or action_id that is no input of the view raises
+    ValueError. `response_urls` is sent only when given (Slack sends it only for inputs with
+    ``response_url_enabled``). Each body carries a fresh `trigger_id` unless one is given.
+    """
+    view = copy.deepcopy(view)
+    blocks = view.get("blocks") if isinstance(view.get("blocks"), list) else []
+    state: dict[str, dict[str, Any]] = {}
+    for index, block in enumerate(blocks):
+        if not isinstance(block, dict) or block.get("type") != "input":
+            continue
+        element = block.get("element") if isinstance(block.get("element"), dict) else {}
+        # Slack gives every block and element an id when the app gave none.
+        block_id = block.setdefault("block_id", f"input{index}")
+        action_id = element.setdefault("action_id", f"element{index}")
+        given = values.get(block_id, {}).get(action_id)
+        if isinstance(given, dict):
+            state[block_id] = {action_id: {"type": element.get("type"), **given}}
+        else:
+            value = None if given in (None, "") else str(given)
+            state[block_id] = {action_id: {"type": element.get("type"), "value": value}}
+    for block_id, actions in values.items():
+        for action_id in actions:
+            if action_id not in state.get(block_id, {}):
+                raise ValueError(f"{block_id}/{action_id} is not an input of this view")
+    view_id = str(view.get("id") or "V0000000001")
+    name = user_name or _USER_NAMES.get(user_id, user_id.lower())
+    payload: dict[str, Any] = {
+        "type": "view_submission",
+        "team": {"id": team_id, "domain": TEAM_DOMAIN},
+        "user": {"id": user_id, "username": name, "name": name, "team_id": team_id},
+        "api_app_id": APP_ID,
+        "token": "deprecated-verification-token",
+        "trigger_id": trigger_id or _trigger_id(),
+        "view": {
+            "id": view_id,
+            "team_id": team_id,
+            "type": "modal",
+            "private_metadata": "",
+            "callback_id": "",
+            "external_id": "",
+            "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
+            "clear_on_close": False,
+            "notify_on_close": False,
+            "close": None,
+            "submit": None,
+            "previous_view_id": None,
+            "app_id": APP_ID,
+            "app_installed_team_id": team_id,
+            "bot_id": "B0BOT",
+            **view,
+            "root_view_id": view.get("root_view_id") or view_id,
+            "blocks": blocks,
+            "state": {"values": state},
+        },
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+    if response_urls is not None:
+        payload["response_urls"] = response_urls
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
 
 

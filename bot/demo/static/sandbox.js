@@ -1,6 +1,8 @@
 // The Slack sandbox page: draws #climate from finished HTML fragments the sandbox server renders
 // (bot/demo/render.py escapes everything), keeps it live with a long poll that returns only what
 // changed, and sends clicks and typed commands back to the server, which signs them for the bot.
+// A modal the bot opens for this person is drawn from server HTML too; its submit and close go
+// back to the server, which sends the view_submission and says what the modal shows next.
 "use strict";
 
 (() => {
@@ -14,6 +16,7 @@
   const toastBox = $("toast");
   const liveBadge = $("live");
   const dialog = $("confirm");
+  const modalDialog = $("modal");
 
   const state = {
     user: null,
@@ -26,6 +29,8 @@
     generation: 0, // bumped on a user switch: answers for the previous user are dropped
     controller: null,
     permalinkBase: "",
+    modalVersion: 0, // the newest modal state drawn: an older answer never brings one back
+    modalViewId: null, // the view on screen, or null
   };
 
   // --- drawing ------------------------------------------------------------------------------
@@ -73,13 +78,35 @@
     threadList.replaceChildren();
   }
 
+  // An answer to a click sits under the message clicked: it sorts with that message's ts.
+  const sortTsOf = (node) => node.dataset.sortTs || node.dataset.ts;
+
   function insertSorted(node, ts) {
     let before = null;
     for (let child = channelList.lastElementChild; child; child = child.previousElementSibling) {
-      if (compareTs(child.dataset.ts, ts) <= 0) break;
+      if (compareTs(sortTsOf(child), ts) <= 0) break;
       before = child;
     }
     channelList.insertBefore(node, before);
+  }
+
+  // Put an answer right under the message it answers (after earlier answers to it); false when
+  // that message is not in the channel list (then it goes where its own ts says).
+  function placeAfterAnchor(node, entry) {
+    const anchor = state.nodes.get(entry.after);
+    if (!anchor || !anchor.parentNode) return false;
+    let last = anchor;
+    for (
+      let next = anchor.nextElementSibling;
+      next && next.dataset.after === entry.after && compareTs(next.dataset.ts, entry.ts) < 0;
+      next = next.nextElementSibling
+    ) {
+      last = next;
+    }
+    node.dataset.after = entry.after;
+    node.dataset.sortTs = sortTsOf(anchor);
+    last.after(node);
+    return true;
   }
 
   function apply(data) {
@@ -95,7 +122,9 @@
       if (state.thread && inThread(entry, state.thread)) threadChanged = true;
     }
     const appended = document.createDocumentFragment();
-    let lastTs = channelList.lastElementChild?.dataset.ts ?? "0";
+    const last = channelList.lastElementChild;
+    let lastTs = last ? sortTsOf(last) : "0";
+    const answers = []; // answers placed under a message, to scroll into sight
     for (const entry of data.messages) {
       if (state.dismissed.has(entry.key)) continue;
       state.entries.set(entry.key, entry);
@@ -105,7 +134,11 @@
       const old = state.nodes.get(entry.key);
       state.nodes.set(entry.key, node);
       if (old) {
+        if (old.dataset.after) node.dataset.after = old.dataset.after;
+        if (old.dataset.sortTs) node.dataset.sortTs = old.dataset.sortTs;
         old.replaceWith(node);
+      } else if (entry.after && placeAfterAnchor(node, entry)) {
+        answers.push(node);
       } else if (compareTs(entry.ts, lastTs) >= 0) {
         appended.appendChild(node);
         lastTs = entry.ts;
@@ -118,6 +151,8 @@
     state.instance = data.instance;
     if (threadChanged) drawThread();
     if (stickToBottom) scrollToEnd(channelList);
+    else if (!data.full) for (const node of answers) node.scrollIntoView({ block: "nearest" });
+    if (data.modal) drawModal(data.modal);
   }
 
   // Messages off screen are laid out lazily (content-visibility), so the list's height settles
@@ -145,22 +180,40 @@
     const ts = state.thread;
     if (!ts) return;
     const stick = scroll || nearBottom(threadList);
-    const replies = [...state.entries.values()]
-      .filter((entry) => entry.thread_ts === ts && entry.key !== ts)
-      .sort((a, b) => compareTs(a.ts, b.ts));
-    const fragment = document.createDocumentFragment();
-    const parent = state.entries.get(ts);
-    if (parent) {
-      const node = toNode(parent.html);
-      node.classList.add("thread-parent");
-      fragment.appendChild(node);
+    const byTs = (a, b) => compareTs(a.ts, b.ts);
+    const all = [...state.entries.values()].filter(
+      (entry) => entry.thread_ts === ts && entry.key !== ts,
+    );
+    // Answers to a click in the thread go under the message clicked, like in the channel.
+    const here = new Set([ts, ...all.map((entry) => entry.key)]);
+    const answersTo = new Map();
+    const replies = [];
+    for (const entry of all.sort(byTs)) {
+      if (entry.after && entry.after !== entry.key && here.has(entry.after)) {
+        if (!answersTo.has(entry.after)) answersTo.set(entry.after, []);
+        answersTo.get(entry.after).push(entry);
+      } else {
+        replies.push(entry);
+      }
     }
-    const count = replies.length;
+    const fragment = document.createDocumentFragment();
+    const drawn = new Set();
+    const draw = (entry, parentNode = false) => {
+      if (drawn.has(entry.key)) return;
+      drawn.add(entry.key);
+      const node = toNode(entry.html);
+      if (parentNode) node.classList.add("thread-parent");
+      fragment.appendChild(node);
+      for (const answer of answersTo.get(entry.key) ?? []) draw(answer);
+    };
+    const parent = state.entries.get(ts);
+    if (parent) draw(parent, true);
+    const count = replies.filter((entry) => !entry.key.startsWith("e")).length;
     const divider = document.createElement("div");
     divider.className = "thread-count";
     divider.textContent = count === 1 ? "1 reply" : `${count} replies`;
     fragment.appendChild(divider);
-    for (const reply of replies) fragment.appendChild(toNode(reply.html));
+    for (const reply of replies) draw(reply);
     threadList.replaceChildren(fragment);
     if (stick) threadList.scrollTop = threadList.scrollHeight;
   }
@@ -209,6 +262,14 @@
     const confirm = button.parentElement.querySelector(":scope > .sk-confirm");
     if (confirm && !(await askConfirm(confirm))) return; // "deny" sends nothing, as in Slack
     if (button.dataset.url) window.open(button.dataset.url, "_blank", "noopener,noreferrer");
+    // The thread a click happens in (the parent atop the open thread included): the answer
+    // only the clicker sees is shown there.
+    const inThreadPane = threadList.contains(button) && state.thread;
+    const threadTs = inThreadPane
+      ? state.thread
+      : entry && entry.thread_ts && entry.thread_ts !== key
+        ? entry.thread_ts
+        : null;
     button.classList.add("sk-busy");
     button.disabled = true;
     try {
@@ -216,7 +277,7 @@
         key,
         block: Number(button.dataset.block),
         element: button.dataset.element,
-        thread_ts: entry && entry.thread_ts && entry.thread_ts !== key ? entry.thread_ts : null,
+        thread_ts: threadTs,
       });
       if (!answer.ok && answer.error) toast(answer.error);
     } catch (err) {
@@ -226,6 +287,102 @@
       button.disabled = false;
     }
   }
+
+  // --- modals -------------------------------------------------------------------------------
+
+  function drawModal(modal) {
+    if (modal.version <= state.modalVersion) return; // an older state than the one on screen
+    state.modalVersion = modal.version;
+    if (!modal.view_id) {
+      closeModalDialog();
+      return;
+    }
+    const node = toNode(modal.html);
+    modalDialog.replaceChildren(node);
+    state.modalViewId = modal.view_id;
+    if (!modalDialog.open) modalDialog.showModal();
+    const focus =
+      node.querySelector(".sk-input-invalid .sk-input-field") ||
+      node.querySelector(".sk-input-field") ||
+      node.querySelector(".sk-view-submit");
+    focus?.focus();
+  }
+
+  function closeModalDialog() {
+    state.modalViewId = null;
+    if (modalDialog.open) modalDialog.close();
+    modalDialog.replaceChildren();
+  }
+
+  function typedValues(form) {
+    const values = {};
+    for (const field of form.querySelectorAll(".sk-input-field")) {
+      const block = field.dataset.blockId;
+      values[block] = values[block] || {};
+      values[block][field.dataset.actionId] = field.value;
+    }
+    return values;
+  }
+
+  async function modalRequest(path, body, busyButton) {
+    const generation = state.generation;
+    if (busyButton) {
+      busyButton.classList.add("sk-busy");
+      busyButton.disabled = true;
+    }
+    try {
+      const answer = await post(path, body);
+      if (generation !== state.generation) return; // switched user meanwhile
+      if (answer.modal) drawModal(answer.modal);
+      else if (!answer.ok) {
+        toast(answer.error || "That did not work.");
+        if (answer.error && /no longer open/.test(answer.error)) closeModalDialog();
+      }
+    } catch (err) {
+      toast("The sandbox could not be reached.");
+    } finally {
+      if (busyButton && busyButton.isConnected) {
+        busyButton.classList.remove("sk-busy");
+        busyButton.disabled = false;
+      }
+    }
+  }
+
+  modalDialog.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = event.target.closest("form.sk-view");
+    if (!form) return;
+    modalRequest(
+      "/sandbox/submit",
+      { view_id: form.dataset.viewId, values: typedValues(form) },
+      form.querySelector(".sk-view-submit"),
+    );
+  });
+
+  function closeModal() {
+    const form = modalDialog.querySelector("form.sk-view");
+    if (!form) {
+      closeModalDialog();
+      return;
+    }
+    modalRequest("/sandbox/close", { view_id: form.dataset.viewId }, null);
+  }
+
+  modalDialog.addEventListener("click", (event) => {
+    const target = event.target instanceof Element ? event.target : null;
+    if (!target) return;
+    if (target.closest(".sk-view-close")) {
+      event.preventDefault();
+      closeModal();
+    } else if (target.closest(".sk-button[data-action-id]")) {
+      event.preventDefault();
+      toast("Buttons inside a modal are not wired up in this sandbox.");
+    }
+  });
+  modalDialog.addEventListener("cancel", (event) => {
+    event.preventDefault(); // Escape closes the modal as its close button does
+    closeModal();
+  });
 
   async function send(event) {
     event.preventDefault();
@@ -311,6 +468,8 @@
     state.since = 0;
     state.dismissed.clear();
     state.generation += 1;
+    state.modalVersion = 0;
+    closeModalDialog(); // a modal is its person's: the next poll shows this person's, if any
     clearAll();
     if (state.controller) state.controller.abort();
     try {
