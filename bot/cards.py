@@ -1091,9 +1091,14 @@ PENDING_SHOWN = 40
 
 
 def history_answer(
-    order_id: str, events: list[dict[str, Any]], audit: list[dict[str, Any]]
+    order_id: str,
+    events: list[dict[str, Any]],
+    audit: list[dict[str, Any]],
+    order: dict[str, Any] | None = None,
 ) -> Message:
-    """`/climate history`: the order's events and the decisions about it, in time order."""
+    """`/climate history`: the order's events and the decisions about it, in time order, with
+    what each decision rested on (the reason given, the refund rule applied); `order` is the
+    order's snapshot (its currency)."""
     entries: list[tuple[float, str]] = []
     for event in events:
         name = (
@@ -1111,6 +1116,15 @@ def history_answer(
         line = _("{user} {what}").format(user=user, what=what)
         if row.get("error"):
             line = _("{line}: {error}").format(line=line, error=_text(row["error"], 200))
+        detail = _dict(row.get("detail"))
+        if detail.get("refund_rule"):
+            refund = ExpectedRefund(detail.get("refund"), detail["refund_rule"])
+            line = _("{line} — {refund}").format(
+                line=line, refund=refund_sentence(refund, _dict(order))
+            )
+        if isinstance(detail.get("reason"), str) and detail["reason"].strip():
+            reason = truncate(escape_mrkdwn(" ".join(detail["reason"].split())), 200)
+            line = _("{line} — reason: “{reason}”").format(line=line, reason=reason)
         entries.append((row["at"], line))
     entries.sort(key=lambda entry: entry[0])
     lines = [

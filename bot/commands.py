@@ -124,10 +124,14 @@ class Commands:
         return cards.status_answer(state, int(self.now()), as_of=as_of, card_link=link)
 
     def history(self, order_id: str) -> Message:
-        if self.storage.order_row(order_id) is None:
+        row = self.storage.order_row(order_id)
+        if row is None:
             return no_order(order_id)
         return cards.history_answer(
-            order_id, self.storage.order_events(order_id), self.storage.audit_rows(order_id)
+            order_id,
+            self.storage.order_events(order_id),
+            self.storage.audit_rows(order_id),
+            row["snapshot"],
         )
 
     def orders(self, filter_name: str | None, cursor: str | None = None) -> Message:

@@ -380,3 +380,177 @@ def test_cancel_of_a_connected_accounts_order_acts_on_that_account(
     calls = fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}")
     assert [c.account for c in calls] == ["acct_partner1", "acct_partner1"]  # retrieve, cancel
     assert fake_stripe.get_order(order["id"], account="acct_partner1")["status"] == "canceled"
+
+
+def test_cancel_opens_a_dialog_showing_the_order_and_its_expected_refund_with_its_rule(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    fake_stripe.clear_calls()
+    url, view, answer = cancel_dialog(running, fake_slack, order["id"])
+    assert answer is None and view["callback_id"] == "cancel_order"
+    shown = json.dumps(view["blocks"])
+    assert order["id"] in shown and "10 t" in shown and "$5,665.00" in shown
+    assert "Expected refund $5,665.00, the full total" in shown
+    assert "Stripe's Climate webhooks guide" in shown
+    [reason] = [b for b in view["blocks"] if b["type"] == "input"]
+    assert reason["optional"] is True and reason["element"]["max_length"] == 500
+    assert (
+        fake_stripe.calls == [] and running.bot.storage.order_row(order["id"])["decision"] is None
+    )
+    # Closing the dialog (never submitting it) decides nothing; Accept stays one click.
+    assert "You accepted the delay" in click(running, fake_slack, ACCEPT_ACTION, order["id"])
+
+
+def test_a_hostile_reason_is_kept_bounded_and_shown_escaped_on_the_card_and_in_history(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    reason = "<!channel> *urgent* <https://evil.example|Stripe> " + "x" * 5000
+    answer = cancel(running, fake_slack, order["id"], reason=reason)
+    assert "Cancelling order" in answer
+    running.deliver()
+    [card] = fake_slack.messages(CHANNEL)
+    blocks = json.dumps(card.blocks)
+    assert "&lt;!channel&gt;" in blocks and "<!channel>" not in blocks
+    assert "<https://evil.example" not in blocks
+    assert "x" * 400 in blocks and "x" * 500 not in blocks  # bounded to 500 characters
+    # Said once: who cancelled, when, the expected refund and its rule.
+    assert blocks.count("Cancelled by <@U0ALICE>") == 1
+    assert "because a cancellation was requested" not in blocks
+    assert "Expected refund $5,665.00, the full total" in blocks
+    replies = fake_slack.replies(CHANNEL, card.ts)
+    assert sum("Cancelled by <@U0ALICE>" in json.dumps(r.blocks) for r in replies) == 1
+    [row] = running.bot.storage.audit_rows(order["id"])
+    assert row["detail"]["refund_rule"] == "change_window"
+    assert row["detail"]["refund"] == order["amount_total"]
+    assert row["detail"]["reason"].startswith("<!channel> *urgent*")
+    history = slash(running, fake_slack, f"history {order['id']}")
+    assert "&lt;!channel&gt;" in history and "<!channel>" not in history
+    assert "Expected refund $5,665.00" in history
+
+
+def test_stripes_confirmation_of_our_cancel_is_not_told_twice(running, fake_slack, fake_stripe):
+    order = delayed_order(running, fake_stripe)
+    cancel(running, fake_slack, order["id"])
+    running.deliver()
+    cancelled = fake_stripe.get_order(order["id"])
+    running.send_event(so.event("climate.order.canceled", cancelled, created=int(time.time())))
+    running.deliver()
+    [card] = fake_slack.messages(CHANNEL)
+    last = fake_slack.replies(CHANNEL, card.ts)[-1]
+    assert "Stripe confirmed the cancellation requested by <@U0ALICE>" in last.text
+    assert "refund" not in json.dumps(last.blocks).lower()
+    assert json.dumps(card.blocks).count("Cancelled by <@U0ALICE>") == 1
+
+
+def test_a_non_decider_is_refused_before_any_dialog_with_the_order_and_who_may_decide(
+    guarded, fake_slack, fake_stripe
+):
+    order = delayed_order(guarded, fake_stripe)
+    _url, view, answer = cancel_dialog(guarded, fake_slack, order["id"], user="U0ALICE")
+    assert view is None and fake_slack.calls_to("views.open") == []
+    assert order["id"] in answer
+    assert "Only <@U0BOB>, <!subteam^S0DECIDERS> may decide on order" in answer
+
+
+def test_a_guest_from_another_workspace_may_not_decide_unless_named(
+    tmp_path, fake_slack, fake_stripe
+):
+    env = {**env_for(tmp_path, fake_slack, fake_stripe), "SLACK_ALLOWED_DECIDERS": "U0BOB"}
+    with serve_bot(load_settings(env)) as bot:
+        order = delayed_order(bot, fake_stripe)
+        fake_slack.add_user("U0CAROL", "carol")
+        fake_slack.add_usergroup("S0X", "x", [])
+        answer = click(bot, fake_slack, ACCEPT_ACTION, order["id"], "U0BOB", user_team="T0OTHER")
+        assert "You accepted the delay" in answer  # named as a decider: may decide
+    with serve_bot(load_settings(env_for(tmp_path / "b", fake_slack, fake_stripe))) as bot:
+        order = delayed_order(bot, fake_stripe)
+        # Anyone of the workspace may decide here, but not a guest from another one.
+        answer = click(bot, fake_slack, CANCEL_ACTION, order["id"], "U0ALICE", user_team="T0OTHER")
+        assert "another workspace" in answer and order["id"] in answer
+        assert fake_slack.calls_to("views.open") == []
+        [row] = bot.bot.storage.audit_rows(order["id"])
+        assert row["outcome"] == "not_allowed" and row["error"] == "another workspace"
+
+
+def test_a_cancel_under_way_is_not_reset_by_a_new_delay_nor_contradicted_by_a_click(
+    running, fake_slack, fake_stripe
+):
+    """The reported race: Cancel, then Frontier delays again, then someone else accepts."""
+    order = delayed_order(running, fake_stripe)
+    assert "Cancelling order" in cancel(running, fake_slack, order["id"])  # Stripe not yet asked
+    again = so.delayed(fake_stripe.get_order(order["id"]), 2031, at=int(time.time()) + 1)
+    fake_stripe.add_order(again)
+    running.send_event(so.event("climate.order.delayed", again, created=int(time.time()) + 1))
+    row = running.bot.storage.order_row(order["id"])
+    assert (row["decision"], row["decided_by"]) == ("cancelling", "U0ALICE")
+    assert row["next_change"]["new_year"] == 2031
+    card_now = json.dumps(running.bot.deliverer.render_card(f"order:{order['id']}").blocks)
+    assert "Cancellation requested by <@U0ALICE>" in card_now
+    assert "Meanwhile: Delivery moved from 2030 to 2031" in card_now
+    bob = click(running, fake_slack, ACCEPT_ACTION, order["id"], user="U0BOB")
+    assert "A cancel of order" in bob and "by <@U0ALICE> is under way" in bob
+    running.deliver()  # Stripe cancels
+    assert fake_stripe.get_order(order["id"])["status"] == "canceled"
+    blocks = card_blocks(fake_slack)
+    assert "Cancelled by <@U0ALICE>" in blocks
+    assert "accepted" not in blocks and '"actions"' not in blocks
+    final = running.bot.storage.order_row(order["id"])
+    assert final["decision"] == "cancelled" and final["next_change"] is None
+
+
+def test_a_refused_cancel_opens_the_window_of_the_change_that_arrived_meanwhile(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    fake_stripe.refuse_cancel(order["id"], message="This order can no longer be canceled.")
+    cancel(running, fake_slack, order["id"])
+    later = int(time.time()) + 5
+    again = so.delayed(fake_stripe.get_order(order["id"]), 2031, at=later)
+    running.send_event(so.event("climate.order.delayed", again, created=later))
+    running.deliver()  # Stripe refuses
+    row = running.bot.storage.order_row(order["id"])
+    assert row["decision"] is None and row["next_change"] is None
+    assert row["change"]["new_year"] == 2031
+    assert row["decision_deadline"] == later + DECISION_WINDOW_SECONDS
+    blocks = card_blocks(fake_slack)
+    assert "Delivery moved from 2030 to 2031" in blocks and '"actions"' in blocks
+    [card] = fake_slack.messages(CHANNEL)
+    assert any(
+        r.broadcast and "Decision needed" in r.text for r in fake_slack.replies(CHANNEL, card.ts)
+    )
+    assert "You accepted the delay" in click(running, fake_slack, ACCEPT_ACTION, order["id"])
+
+
+def test_a_dialog_submitted_after_the_order_changed_again_is_refused_in_the_dialog(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    _url, view, _ = cancel_dialog(running, fake_slack, order["id"])
+    later = int(time.time()) + 5
+    again = so.delayed(fake_stripe.get_order(order["id"]), 2031, at=later)
+    running.send_event(so.event("climate.order.delayed", again, created=later))
+    refused = submit(running, fake_slack, view)
+    assert refused["response_action"] == "update"
+    assert "changed again" in json.dumps(refused["view"])
+    running.deliver()
+    assert fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}/cancel") == []
+
+
+def test_a_forged_or_malformed_dialog_submission_cancels_nothing(running, fake_slack, fake_stripe):
+    order = delayed_order(running, fake_stripe)
+    _url, view, _ = cancel_dialog(running, fake_slack, order["id"])
+    for metadata in ("not json", json.dumps([1]), json.dumps({"order_id": "<!channel>"})):
+        refused = submit(running, fake_slack, {**view, "private_metadata": metadata})
+        assert refused["response_action"] == "update"
+    body = view_submission_body(view, values={})
+    forged = requests.post(
+        running.url + "/slack/events",
+        data=body,
+        headers=sign_slack_request(body, "not-the-secret"),
+        timeout=10,
+    )
+    assert forged.status_code == 401
+    running.deliver()
+    assert fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}/cancel") == []
