@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from babel.messages.pofile import read_po
 from bot import cards, formatting, i18n
 from bot.cards import (
     ORDER_FILTERS,
+    cancel_modal,
+    decision_direct_message,
+    notice_view,
     history_answer,
     home_view,
     limit_problems,
@@ -41,6 +45,7 @@ from bot.model import (
     ORDER_EVENTS,
     Change,
     Decision,
+    ExpectedRefund,
     Message,
     Notice,
     OrderState,
@@ -224,7 +229,21 @@ def decisions() -> Iterator[tuple[str, Callable[[], Message]]]:
     made = {
         "accepted": Decision("accepted", "U0ALICE", DELAYED_AT + 60),
         "cancelling": Decision("cancelling", "U0ALICE", DELAYED_AT + 60),
-        "cancelled": Decision("cancelled", "U0BOB", DELAYED_AT + 60, refund=10300),
+        "cancelling with a reason": Decision(
+            "cancelling", "U0ALICE", DELAYED_AT + 60, reason="<!channel> *too late*"
+        ),
+        **{
+            f"cancelled {rule}": Decision(
+                "cancelled",
+                "U0BOB",
+                DELAYED_AT + 60,
+                refund=ExpectedRefund(
+                    None if rule in ("not_confirmed", "unknown") else 10300, rule
+                ),
+                reason="Budget moved",
+            )
+            for rule in ("change_window", "self_service", "frontier", "not_confirmed", "unknown")
+        },
         "odd user": Decision("accepted", "<!channel>", DELAYED_AT + 60),
     }
     for name, decision in made.items():
@@ -240,6 +259,98 @@ def decisions() -> Iterator[tuple[str, Callable[[], Message]]]:
             notice = Notice("reminder", make_order(), delay(), None, days, mentions)
             yield f"reminder {days} {mentions}", lambda n=notice: order_notice(n)
     yield "notice without a change", lambda: order_notice(Notice("decision", make_order()))
+    deciders = ("U0ALICE", "S0DECIDERS")
+    for kind in ("closed", "decision_needed"):
+        for label, change in (("delay", delay()), ("swap", SUBSTITUTION)):
+            for mentions in ((), deciders):
+                notice = Notice(kind, make_order(), change, None, None, mentions)
+                yield f"{kind} {label} {mentions}", lambda n=notice: order_notice(n)
+    waiting = OrderState(
+        make_order(),
+        product,
+        "climate.order.delayed",
+        delay(),
+        None,
+        made["cancelling"],
+        next_change=delay(old_year=2028, new_year=2029),
+    )
+    yield "cancel under way, another change waiting", lambda: order_card(waiting, DELAYED_AT)
+    for label, change in (("delay", delay()), ("swap", SUBSTITUTION), ("none", None)):
+        state = OrderState(make_order(), product, "climate.order.delayed", change)
+        for days in (None, 1, 2):
+            yield (
+                f"direct message {label} {days}",
+                lambda s=state, d=days: decision_direct_message(
+                    s, "https://x.example/card", days_left=d
+                ),
+            )
+        if change is not None:
+            yield (
+                f"cancel dialog {label}",
+                lambda s=state: view_message(cancel_modal(s, DELAYED_AT + 60, "{}")),
+            )
+    for fields in ({"status": "open"}, {"status": "confirmed"}):
+        state = OrderState(make_order(**fields), product, "climate.order.created", None)
+        yield f"cancel dialog {fields}", lambda s=state: view_message(cancel_modal(s, 0, "{}"))
+    yield "notice dialog", lambda: view_message(notice_view("Not cancelled", "Why"))
+    for reason in ("requested", "expired", "product_unavailable", "something_new", None):
+        cancelled = order_for("climate.order.canceled", cancellation_reason=reason)
+        for decision in (None, made["cancelled change_window"]):
+            state = OrderState(
+                cancelled, product, "climate.order.canceled", delay(), None, decision
+            )
+            yield (
+                f"cancelled card {reason} {decision is not None}",
+                lambda s=state: order_card(s, DELAYED_AT),
+            )
+    audit = [
+        {
+            "at": DELAYED_AT,
+            "slack_user": "U0ALICE",
+            "outcome": "cancelled",
+            "error": None,
+            "detail": {"refund": 10300, "refund_rule": "change_window", "reason": "<!here> x"},
+        }
+    ]
+    yield (
+        "history with a reason and a refund rule",
+        lambda: history_answer("climorder_1", [], audit, make_order()),
+    )
+    update = OrderUpdate(
+        "climate.order.canceled", DELAYED_AT, order_for("climate.order.canceled"), None, None
+    )
+    yield (
+        "cancellation confirmed by Stripe",
+        lambda: order_reply(replace(update, cancelled_by="U0ALICE")),
+    )
+    yield (
+        "delay broadcast with deciders",
+        lambda: order_reply(
+            OrderUpdate(
+                "climate.order.delayed",
+                DELAYED_AT,
+                order_for("climate.order.delayed"),
+                None,
+                delay(),
+                mentions=deciders,
+            )
+        ),
+    )
+
+
+def view_message(view: dict[str, Any]) -> Message:
+    """A modal as a message, so the same checks apply (its text: its title)."""
+    blocks = [b for b in view["blocks"] if b["type"] != "input"]
+    inputs = [b for b in view["blocks"] if b["type"] == "input"]
+    words = [view["title"]["text"], *(b["label"]["text"] for b in inputs)]
+    words += [b["hint"]["text"] for b in inputs if "hint" in b]
+    for key in ("submit", "close"):
+        if key in view:
+            words.append(view[key]["text"])
+    return Message(
+        " · ".join(words),
+        [*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(words)}]}],
+    )
 
 
 def record_answers() -> Iterator[tuple[str, Callable[[], Message]]]:
