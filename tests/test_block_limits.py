@@ -12,7 +12,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot import i18n
-from bot.cards import limit_problems, order_card, order_reply, product_card, product_reply
+from bot.cards import (
+    ORDER_FILTERS,
+    ORDERS_PER_PAGE,
+    cancel_modal,
+    decision_direct_message,
+    limit_problems,
+    order_card,
+    order_notice,
+    order_reply,
+    orders_page,
+    pending_answer,
+    product_card,
+    product_reply,
+)
 from bot.formatting import (
     escape_mrkdwn,
     format_money,
@@ -26,7 +39,10 @@ from bot.model import (
     ORDER_EVENTS,
     PRODUCT_EVENTS,
     Change,
+    Decision,
+    ExpectedRefund,
     Message,
+    Notice,
     OrderState,
     OrderUpdate,
     ProductState,
@@ -211,6 +227,20 @@ change = st.builds(
     new_product=product_ref,
 )
 order_event = st.one_of(st.sampled_from(ORDER_EVENTS), hostile_text)
+slack_user = st.one_of(st.sampled_from(["U0ALICE", "W0GRID", "S0GROUP"]), hostile_text)
+refund_rule = st.sampled_from(
+    ["change_window", "self_service", "frontier", "not_confirmed", "unknown"]
+)
+decision = st.builds(
+    Decision,
+    kind=st.sampled_from(["accepted", "cancelling", "cancelled"]),
+    by=slack_user,
+    at=unix_time,
+    refund=st.one_of(
+        st.none(), st.builds(ExpectedRefund, st.one_of(st.none(), amount), refund_rule)
+    ),
+    reason=st.one_of(st.none(), hostile_text, st.text(min_size=4000, max_size=6000)),
+)
 # Japanese text is often longer in characters per idea than English is in bytes, and uses other
 # punctuation: every renderer is checked in both shipped languages.
 locales = st.sampled_from(["en", "ja"])
@@ -228,6 +258,8 @@ def order_states(draw: st.DrawFn) -> tuple[OrderState, int]:
         headline_event=draw(order_event),
         change=the_change,
         account=draw(account),
+        decision=draw(st.one_of(st.none(), decision)),
+        next_change=draw(st.one_of(st.none(), change)),
     )
     if the_change is not None and draw(st.booleans()):
         now = the_change.at + DECISION_WINDOW_SECONDS + draw(st.integers(-2, 1))
@@ -239,7 +271,9 @@ def order_states(draw: st.DrawFn) -> tuple[OrderState, int]:
 # Our own markup, the only "<…>" allowed in mrkdwn: a date, or a link to a plain http(s) URL
 # whose label cannot end the link early.
 OWN_MARKUP = re.compile(
-    r"<!date\^\d+\^[^|<>]*\|[^|<>]*>|<https?://[^\s<>|]+\|[^<>|]*>", re.IGNORECASE
+    r"<!date\^\d+\^[^|<>]*\|[^|<>]*>|<https?://[^\s<>|]+\|[^<>|]*>"
+    r"|<@[UW][A-Z0-9]+>|<!subteam\^S[A-Z0-9]+>",  # mentions of validated user and group ids
+    re.IGNORECASE,
 )
 
 
@@ -359,6 +393,62 @@ def test_product_reply_is_safe_and_within_limits(
     assert_safe_and_within_limits(render(locale, product_reply, update))
 
 
+# Rows as storage returns them (the snapshot decoded), and card links: short and real-looking,
+# or as long as a link may be.
+card_links = st.one_of(
+    st.none(),
+    st.just("https://acme.slack.com/archives/C0CLIMATE/p1797000000000100"),
+    st.integers(1, 480).map(lambda n: "https://acme.slack.com/archives/" + "C" * n),
+)
+
+
+@st.composite
+def stored_orders(draw: st.DrawFn, most: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    rows, links = [], {}
+    for the_order in draw(many(order, most)):
+        the_id = draw(st.one_of(st.just(the_order["id"]), hostile_text))
+        rows.append(
+            {
+                "id": the_id,
+                "status": draw(st.one_of(st.just(the_order["status"]), hostile_text)),
+                "created": draw(unix_time),
+                "decision_deadline": draw(unix_time),
+                "change": {"kind": draw(st.sampled_from(["delayed", "product_substituted"]))},
+                "snapshot": the_order,
+            }
+        )
+        link = draw(card_links)
+        if link:
+            links[the_id] = link
+    return rows, links
+
+
+@PROPERTY_SETTINGS
+@given(stored=stored_orders(60), extra=st.integers(0, 10_000), locale=locales)
+def test_pending_list_is_safe_and_within_limits(stored, extra, locale):
+    rows, links = stored
+    message = render(locale, pending_answer, rows, links, len(rows) + extra)
+    assert_safe_and_within_limits(message)
+
+
+@PROPERTY_SETTINGS
+@given(
+    stored=stored_orders(ORDERS_PER_PAGE),
+    filter_name=st.one_of(st.none(), st.sampled_from(ORDER_FILTERS)),
+    cursor=st.one_of(st.none(), hostile_text),
+    locale=locales,
+)
+def test_orders_page_is_safe_and_within_limits(stored, filter_name, cursor, locale):
+    rows, links = stored
+    message = render(
+        locale, orders_page, rows, filter_name=filter_name, next_cursor=cursor, links=links
+    )
+    assert_safe_and_within_limits(message)
+    # One line per order, none left out: the Next button's page starts after the last one.
+    sections = [b["text"]["text"] for b in message.blocks if b["type"] == "section"]
+    assert sum(text.count("\n") + 1 for text in sections) == 1 + len(rows) if rows else 1
+
+
 @settings(max_examples=200, deadline=None)
 @given(text=hostile_text, limit=st.integers(0, 200))
 def test_truncated_escaped_text_is_short_and_keeps_entities_whole(text, limit):
@@ -401,3 +491,47 @@ def test_tonnes_are_exact(value, locale):
     assert unit  # "t", "トン": the unit comes from the catalog
     assert Decimal(number.replace(",", "")) == value
     assert i18n.missing == set()
+
+
+@PROPERTY_SETTINGS
+@given(
+    the_state=order_states(),
+    kind=st.sampled_from(["decision", "reminder", "closed", "decision_needed", "odd"]),
+    days=st.one_of(st.none(), st.integers(0, 10**6)),
+    mentions=st.lists(slack_user, max_size=30),
+    locale=locales,
+)
+def test_notices_are_safe_and_within_limits(the_state, kind, days, mentions, locale):
+    state, _now = the_state
+    notice = Notice(kind, state.order, state.change, state.decision, days, tuple(mentions))
+    message = render(locale, order_notice, notice)
+    assert_safe_and_within_limits(message)
+    assert "<!here>" not in message.text and "<!channel>" not in message.text
+
+
+@PROPERTY_SETTINGS
+@given(
+    the_state=order_states(),
+    link=st.one_of(st.none(), urls),
+    days=st.one_of(st.none(), st.integers(0, 10**6)),
+    locale=locales,
+)
+def test_direct_messages_are_safe_and_within_limits(the_state, link, days, locale):
+    state, _now = the_state
+    assert_safe_and_within_limits(
+        render(locale, decision_direct_message, state, link, days_left=days)
+    )
+
+
+@PROPERTY_SETTINGS
+@given(the_state=order_states(), metadata=st.text(max_size=4000), locale=locales)
+def test_the_cancel_dialog_stays_within_slacks_modal_limits(the_state, metadata, locale):
+    state, now = the_state
+    view = render(locale, cancel_modal, state, now, metadata)
+    for key in ("title", "submit", "close"):
+        assert 0 < len(view[key]["text"]) <= 24
+    assert len(view["private_metadata"]) <= 3000
+    blocks = [b for b in view["blocks"] if b["type"] != "input"]
+    assert_safe_and_within_limits(Message(text=view["title"]["text"], blocks=blocks))
+    [reason] = [b for b in view["blocks"] if b["type"] == "input"]
+    assert reason["element"]["max_length"] <= 3000 and reason["optional"] is True
