@@ -1255,6 +1255,11 @@ def status_answer(
         for block in card.blocks
         if block["type"] != "actions"
     ]
+    # The card names two suppliers; the answer to a question about the order lists them all.
+    product, _product_id = _order_product(state.product, _dict(state.order))
+    suppliers = _suppliers_section(product, SUPPLIER_BUDGET_SHORT)
+    if suppliers is not None:
+        blocks.insert(len(blocks) - 1, ("suppliers", suppliers))
     notes = []
     if as_of is None:
         notes.append(_("Fresh from Stripe."))

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import cards
-from bot.delivery import decision_of
+from bot.delivery import order_state_of
 from bot.formatting import escape_mrkdwn
 from bot.i18n import N_, _
-from bot.model import ORDER_ID, Change, Message, OrderState
+from bot.model import ORDER_ID, Message, OrderState
 from bot.slack_api import SlackGateway
 from bot.storage import Storage, card_key
 from bot.stripe_api import NotFound, StripeFailure, StripeGateway
@@ -111,14 +111,11 @@ class Commands:
         if isinstance(product, str):
             product_row = self.storage.product_row(product)
             product = product_row["snapshot"] if product_row else None
-        state = OrderState(
-            order=order,
-            product=product if isinstance(product, dict) else None,
-            headline_event=row["headline_event"] if row else "climate.order.created",
-            change=Change(**row["change"]) if row and row["change"] else None,
-            account=row["account"] if row else None,
-            decision=decision_of(row) if row else None,
-        )
+        product = product if isinstance(product, dict) else None
+        if row is not None:
+            state = order_state_of(row, product, order=order)
+        else:
+            state = OrderState(order=order, product=product, headline_event="climate.order.created")
         card = self.storage.card(card_key("order", order_id))
         link = self.slack.permalink(card["channel"], card["ts"]) if card else None
         return cards.status_answer(state, int(self.now()), as_of=as_of, card_link=link)

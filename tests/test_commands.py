@@ -72,6 +72,16 @@ def test_status_reads_stripe_now_and_links_the_card(running, fake_slack, fake_st
     assert '"actions"' not in text
 
 
+def test_status_lists_every_supplier_the_card_only_counts(running, fake_slack, fake_stripe):
+    product = so.product()
+    running.send_event(so.event("climate.product.created", product))
+    order = known_order(running, fake_stripe, product=product["id"])
+    names = [supplier["name"] for supplier in product["suppliers"]]
+    assert len(names) > 2
+    text = everything(ask(running, fake_slack, f"status {order['id']}"))
+    assert "*Suppliers*" in text and all(name in text for name in names)
+
+
 def test_status_when_stripe_is_down_answers_from_the_database_as_of(
     running, fake_slack, fake_stripe
 ):
