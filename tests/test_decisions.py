@@ -554,3 +554,21 @@ def test_a_forged_or_malformed_dialog_submission_cancels_nothing(running, fake_s
     assert forged.status_code == 401
     running.deliver()
     assert fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}/cancel") == []
+
+
+def test_an_order_that_expired_unconfirmed_shows_no_refund_anywhere(running, fake_slack):
+    order = so.order(status="open")
+    running.send_event(so.event("climate.order.created", order, created=1000))
+    expired = {
+        **order,
+        "status": "canceled",
+        "cancellation_reason": "expired",
+        "canceled_at": 2000,
+    }
+    running.send_event(so.event("climate.order.canceled", expired, created=2000))
+    running.deliver()
+    [card] = fake_slack.messages(CHANNEL)
+    [reply] = fake_slack.replies(CHANNEL, card.ts)
+    for text in (json.dumps(card.blocks), card.text, json.dumps(reply.blocks), reply.text):
+        assert "Expected refund" not in text and "refund $" not in text.lower()
+    assert "No refund: the order was never confirmed" in json.dumps(card.blocks)

@@ -41,7 +41,12 @@ from hypothesis import strategies as st
 
 from bot.cards import ORDERS_NEXT_ACTION
 from bot.fakes import stripe_objects as so
-from bot.fakes.slack import block_actions_body, event_callback_body, slash_command_body
+from bot.fakes.slack import (
+    block_actions_body,
+    event_callback_body,
+    slash_command_body,
+    view_submission_body,
+)
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION
 from tests.conftest import SIGNING_SECRET, WEBHOOK_SECRET
 
@@ -603,3 +608,43 @@ def test_home_tab_that_slack_fails_to_publish_logs_no_error_traceback(
     body = event_callback_body({"type": "app_home_opened", "user": "U0ALICE", "tab": "home"})
     assert post_slack(running, listeners, log, body.encode(), "right").status_code == 200
     assert len(fake_slack.calls_to("views.publish")) == 1
+
+
+def submission_payload(order_id: str, reason: str, response_url: str) -> dict[str, Any]:
+    """The cancel dialog's submission, as Slack posts it, for `order_id`."""
+    view = {
+        "id": "V0FUZZ",
+        "type": "modal",
+        "callback_id": "cancel_order",
+        "private_metadata": json.dumps(
+            {"order_id": order_id, "channel": "C0CLIMATE", "response_url": response_url}
+        ),
+        "title": {"type": "plain_text", "text": "Cancel order"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "reason",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Reason"},
+                "element": {"type": "plain_text_input", "action_id": "reason"},
+            }
+        ],
+    }
+    body = view_submission_body(view, values={"reason": {"reason": reason}})
+    return json.loads(urllib.parse.parse_qs(body)["payload"][0])
+
+
+@FUZZ
+@given(data=st.data())
+@example(data=None)
+def test_signed_dialog_submissions_with_hostile_values_never_get_a_5xx(
+    running, listeners, log, fake_slack, delayed_order, data
+):
+    if data is None:  # the plain case: a real submission, with a reason Slack would not allow
+        payload = submission_payload("climorder_fuzz", "<!channel> " * 600, "")
+    else:
+        payload = submission_payload(
+            data.draw(action_values), data.draw(hostile_text), fake_slack.new_response_url()
+        )
+        payload = data.draw(retexted(payload))
+    post_slack(running, listeners, log, as_form(payload), "right")
