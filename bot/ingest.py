@@ -249,7 +249,13 @@ def _apply_order(
         kept = row["change"] if row else None
         new_change = change or kept
         waiting = row["next_change"] if row else None
-        if row is not None and row["decision"] == "cancelling" and change and kept:
+        if (
+            row is not None
+            and row["decision"] == "cancelling"
+            and change
+            and kept
+            and Change(**change).decision_deadline != Change(**kept).decision_deadline
+        ):
             # A cancel is being carried out: the decision under way is not reset. The new change
             # waits and is decided once the cancel settles (Storage.settle_decision).
             new_change, waiting = kept, change
