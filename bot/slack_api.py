@@ -306,7 +306,7 @@ def url_origin(url: str) -> tuple[str, str, int] | None:
 def _ignored_response_url(origin: tuple[str, str, int] | None) -> None:
     """Say once per origin that a response_url there was not answered; never its path."""
     if origin is None:
-        shown = "a URL that is not http(s)"
+        shown = "a URL that is not a plain http(s) URL"
     else:
         host = "".join(char for char in origin[1][:100] if char.isprintable() and char != " ")
         shown = f"{origin[0]}://{host}:{origin[2]}"

@@ -37,7 +37,7 @@ class _SameTokenFilter(logging.Filter):
 
     Bolt reads SLACK_BOT_TOKEN from the environment (our variable too, DESIGN.md) whenever no
     token is passed, then warns that it is ignored in favour of our client (which carries no
-    token: `_authorize` hands Bolt that same token for each request): every gunicorn worker
+    token: `_authorizer` hands Bolt that same token for each request): every gunicorn worker
     logged it at every boot.
     """
 
