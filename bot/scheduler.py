@@ -16,6 +16,9 @@ from bot.storage import Storage, card_key
 
 log = logging.getLogger(__name__)
 
+# A decision window that closed longer ago than this is not announced in the channel.
+ANNOUNCE_CLOSED_WITHIN = 24 * 60 * 60
+
 
 class Scheduler:
     """Runs periodic jobs; `run_once(now)` is one pass, `run` the loop."""
@@ -96,7 +99,13 @@ class Scheduler:
             for order_id in closed:
                 key = card_key("order", order_id)
                 row = self.storage.order_row(order_id) or {}
-                if not row.get("decision") and row.get("status") not in ("delivered", "canceled"):
+                if (
+                    not row.get("decision")
+                    and row.get("status") not in ("delivered", "canceled")
+                    # A window long gone (an old event replayed, a bot down for days) is shown
+                    # on the card, not announced as news.
+                    and (row.get("decision_deadline") or 0) > now - ANNOUNCE_CLOSED_WITHIN
+                ):
                     self.storage.enqueue(
                         key,
                         "reply",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 import time_machine
@@ -190,3 +191,15 @@ def test_a_window_closing_after_a_decision_is_not_announced(with_deciders, fake_
         with_deciders.bot.scheduler.close_expired_windows(START + WEEKS + DECISION_WINDOW_SECONDS)
         with_deciders.deliver()
     assert [r.broadcast for r in fake_slack.replies(CHANNEL, card.ts)] == [True]
+
+
+def test_a_window_that_closed_long_ago_is_shown_on_the_card_but_not_announced(
+    with_deciders, fake_slack
+):
+    with time_machine.travel(START, tick=False) as clock:
+        order, card = old_card_then_delay(with_deciders, fake_slack, clock)
+        clock.shift(DECISION_WINDOW_SECONDS + 3 * 86400)  # the bot was down for days
+        with_deciders.bot.scheduler.close_expired_windows(time.time())
+        with_deciders.deliver()
+    assert [r.broadcast for r in fake_slack.replies(CHANNEL, card.ts)] == [True]  # the delay's
+    assert "accepted by default" in json.dumps(fake_slack.messages(CHANNEL)[0].blocks)
