@@ -846,6 +846,13 @@ def order_reply(update: OrderUpdate) -> Message:
             facts = _change_facts(change, order, product)
             if change.kind == "product_substituted":
                 facts = _("Product substituted: {facts}").format(facts=facts)
+            if update.broadcast:
+                # Seen in the channel, away from its card: say which order it is about.
+                lines.append(
+                    _("*Decision needed* on order {order_id} — {order}").format(
+                        order_id=_code(order.get("id")), order=_order_line(order)
+                    )
+                )
             lines.append(
                 _("{facts}. Decide by {deadline}. {default}").format(
                     facts=facts,
@@ -1037,7 +1044,7 @@ def cancel_modal(state: OrderState, now: float, private_metadata: str) -> dict[s
             {
                 "type": "input",
                 "optional": True,
-                "label": _plain(_("Reason (optional)"), 2000),
+                "label": _plain(_("Reason"), 2000),
                 "hint": _plain(_("Shown on the card and in /climate history."), 2000),
                 "element": {
                     "type": "plain_text_input",

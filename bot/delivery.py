@@ -285,6 +285,7 @@ class Deliverer:
                     product=self._product_of(obj),
                     change=Change(**change) if change else None,
                     late=late,
+                    broadcast=bool(row.facts.get("broadcast")),
                     mentions=self.mentions if row.facts.get("broadcast") else (),
                     cancelled_by=cancelled_by,
                 )

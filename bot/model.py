@@ -166,7 +166,8 @@ class OrderUpdate:
     product: StripeObject | None = None
     change: Change | None = None  # delayed / substituted: old → new
     late: bool = False  # older than what the card shows: recorded, the card did not move
-    mentions: tuple[str, ...] = ()  # sent to the channel too: the deciders to ping
+    broadcast: bool = False  # sent to the channel too, away from the card
+    mentions: tuple[str, ...] = ()  # the deciders to ping
     cancelled_by: str | None = None  # canceled: the decider whose cancel this confirms
 
 

@@ -60,6 +60,8 @@ def test_a_delay_on_a_weeks_old_card_is_sent_to_the_channel_naming_the_deciders(
     assert post.params["reply_broadcast"] is True
     blocks = json.dumps(reply.blocks)
     assert "Delivery moved from 2027 to 2030" in blocks
+    # Seen in the channel away from its card, it says which order: id, beneficiary, tonnes, amount.
+    assert order["id"] in blocks and "10 t" in blocks and "$5,665.00" in blocks
     for mention in ("<@U0BOB>", "<!subteam^S0FINANCE>", "<@U0CAROL>"):
         assert mention in blocks and mention in reply.text
     assert "<!here>" not in blocks and "<!channel>" not in blocks

@@ -332,6 +332,7 @@ def decisions() -> Iterator[tuple[str, Callable[[], Message]]]:
                 order_for("climate.order.delayed"),
                 None,
                 delay(),
+                broadcast=True,
                 mentions=deciders,
             )
         ),

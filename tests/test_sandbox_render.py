@@ -1,4 +1,5 @@
-"""The Slack sandbox's renderer: Block Kit → HTML, per block type, with hostile text kept text."""
+"""The Slack sandbox's renderer: Block Kit → HTML, per block type and for modals, with hostile
+text kept text."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bot.demo.render import (
     block_html,
     blocks_html,
     message_html,
+    modal_html,
     mrkdwn_html,
     plain_html,
     stripe_page_html,
@@ -33,11 +35,16 @@ NAMES = Names(
 ALLOWED_TAGS = {
     "a", "b", "i", "s", "span", "code", "pre", "time", "blockquote", "div", "hr", "figure", "img",
     "button",
+    # modals
+    "form", "header", "h2", "footer", "label", "textarea", "input",
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {
     "class", "href", "target", "rel", "title", "datetime", "src", "alt", "loading", "role",
     "aria-label", "type", "data-block", "data-element", "data-action-id", "data-url", "hidden",
     "data-key", "data-ts", "data-thread",
+    # modals
+    "data-view-id", "novalidate", "id", "for", "data-block-id", "maxlength", "minlength",
+    "placeholder", "aria-describedby", "aria-invalid", "rows", "value", "disabled",
 }  # fmt: skip
 
 
@@ -333,12 +340,138 @@ def test_an_ephemeral_says_only_you_see_it():
     assert "Only visible to you" in shown(out) and "Only @alice may decide." in shown(out)
 
 
+def test_a_reply_also_sent_to_the_channel_says_so_and_links_its_thread():
+    out = message_html(
+        ShownMessage(key="4.000400", ts="4.000400", text="Delayed: decide by Friday", blocks=[],
+                     user="U0BOT", is_bot=True, thread_ts="1.000100", broadcast=True),
+        NAMES,
+    )  # fmt: skip
+    assert_only_our_markup(out)
+    assert 'class="sk-replies" data-thread="1.000100">View thread</button>' in out
+    assert "replied to a thread" in shown(out) and "Also sent to the channel" in shown(out)
+    assert "sk-broadcast" not in message_html(
+        ShownMessage(key="5.0", ts="5.0", text="x", blocks=[])
+    )
+
+
 def test_a_person_s_message_shows_their_name_and_no_app_badge():
     out = message_html(
         ShownMessage(key="3.0", ts="3.0", text="&lt;b&gt;hi&lt;/b&gt;", blocks=[], user="U0ALICE")
     )
     assert "APP" not in shown(out) and "<b>hi</b>" in shown(out)
     assert_only_our_markup(out)
+
+
+# --- modals ---------------------------------------------------------------------------------------
+
+HOSTILE = '<script>alert(1)</script> " onfocus="alert(2) <!channel> &amp;'
+
+
+def cancel_view(**changes) -> dict:
+    """A view shaped like climate-bot's cancel dialog, every text in it hostile."""
+    plain = {"type": "plain_text", "text": HOSTILE}
+    view = {
+        "id": "V0000000042",
+        "type": "modal",
+        "callback_id": "cancel_order",
+        "title": {"type": "plain_text", "text": "Cancel order"},
+        "submit": {"type": "plain_text", "text": "Cancel order"},
+        "close": {"type": "plain_text", "text": "Keep it"},
+        "blocks": [
+            {"type": "header", "text": plain},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": "*Refund* $5,665.00 &lt;b&gt; <!channel>"},
+                "fields": [{"type": "mrkdwn", "text": "*Order*\n`climorder_1`"}, plain],
+            },
+            {"type": "divider"},
+            {"type": "context", "elements": [plain]},
+            {
+                "type": "input",
+                "block_id": "reason",
+                "optional": True,
+                "label": plain,
+                "hint": plain,
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "reason",
+                    "multiline": True,
+                    "max_length": 500,
+                    "placeholder": plain,
+                },
+            },
+            {
+                "type": "input",
+                "label": {"type": "plain_text", "text": "One line"},
+                "element": {"type": "plain_text_input", "initial_value": HOSTILE},
+            },
+            {"type": "input", "label": plain, "element": {"type": "static_select"}},
+        ],
+    }
+    return {**view, **changes}
+
+
+def test_a_modal_has_its_title_blocks_inputs_and_buttons_and_keeps_every_text_text():
+    out = modal_html(
+        cancel_view(),
+        NAMES,
+        values={"reason": {"reason": "\n" + HOSTILE + "</textarea>"}},
+        errors={"reason": HOSTILE},
+        banner=HOSTILE,
+    )
+    assert_only_our_markup(out)
+    assert out.startswith('<form class="sk-view" data-view-id="V0000000042" novalidate>')
+    tags = Tags(out).tags
+    assert ("h2", {"class": "sk-view-title", "id": "sk-view-title"}) in tags
+    assert '<h2 class="sk-view-title" id="sk-view-title">Cancel order</h2>' in out
+    assert '<div class="sk-block sk-header">' in out and '<hr class="sk-block sk-divider">' in out
+    assert "<b>Refund</b> $5,665.00 &lt;b&gt; " in out and "@channel" in shown(out)
+    [textarea] = [attrs for tag, attrs in tags if tag == "textarea"]
+    assert textarea["data-block-id"] == "reason" and textarea["data-action-id"] == "reason"
+    assert textarea["maxlength"] == "500" and textarea["aria-invalid"] == "true"
+    assert textarea["placeholder"] == HOSTILE  # an attribute value, never markup
+    # What was typed, leading newline included, comes back as the field's text.
+    assert 'rows="4">\n\n&lt;script&gt;alert(1)&lt;/script&gt;' in out
+    assert "&lt;/textarea&gt;</textarea>" in out
+    [line] = [attrs for tag, attrs in tags if tag == "input"]
+    assert line["value"] == HOSTILE and line["data-block-id"] == "input5"  # ids made up as Slack
+    assert (line["data-action-id"], "maxlength" in line) == ("element5", False)
+    assert '<span class="sk-optional">(optional)</span>' in out
+    assert out.count("(optional)") == 1  # the other inputs are required
+    assert '<div class="sk-input-error" id="sk-input-4-error" role="alert">&lt;script&gt;' in out
+    assert '<div class="sk-view-banner" role="alert">&lt;script&gt;' in out
+    assert "[static_select not shown here]" in out
+    assert '<button type="button" class="sk-button sk-view-close">Keep it</button>' in out
+    assert '<button type="submit" class="sk-button sk-primary sk-view-submit">Cancel order' in out
+    assert "<script" not in out and 'onfocus="' not in out
+
+
+def test_a_modal_without_submit_or_close_gets_slack_s_cancel_only():
+    out = modal_html({"type": "modal", "title": {"type": "plain_text", "text": "Done"}})
+    assert "sk-view-submit" not in out and ">Cancel</button>" in out
+    assert_only_our_markup(out)
+    assert modal_html("not a view").startswith('<form class="sk-view" data-view-id=""')
+    busy = modal_html(cancel_view(), busy=True)
+    assert 'class="sk-button sk-primary sk-view-submit" disabled>' in busy
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(list("<>&|!@#*_\"' \nabc=/") + ["</textarea>", "&lt;", "\ue000"]),
+        max_size=40,
+    ).map("".join)
+)
+def test_any_typed_text_or_error_renders_only_our_own_markup(text):
+    out = modal_html(
+        cancel_view(title={"type": "plain_text", "text": text}),
+        values={"reason": {"reason": text}},
+        errors={"reason": text, "input5": text},
+        banner=text,
+    )
+    assert_only_our_markup(out)
+    textareas = [attrs for tag, attrs in Tags(out).tags if tag == "textarea"]
+    assert len(textareas) == 1  # the typed text never closes its field
 
 
 def test_stripe_page_escapes_what_stripe_holds():

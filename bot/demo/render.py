@@ -64,6 +64,7 @@ class ShownMessage:
     reply_count: int = 0
     edited: bool = False
     ephemeral: bool = False
+    broadcast: bool = False  # a thread reply also sent to the channel
 
 
 # Slack's emoji short codes that Block Kit text may carry; others are shown as typed.
@@ -470,6 +471,15 @@ def message_html(message: ShownMessage, names: Names | None = None) -> str:
             f'<button type="button" class="sk-replies" data-thread="{_esc(message.ts)}">'
             f"{count} {word}</button>"
         )
+    shared = ""
+    if message.broadcast and message.thread_ts:
+        # Slack shows the one message in both places, saying so in each.
+        shared = (
+            '<div class="sk-broadcast"><span class="sk-broadcast-channel">replied to a thread '
+            f'<button type="button" class="sk-replies" data-thread="{_esc(message.thread_ts)}">'
+            "View thread</button></span>"
+            '<span class="sk-broadcast-thread">Also sent to the channel</span></div>'
+        )
     css = "sk-msg sk-ephemeral" if message.ephemeral else "sk-msg"
     note = (
         '<div class="sk-ephemeral-note">Only visible to you '
@@ -485,6 +495,7 @@ def message_html(message: ShownMessage, names: Names | None = None) -> str:
         f"{note}"
         f'<div class="sk-meta"><span class="sk-author">{_esc(author)}</span>{badge} '
         f"{_time_html(message.ts)}{edited}</div>"
+        f"{shared}"
         f'<div class="sk-content">{content}</div>'
         f"{replies}</div></div>"
     )

@@ -183,10 +183,15 @@ class SlackSandbox:
                 break
         delta = self.fake.changes_since(since)
         names = self.names()
+        mine = [e for e in delta.ephemerals if e["user"] == user and e["channel"] == self.channel]
+        # Answers to a click on an ephemeral (its "Next" button) are shown under that ephemeral.
+        ephemeral_ts = (
+            {e["message_ts"] for e in self.fake.ephemerals(self.channel)}
+            if any(e.get("for_message_ts") for e in mine)
+            else set()
+        )
         entries = [self._entry(m, names) for m in delta.messages if m.channel == self.channel] + [
-            self._ephemeral_entry(e, names)
-            for e in delta.ephemerals
-            if e["user"] == user and e["channel"] == self.channel
+            self._ephemeral_entry(e, names, ephemeral_ts) for e in mine
         ]
         entries.sort(key=lambda e: Decimal(e["ts"]))  # a float would round a ts's last digits
         deleted = [ts for channel, ts in delta.deleted if channel == self.channel]
@@ -201,7 +206,13 @@ class SlackSandbox:
         }
 
     def _entry(self, message: Message, names: render.Names) -> dict[str, Any]:
-        version = (message.updates, message.reply_count, message.edited_ts, message.text)
+        version = (
+            message.updates,
+            message.reply_count,
+            message.edited_ts,
+            message.text,
+            message.broadcast,
+        )
         with self._cache_lock:
             cached = self._cache.get(message.ts)
         if cached is not None and cached[0] == version:
@@ -218,14 +229,23 @@ class SlackSandbox:
                     thread_ts=message.thread_ts,
                     reply_count=message.reply_count,
                     edited=message.edited_ts is not None,
+                    broadcast=message.broadcast,
                 ),
                 names,
             )
             with self._cache_lock:
                 self._cache[message.ts] = (version, html)
-        return {"key": message.ts, "ts": message.ts, "thread_ts": message.thread_ts, "html": html}
+        return {
+            "key": message.ts,
+            "ts": message.ts,
+            "thread_ts": message.thread_ts,
+            "broadcast": message.broadcast,  # a reply shown in the channel too
+            "html": html,
+        }
 
-    def _ephemeral_entry(self, ephemeral: dict[str, Any], names: render.Names) -> dict[str, Any]:
+    def _ephemeral_entry(
+        self, ephemeral: dict[str, Any], names: render.Names, ephemeral_ts: set[str]
+    ) -> dict[str, Any]:
         key = "e" + ephemeral["message_ts"]
         is_slackbot = ephemeral.get("source") == "slackbot"
         html = render.message_html(
@@ -249,39 +269,34 @@ class SlackSandbox:
             "key": key,
             "ts": ephemeral["message_ts"],
             "thread_ts": ephemeral.get("thread_ts"),
-            "after": self._answered_key(ephemeral),
+            "after": _answered_key(ephemeral, ephemeral_ts),
             "html": html,
         }
-
-    def _answered_key(self, ephemeral: dict[str, Any]) -> str | None:
-        """The key of the message an ephemeral answers a click on (the page shows it there),
-        or None (a slash command's answer: at the bottom, as in Slack)."""
-        answered = ephemeral.get("for_message_ts")
-        if not answered:
-            return None
-        if answered != ephemeral["message_ts"] and any(
-            e["message_ts"] == answered for e in self.fake.ephemerals(self.channel)
-        ):
-            return "e" + answered
-        return answered
 
     # -- what a person does --------------------------------------------------------------------
 
     def click(
-        self, user: str, key: str, block: int, element: str, thread_ts: str | None = None
+        self,
+        user: str,
+        key: str,
+        block: int,
+        element: str,
+        thread_ts: str | None = None,
+        *,
+        in_thread: str | None = None,
     ) -> Sent:
         """Click the element at (`block`, `element`) of the message `key`, as Slack reports it.
 
-        `thread_ts` is the thread the message is shown in: a reply's, or the parent's own ts
-        when it is clicked atop the open thread; an answer only the clicker sees appears there.
-        The button is looked up in the stored message, never taken from the page: a click on a
-        message that changed since the page drew it is refused, as Slack would refuse it.
+        `thread_ts` is the message's thread when it is a reply; `in_thread` the thread it was
+        clicked in (the open thread pane, its parent included), where an answer only the
+        clicker sees then appears, under the message clicked; clicked in the channel, the
+        answer shows there. The button is looked up in the stored message, never taken from the
+        page: a click on a message that changed since the page drew it is refused, as Slack
+        would refuse it.
         """
         self._check_user(user)
         ephemeral = key.startswith("e")
-        shown_in = thread_ts
-        if thread_ts == key:
-            thread_ts = None  # the thread's parent: a channel message
+        shown_in = in_thread
         message = self._ephemeral(user, key[1:]) if ephemeral else self._message(key, thread_ts)
         blocks = message["blocks"] if isinstance(message, dict) else message.blocks
         button, block_id = _button_at(blocks, block, element)
@@ -632,6 +647,18 @@ def render_typed(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _answered_key(ephemeral: dict[str, Any], ephemeral_ts: set[str]) -> str | None:
+    """The key of the message an ephemeral answers a click on (the page shows it under that
+    message), or None (a slash command's answer: at the bottom, as in Slack). `ephemeral_ts`
+    holds the ts of every ephemeral, to tell a click on one of them from one on a message."""
+    answered = ephemeral.get("for_message_ts")
+    if not answered:
+        return None
+    if answered != ephemeral["message_ts"] and answered in ephemeral_ts:
+        return "e" + answered
+    return answered
+
+
 def _text_inputs(view: dict[str, Any]) -> list[tuple[str, str]]:
     """(block_id, action_id) of the view's text inputs the page shows."""
     found = []
@@ -788,13 +815,13 @@ def create_sandbox_app(sandbox: SlackSandbox, stripe: FakeStripe | None = None) 
             block = int(data.get("block"))
         except (TypeError, ValueError):
             raise SandboxError("block must be a number.") from None
-        thread_ts = data.get("thread_ts")
         sent = sandbox.click(
             _string(data, "user"),
             _string(data, "key"),
             block,
             _string(data, "element"),
-            thread_ts=thread_ts if isinstance(thread_ts, str) and thread_ts else None,
+            thread_ts=_optional_string(data, "thread_ts"),
+            in_thread=_optional_string(data, "in_thread"),
         )
         return jsonify(ok=sent.status == 200, status=sent.status)
 
@@ -837,6 +864,11 @@ def _json_body() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SandboxError("Send a JSON object.")
     return data
+
+
+def _optional_string(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return value[:100] if isinstance(value, str) and value else None
 
 
 def _string(data: dict[str, Any], name: str, limit: int = 100) -> str:

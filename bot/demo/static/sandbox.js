@@ -64,7 +64,8 @@
     return x === y ? 0 : x < y ? -1 : 1;
   }
 
-  const isTopLevel = (entry) => !entry.thread_ts || entry.thread_ts === entry.ts;
+  // In the channel: messages, and thread replies also sent to the channel.
+  const isTopLevel = (entry) => !entry.thread_ts || entry.thread_ts === entry.ts || entry.broadcast;
   const inThread = (entry, ts) => entry.key === ts || entry.thread_ts === ts;
 
   function nearBottom(element) {
@@ -150,8 +151,10 @@
     state.since = data.revision;
     state.instance = data.instance;
     if (threadChanged) drawThread();
-    if (stickToBottom) scrollToEnd(channelList);
-    else if (!data.full) for (const node of answers) node.scrollIntoView({ block: "nearest" });
+    // An answer to your click is what you are waiting for: it comes into sight, even when the
+    // channel would otherwise follow its newest message.
+    if (answers.length && !data.full) bringIntoSight(answers[answers.length - 1]);
+    else if (stickToBottom) scrollToEnd(channelList);
     if (data.modal) drawModal(data.modal);
   }
 
@@ -160,6 +163,13 @@
   function scrollToEnd(element, frames = 6) {
     element.scrollTop = element.scrollHeight;
     if (frames > 0) requestAnimationFrame(() => scrollToEnd(element, frames - 1));
+  }
+
+  // Like scrollToEnd, followed for a few frames while lazily laid out messages settle.
+  function bringIntoSight(node, frames = 3) {
+    if (!node.isConnected) return;
+    node.scrollIntoView({ block: "nearest" });
+    if (frames > 0) requestAnimationFrame(() => bringIntoSight(node, frames - 1));
   }
 
   // --- threads ------------------------------------------------------------------------------
@@ -198,22 +208,24 @@
     }
     const fragment = document.createDocumentFragment();
     const drawn = new Set();
-    const draw = (entry, parentNode = false) => {
+    const draw = (entry, { parentNode = false, answer = false } = {}) => {
       if (drawn.has(entry.key)) return;
       drawn.add(entry.key);
       const node = toNode(entry.html);
       if (parentNode) node.classList.add("thread-parent");
+      if (answer) node.dataset.after = entry.after;
       fragment.appendChild(node);
-      for (const answer of answersTo.get(entry.key) ?? []) draw(answer);
+      for (const reply of answersTo.get(entry.key) ?? []) draw(reply, { answer: true });
     };
     const parent = state.entries.get(ts);
-    if (parent) draw(parent, true);
+    if (parent) draw(parent, { parentNode: true });
     const count = replies.filter((entry) => !entry.key.startsWith("e")).length;
     const divider = document.createElement("div");
     divider.className = "thread-count";
     divider.textContent = count === 1 ? "1 reply" : `${count} replies`;
     fragment.appendChild(divider);
     for (const reply of replies) draw(reply);
+    for (const waiting of answersTo.values()) for (const entry of waiting) draw(entry); // no parent
     threadList.replaceChildren(fragment);
     if (stick) threadList.scrollTop = threadList.scrollHeight;
   }
@@ -262,14 +274,6 @@
     const confirm = button.parentElement.querySelector(":scope > .sk-confirm");
     if (confirm && !(await askConfirm(confirm))) return; // "deny" sends nothing, as in Slack
     if (button.dataset.url) window.open(button.dataset.url, "_blank", "noopener,noreferrer");
-    // The thread a click happens in (the parent atop the open thread included): the answer
-    // only the clicker sees is shown there.
-    const inThreadPane = threadList.contains(button) && state.thread;
-    const threadTs = inThreadPane
-      ? state.thread
-      : entry && entry.thread_ts && entry.thread_ts !== key
-        ? entry.thread_ts
-        : null;
     button.classList.add("sk-busy");
     button.disabled = true;
     try {
@@ -277,7 +281,10 @@
         key,
         block: Number(button.dataset.block),
         element: button.dataset.element,
-        thread_ts: threadTs,
+        thread_ts: entry && entry.thread_ts && entry.thread_ts !== key ? entry.thread_ts : null,
+        // Clicked in the open thread (its parent included): the answer only the clicker sees
+        // is shown there, else in the channel.
+        in_thread: threadList.contains(button) ? state.thread : null,
       });
       if (!answer.ok && answer.error) toast(answer.error);
     } catch (err) {
@@ -389,6 +396,7 @@
     const text = messageBox.value.trim();
     if (!text) return;
     messageBox.value = "";
+    scrollToEnd(channelList); // as in Slack: what you send, and its answer, show at the bottom
     try {
       const answer = await post("/sandbox/command", { text });
       if (!answer.ok && answer.error) toast(answer.error);
