@@ -846,13 +846,6 @@ def order_reply(update: OrderUpdate) -> Message:
             facts = _change_facts(change, order, product)
             if change.kind == "product_substituted":
                 facts = _("Product substituted: {facts}").format(facts=facts)
-            if update.broadcast:
-                # Seen in the channel, away from its card: say which order it is about.
-                lines.append(
-                    _("*Decision needed* on order {order_id} — {order}").format(
-                        order_id=_code(order.get("id")), order=_order_line(order)
-                    )
-                )
             lines.append(
                 _("{facts}. Decide by {deadline}. {default}").format(
                     facts=facts,
@@ -860,6 +853,13 @@ def order_reply(update: OrderUpdate) -> Message:
                     default=_default_sentence(change),
                 )
             )
+            if update.broadcast:
+                # Seen in the channel, away from its card: say which order it is about.
+                lines.append(
+                    _("*Decision needed* on order {order_id} — {order}").format(
+                        order_id=_code(order.get("id")), order=_order_line(order)
+                    )
+                )
     elif event == "climate.order.delivered":
         lines.append(_("Delivered: {tonnes}.").format(tonnes=tonnes))
         certificate = _certificate_line(order)
