@@ -178,6 +178,9 @@ class ProductState:
     product: StripeObject
     headline_event: str
     account: str | None = None
+    # The prices per tonne before the last price change (currency → price), when one is known:
+    # the product card shows old → new.
+    old_prices: dict[str, dict[str, int]] | None = None
 
 
 @dataclass(frozen=True)
