@@ -14,7 +14,7 @@ import stripe
 from werkzeug.serving import BaseWSGIServer
 
 from bot import logs
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import Settings, SettingsError, load_settings, webhook_secrets
 from bot.slack_api import SlackError, SlackGateway
 
 
@@ -321,7 +321,9 @@ def trigger_command(event_type: str, url: str | None, order_id: str | None) -> N
     destination = url or target.webhook_url
     click.echo(f"POST {destination}\n  {describe(event)}")
     try:
-        result = send_event(event, destination, target.STRIPE_WEBHOOK_SECRET)
+        # Signed with the first of the secrets; the bot accepts any of them.
+        secret = webhook_secrets(target.STRIPE_WEBHOOK_SECRET)[0]
+        result = send_event(event, destination, secret)
     except BotUnreachable as exc:
         click.echo(f"{exc}\nIs the bot running there? Start it with `climate-bot serve`.", err=True)
         sys.exit(1)

@@ -38,15 +38,9 @@ def stripe_webhook():
     header = request.headers.get("Stripe-Signature")
     if not header:
         return _refuse("missing Stripe-Signature header")
-    try:
-        stripe.WebhookSignature.verify_header(
-            raw, header, bot.settings.STRIPE_WEBHOOK_SECRET, tolerance=SIGNATURE_TOLERANCE_SECONDS
-        )
-    except stripe.SignatureVerificationError as exc:
-        return _refuse(f"signature verification failed: {exc.user_message or exc}")
-    except (UnicodeError, TypeError, ValueError):
-        # The SDK trips over a body that is not UTF-8 or a header that is not ASCII.
-        return _refuse("signature verification failed: unreadable body or header")
+    refusal = _verify(raw, header, bot.settings.webhook_secrets)
+    if refusal is not None:
+        return _refuse(refusal)
     try:
         text = raw.decode("utf-8")
         event = parse_event(raw)
@@ -66,6 +60,24 @@ def stripe_webhook():
         bot.deliverer.poke(received.posts_to)
     log.info("stripe event %s (%s): %s", event["id"], event["type"], outcome)
     return Response(_acknowledgement(outcome, received.late), mimetype="application/json")
+
+
+def _verify(raw: bytes, header: str, secrets: tuple[str, ...]) -> str | None:
+    """None when the signature is valid for one of `secrets`; else why not (the first reason)."""
+    reasons = []
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(
+                raw, header, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
+            )
+        except stripe.SignatureVerificationError as exc:
+            reasons.append(f"signature verification failed: {exc.user_message or exc}")
+        except (UnicodeError, TypeError, ValueError):
+            # The SDK trips over a body that is not UTF-8 or a header that is not ASCII.
+            return "signature verification failed: unreadable body or header"
+        else:
+            return None
+    return reasons[0]
 
 
 @functools.cache

@@ -27,7 +27,7 @@ from bot.routing import Routing, RoutingError, load_routing
 
 # What each variable means, for error messages (the README has the same table).
 DESCRIPTIONS = {
-    "STRIPE_WEBHOOK_SECRET": "signing secret of the Stripe webhook endpoint (whsec_…)",
+    "STRIPE_WEBHOOK_SECRET": "Stripe webhook signing secrets (whsec_…, comma-separated)",
     "STRIPE_API_KEY": "Stripe secret or restricted key (sk_… or rk_…)",
     "SLACK_BOT_TOKEN": "Slack bot token (xoxb-…)",
     "SLACK_SIGNING_SECRET": "Slack app signing secret",
@@ -55,14 +55,28 @@ class SettingsError(Exception):
         super().__init__(f"climate-bot cannot start; fix the configuration:\n{lines}")
 
 
-def _is_webhook_secret(v: str) -> str:
-    if not v.startswith("whsec_"):
-        raise ValueError("must start with whsec_")
-    return v
+def _are_webhook_secrets(v: str) -> str:
+    """One or more `whsec_…` secrets, comma-separated: a thin-event destination and a snapshot
+    endpoint each have their own, and while a secret is rolled the old and the new are valid."""
+    parts = [part.strip() for part in v.split(",")]
+    if not all(parts):
+        raise ValueError("is an empty secret in a comma-separated list")
+    for index, part in enumerate(parts, start=1):
+        if not part.startswith("whsec_"):
+            which = f" (secret {index} of {len(parts)})" if len(parts) > 1 else ""
+            raise ValueError(f"must start with whsec_{which}")
+    return ",".join(parts)
 
 
 # STRIPE_WEBHOOK_SECRET, as `Settings` and `climate-bot trigger`'s settings both read it.
-WebhookSecret = Annotated[str, Field(min_length=1, repr=False), AfterValidator(_is_webhook_secret)]
+WebhookSecret = Annotated[
+    str, Field(min_length=1, repr=False), AfterValidator(_are_webhook_secrets)
+]
+
+
+def webhook_secrets(value: str) -> tuple[str, ...]:
+    """The secrets of a validated STRIPE_WEBHOOK_SECRET, in the order given."""
+    return tuple(value.split(","))
 
 
 class Settings(BaseSettings):
@@ -171,11 +185,16 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or an error message."""
         return [
-            self.STRIPE_WEBHOOK_SECRET,
+            *self.webhook_secrets,
             self.STRIPE_API_KEY,
             self.SLACK_BOT_TOKEN,
             self.SLACK_SIGNING_SECRET,
         ]
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """Every signing secret a webhook may be signed with."""
+        return webhook_secrets(self.STRIPE_WEBHOOK_SECRET)
 
     @property
     def allowed_deciders(self) -> tuple[str, ...]:

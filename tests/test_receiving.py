@@ -10,7 +10,8 @@ import requests
 import stripe
 
 from bot.fakes import stripe_objects as so
-from tests.conftest import WEBHOOK_SECRET
+from bot.settings import load_settings
+from tests.conftest import WEBHOOK_SECRET, env_for, serve_bot
 
 
 def count(bot, sql: str) -> int:
@@ -186,3 +187,28 @@ def test_stripe_signature_check_uses_the_sdk_tolerance():
         pass
     else:
         raise AssertionError("a 400-second-old signature was accepted")
+
+
+def test_an_event_signed_with_any_of_several_secrets_is_accepted(tmp_path, fake_slack, fake_stripe):
+    """A thin-event destination and a snapshot endpoint each have a secret; a rolled secret has
+    two valid at once."""
+    env = {
+        **env_for(tmp_path, fake_slack, fake_stripe),
+        "STRIPE_WEBHOOK_SECRET": f"whsec_rolled_old, {WEBHOOK_SECRET}",
+    }
+    with serve_bot(load_settings(env)) as bot:
+        second = bot.send_event(so.event("climate.order.created", so.order()))
+        first = bot.send_event(
+            so.event("climate.order.created", so.order()), secret="whsec_rolled_old"
+        )
+        neither = bot.send_event(
+            so.event("climate.order.created", so.order()), secret="whsec_someone_else"
+        )
+        stale = bot.send_event(
+            so.event("climate.order.created", so.order()),
+            secret="whsec_rolled_old",
+            timestamp=int(time.time()) - 3600,
+        )
+        assert (second.status_code, first.status_code) == (200, 200)
+        assert (neither.status_code, stale.status_code) == (400, 400)
+        assert count(bot.bot, "SELECT count(*) FROM events") == 2
