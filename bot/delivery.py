@@ -326,7 +326,10 @@ class Deliverer:
         if row is None:
             raise Permanent("product_missing", f"no snapshot of {product_id}")
         return ProductState(
-            product=row["snapshot"], headline_event=row["headline_event"], account=row["account"]
+            product=row["snapshot"],
+            headline_event=row["headline_event"],
+            account=row["account"],
+            old_prices=row.get("old_prices"),
         )
 
     def _product_of(self, order: dict) -> dict | None:

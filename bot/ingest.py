@@ -8,7 +8,6 @@ reverts the card.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -105,11 +104,15 @@ def snapshot_type(thin_event: dict[str, Any]) -> str:
     return thin_event["type"].removeprefix("v1.")
 
 
-def change_key(event_type: str, obj: dict[str, Any]) -> str | None:
+def change_key(event_type: str, obj: dict[str, Any], created: int) -> str | None:
     """What identifies the change an event tells, whichever event tells it.
 
     A thin event and its snapshot twin have different ids but the same change key, so the change
-    is recorded (and posted) once.
+    is recorded (and posted) once; two changes never share one. An order's changes are stamped
+    on the order itself (`delayed_at` …). A product's price or availability changes carry no
+    stamp of their own, so the event's `created` second stands for it: a thin event and its twin
+    are created together, and prices that go A → B → A, or only the tonnes available, are each a
+    change of their own.
     """
     stamp_field = {
         "climate.order.created": "created",
@@ -123,9 +126,7 @@ def change_key(event_type: str, obj: dict[str, Any]) -> str | None:
         stamp = obj.get(stamp_field)
         return f"{event_type}:{obj.get('id')}:{stamp}" if stamp is not None else None
     if event_type == "climate.product.pricing_updated":
-        prices = json.dumps(obj.get("current_prices_per_metric_ton"), sort_keys=True)
-        digest = hashlib.sha256(prices.encode()).hexdigest()[:16]
-        return f"{event_type}:{obj.get('id')}:{digest}"
+        return f"{event_type}:{obj.get('id')}:{created}"
     return None
 
 
@@ -206,7 +207,7 @@ def receive_event(
             account=account,
             handled=handled,
             payload=raw,
-            change_key=change_key(etype, obj) if obj else None,
+            change_key=change_key(etype, obj, event["created"]) if obj else None,
         )
         if not fresh:
             return Received(Outcome.DUPLICATE)
@@ -329,10 +330,16 @@ def _apply_product(
     newer = _is_newer(event, row)
     old_prices = None
     if event["type"] == "climate.product.pricing_updated":
-        prev = _previous_attributes(event).get("current_prices_per_metric_ton")
-        if prev is None and row is not None and newer:
-            prev = row["snapshot"].get("current_prices_per_metric_ton")
-        old_prices = prev if isinstance(prev, dict) else None
+        stored = row["snapshot"].get("current_prices_per_metric_ton") if row else None
+        diff = _previous_attributes(event).get("current_prices_per_metric_ton")
+        if isinstance(diff, dict):
+            # previous_attributes gives nested objects as diffs: only what changed is in it.
+            base = (
+                stored if isinstance(stored, dict) else product.get("current_prices_per_metric_ton")
+            )
+            old_prices = _merged(base if isinstance(base, dict) else {}, diff)
+        elif newer and isinstance(stored, dict):
+            old_prices = stored
     if newer:
         storage.save_product(
             product,
@@ -340,6 +347,7 @@ def _apply_product(
             snapshot_created=event["created"],
             snapshot_rank=RANK[event["type"]],
             headline_event=event["type"],
+            old_prices=old_prices if event["type"] == "climate.product.pricing_updated" else None,
         )
     facts = {"late": not newer, "old_prices": old_prices}
     return not newer, _queue(storage, key, event, facts, channel, card_channel)
@@ -404,6 +412,18 @@ def _change_of(
             "new_product": _product_ref(new, storage),
         }
     return None
+
+
+def _merged(prices: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    """The prices before a change: `prices` with a partial `previous_attributes` diff laid over
+    them, per currency (a currency the diff gives as null was not offered before)."""
+    before = {code: dict(price) for code, price in prices.items() if isinstance(price, dict)}
+    for code, price in diff.items():
+        if price is None or price == "":
+            before.pop(code, None)
+        elif isinstance(price, dict):
+            before[code] = {**before.get(code, {}), **price}
+    return before
 
 
 def _previous_attributes(event: dict[str, Any]) -> dict[str, Any]:

@@ -236,6 +236,12 @@ def m009_decisions_in_flight(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m010_price_changes(db: sqlite_utils.Database) -> None:
+    # The prices before a product's last price change, so that its card shows old → new.
+    db.execute("ALTER TABLE products ADD COLUMN old_prices TEXT")
+
+
 @dataclass
 class OutboxRow:
     """One thing Slack must be told, as leased by a delivery worker."""
@@ -319,7 +325,7 @@ _CARD_CHANNELS = (
 )
 # The JSON columns of a row of orders and of products, decoded on reading.
 _ORDER_JSON = ("snapshot", "change", "decision_detail", "next_change")
-_PRODUCT_JSON = ("snapshot",)
+_PRODUCT_JSON = ("snapshot", "old_prices")
 
 
 def card_key(kind: str, object_id: str) -> str:
@@ -897,16 +903,19 @@ class Storage:
         snapshot_created: int,
         snapshot_rank: int,
         headline_event: str,
+        old_prices: dict[str, Any] | None = None,
     ) -> None:
-        """Make `product` the snapshot of its product (the caller decided it is newer)."""
+        """Make `product` the snapshot of its product (the caller decided it is newer);
+        `old_prices`: its prices before this change, when the change is one of prices."""
         self.conn.execute(
             "INSERT INTO products (id, account, livemode, snapshot, snapshot_created,"
-            " snapshot_rank, headline_event, updated_at) VALUES (?,?,?,?,?,?,?,?)"
+            " snapshot_rank, headline_event, updated_at, old_prices) VALUES (?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT (id) DO UPDATE SET account = excluded.account,"
             " livemode = excluded.livemode, snapshot = excluded.snapshot,"
             " snapshot_created = excluded.snapshot_created,"
             " snapshot_rank = excluded.snapshot_rank,"
-            " headline_event = excluded.headline_event, updated_at = excluded.updated_at",
+            " headline_event = excluded.headline_event, updated_at = excluded.updated_at,"
+            " old_prices = excluded.old_prices",
             (
                 product["id"],
                 account,
@@ -916,6 +925,7 @@ class Storage:
                 snapshot_rank,
                 headline_event,
                 time.time(),
+                json.dumps(old_prices) if old_prices is not None else None,
             ),
         )
 

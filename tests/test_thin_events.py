@@ -10,7 +10,12 @@ from tests.conftest import CHANNEL
 
 
 def thin(
-    event_type: str, obj: dict, *, context: str | None = None, twin: str | None = None
+    event_type: str,
+    obj: dict,
+    *,
+    context: str | None = None,
+    twin: str | None = None,
+    created: str = "2026-11-29T12:00:00.000Z",
 ) -> dict:
     kind = obj["object"]
     path = "orders" if kind == "climate.order" else "products"
@@ -18,7 +23,7 @@ def thin(
         "id": f"evt_thin_{secrets.token_hex(6)}",
         "object": "v2.core.event",
         "type": f"v1.{event_type}",
-        "created": "2026-11-29T12:00:00.000Z",
+        "created": created,
         "livemode": False,
         "related_object": {"id": obj["id"], "type": kind, "url": f"/v1/climate/{path}/{obj['id']}"},
     }
