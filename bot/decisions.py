@@ -24,7 +24,14 @@ from bot.ingest import queue_decision_alerts
 from bot.model import FINAL_STATUSES, ORDER_ID, Change, Message, OrderState, expected_refund
 from bot.slack_api import SlackError, SlackGateway
 from bot.storage import OutboxRow, Storage, card_key
-from bot.stripe_api import NotFound, Refused, StripeGateway, Unavailable
+from bot.stripe_api import (
+    IdempotencyConflict,
+    NotFound,
+    Refused,
+    StripeGateway,
+    StripeResult,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -331,18 +338,37 @@ class Decisions:
         user = row.facts.get("user")
         local = self.storage.order_row(order_id)
         account = local["account"] if local else None
+        attempt = self.storage.cancel_attempts(order_id)
         try:
             fresh = self.stripe.retrieve_order(order_id, account=account)
             if fresh.data.get("status") in FINAL_STATUSES:
-                self._already_final(order_id, user, fresh.data, fresh.request_id, row)
-                return
-            attempt = self.storage.cancel_attempts(order_id)
-            result = self.stripe.cancel_order(order_id, attempt=attempt, account=account)
+                if not _maybe_ours(fresh.data):
+                    self._already_final(order_id, user, fresh.data, fresh.request_id, row)
+                    return
+                # Cancelled as a cancel asks for: perhaps by this very attempt, whose answer
+                # was lost (the worker died after the call). The same Idempotency-Key replays
+                # Stripe's first answer if so; if someone else cancelled, it is refused.
+                try:
+                    result = self.stripe.cancel_order(order_id, attempt=attempt, account=account)
+                except (Refused, IdempotencyConflict):
+                    self._already_final(order_id, user, fresh.data, fresh.request_id, row)
+                    return
+            else:
+                result = self.stripe.cancel_order(order_id, attempt=attempt, account=account)
         except (Refused, NotFound) as exc:
             self._cancel_failed(order_id, user, "refused", exc.message, exc.request_id, row)
             answer = _("Stripe did not cancel order {order_id}: {message}").format(
                 order_id=_code(order_id), message=exc.message
             )
+            self._answer(row, answer)
+            return
+        except IdempotencyConflict as exc:
+            error = f"idempotency: {exc.message}"
+            self._cancel_failed(order_id, user, "failed", error, exc.request_id, row)
+            answer = _(
+                "Stripe turned this cancel of order {order_id} down as a repeat of another "
+                "request ({message}). Nothing changed; you can click Cancel again."
+            ).format(order_id=_code(order_id), message=exc.message)
             self._answer(row, answer)
             return
         except Unavailable as exc:
@@ -353,8 +379,13 @@ class Decisions:
             ).format(order_id=_code(order_id), message=exc.message)
             self._answer(row, answer)
             return
+        self._cancelled(order_id, user, result, local or {}, row)
+
+    def _cancelled(
+        self, order_id: str, user: str | None, result: StripeResult, local: dict, row: OutboxRow
+    ) -> None:
+        """Stripe cancelled the order: record who decided, the refund rule, and answer."""
         order = result.data
-        local = local or {}
         change = Change(**local["change"]) if local.get("change") else None
         refund = expected_refund(
             order, reason="requested", at=local.get("decided_at"), change=change
@@ -445,6 +476,11 @@ class Decisions:
 
     def _answer(self, row: OutboxRow, text: str) -> None:
         self.slack.respond(row.facts.get("response_url"), Message(text=text))
+
+
+def _maybe_ours(order: dict) -> bool:
+    """A final order that a cancel of ours may have made so (its answer lost on the way)."""
+    return order.get("status") == "canceled" and order.get("cancellation_reason") == "requested"
 
 
 def _clean_reason(reason: str | None) -> str | None:

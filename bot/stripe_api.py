@@ -2,7 +2,8 @@
 
 Objects come back as the plain JSON dicts Stripe sent (the same shape webhooks carry), and failures
 as our own exceptions: `Refused` (Stripe said no: a normal outcome to show the user), `NotFound`,
-and `Unavailable` (network, outage, rate limit, bad key: try again later).
+`IdempotencyConflict` (a repeat of another request) and `Unavailable` (network, outage, rate
+limit, bad key: try again later).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class NotFound(StripeFailure):
 
 class Unavailable(StripeFailure):
     """Stripe could not be reached or answered with an error of its own."""
+
+
+class IdempotencyConflict(StripeFailure):
+    """Stripe turned the request down as a repeat: its Idempotency-Key is in use by a request
+    still running, or was used for a different one."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,10 @@ class StripeGateway:
             options["idempotency_key"] = idempotency_key
         try:
             obj = request(options)
+        except stripe.IdempotencyError as exc:
+            raise IdempotencyConflict(
+                exc.user_message or str(exc), request_id=exc.request_id
+            ) from None
         except stripe.InvalidRequestError as exc:
             message = exc.user_message or str(exc)
             if exc.http_status == 404:

@@ -19,8 +19,8 @@ from bot.fakes.slack import (
 )
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION, DECISION_WINDOW_SECONDS
 from bot.settings import load_settings
-from bot.stripe_api import cancel_idempotency_key
-from tests.conftest import CHANNEL, SIGNING_SECRET, env_for, serve_bot
+from bot.stripe_api import StripeGateway, cancel_idempotency_key
+from tests.conftest import CHANNEL, SIGNING_SECRET, STRIPE_KEY, env_for, serve_bot
 
 
 def post_to_slack_events(bot, body: str) -> requests.Response:
@@ -572,3 +572,55 @@ def test_an_order_that_expired_unconfirmed_shows_no_refund_anywhere(running, fak
     for text in (json.dumps(card.blocks), card.text, json.dumps(reply.blocks), reply.text):
         assert "Expected refund" not in text and "refund $" not in text.lower()
     assert "No refund: the order was never confirmed" in json.dumps(card.blocks)
+
+
+def test_a_cancel_whose_answer_was_lost_after_stripe_cancelled_is_reported_as_done(
+    running, fake_slack, fake_stripe
+):
+    """The worker called Stripe, Stripe cancelled, the worker died before recording it."""
+    order = delayed_order(running, fake_stripe)
+    cancel(running, fake_slack, order["id"])
+    dead_worker = StripeGateway(STRIPE_KEY, fake_stripe.url)
+    dead_worker.cancel_order(order["id"], attempt=0)  # ... and the process is killed here
+    fake_stripe.clear_calls()
+    running.deliver()  # the job runs again
+    [replayed] = fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}/cancel")
+    assert replayed.replayed  # the same Idempotency-Key: Stripe's first answer, not a new cancel
+    assert any("is cancelled" in t for t in answers(fake_slack))
+    assert not any("nothing was cancelled" in t for t in answers(fake_slack))
+    blocks = card_blocks(fake_slack)
+    assert "Cancelled by <@U0ALICE>" in blocks
+    row = running.bot.storage.order_row(order["id"])
+    assert (row["decision"], row["decided_by"]) == ("cancelled", "U0ALICE")
+    assert [r["outcome"] for r in running.bot.storage.audit_rows(order["id"])] == ["cancelled"]
+
+
+def test_an_order_someone_else_cancelled_meanwhile_is_not_claimed_as_ours(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    cancel(running, fake_slack, order["id"])
+    StripeGateway(STRIPE_KEY, fake_stripe.url).cancel_order(order["id"], attempt=7)  # Dashboard
+    running.deliver()
+    assert any("already cancelled at Stripe" in t for t in answers(fake_slack))
+    assert running.bot.storage.order_row(order["id"])["decision"] is None
+    assert [r["outcome"] for r in running.bot.storage.audit_rows(order["id"])] == ["already_final"]
+
+
+def test_an_idempotency_error_is_reported_as_what_it_is(running, fake_slack, fake_stripe):
+    order = delayed_order(running, fake_stripe)
+    fake_stripe.fail_next(
+        f"/v1/climate/orders/{order['id']}/cancel",
+        status=400,
+        error={
+            "type": "idempotency_error",
+            "message": "Keys for idempotent requests can only be used with the same parameters.",
+        },
+    )
+    cancel(running, fake_slack, order["id"])
+    running.deliver()
+    [answer] = [t for t in answers(fake_slack) if "Cancel" in t and "order" in t][-1:]
+    assert "as a repeat of another request" in answer and "could not be reached" not in answer
+    [row] = running.bot.storage.audit_rows(order["id"])
+    assert row["outcome"] == "failed" and row["error"].startswith("idempotency:")
+    assert running.bot.storage.order_row(order["id"])["decision"] is None  # click again: safe
