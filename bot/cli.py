@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import threading
@@ -228,13 +229,23 @@ def _when(value: str, option: str, *, end_of_day: bool = False) -> int:
 )
 @click.option("--until", default=None, metavar="DATE", help="as --since; a date includes its day")
 @click.option("--dry-run", is_flag=True, help="List what would be processed; write nothing.")
-def replay_command(since: str, until: str | None, dry_run: bool) -> None:
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    metavar="ACCT",
+    help="also replay this connected account (acct_…); repeatable",
+)
+def replay_command(since: str, until: str | None, dry_run: bool, accounts: tuple[str, ...]) -> None:
     """Receive the Climate events Stripe created since DATE (it keeps 30 days) as webhooks are
     received; ids already recorded are skipped. Safe while the bot runs: its worker posts them."""
-    from bot.replay import replay, retention_warning
+    from bot.replay import replay, replay_accounts, retention_warning
     from bot.storage import Storage
     from bot.stripe_api import StripeFailure, StripeGateway
 
+    for account in accounts:
+        if not re.fullmatch(r"acct_[A-Za-z0-9]+", account):
+            raise click.BadParameter(f"{account!r} is not an acct_… id", param_hint="--account")
     start = _when(since, "--since")
     end = _when(until, "--until", end_of_day=True) if until else None
     if end is not None and end < start:
@@ -262,6 +273,7 @@ def replay_command(since: str, until: str | None, dry_run: bool) -> None:
             until=end,
             dry_run=dry_run,
             progress=progress,
+            accounts=replay_accounts(settings, storage, accounts),
         )
     except StripeFailure as exc:
         click.echo(f"Stripe could not list the events; nothing was written: {exc}", err=True)

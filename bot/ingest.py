@@ -182,8 +182,11 @@ def receive_event(
     *,
     channel: str,
     routing: Routing | None = None,
+    source: str | None = None,
 ) -> Received:
     """Record `event`, apply it to its snapshot and queue the Slack work, atomically.
+
+    `source`: where the event came from when not a webhook (``"replay"``), for the record.
 
     The card goes to `routing`'s channel for the event (default: `channel`); a card that exists
     keeps its channel.
@@ -208,6 +211,7 @@ def receive_event(
             handled=handled,
             payload=raw,
             change_key=change_key(etype, obj, event["created"]) if obj else None,
+            source=source,
         )
         if not fresh:
             return Received(Outcome.DUPLICATE)

@@ -22,7 +22,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bot.model import HANDLED_EVENTS
@@ -88,6 +88,15 @@ class OutboxCollector(Collector):
             "Deliveries parked after a permanent error.",
             value=counts.get("failed", 0),
         )
+        # Replays run in a process of their own (climate-bot replay): counted from the record.
+        recorded = CounterMetricFamily(
+            "climate_bot_events_recorded",
+            "Stripe events recorded from a source other than webhooks, by source.",
+            labels=["source"],
+        )
+        for source, count in sorted(self.storage.events_by_source().items()):
+            recorded.add_metric([source], count)
+        yield recorded
 
 
 class _ProcessMetrics(Collector):

@@ -48,6 +48,7 @@ class EventSource(Protocol):
         created_lte: int | None = None,
         starting_after: str | None = None,
         limit: int = 100,
+        account: str | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -140,11 +141,23 @@ def fetch_events(
     since: int,
     until: int | None = None,
     page_size: int = PAGE_SIZE,
+    accounts: Iterable[str | None] = (None,),
 ) -> list[dict[str, Any]]:
-    """Every Climate event created in [since, until], all pages, oldest first.
+    """Every Climate event created in [since, until] on each of `accounts` (None: the
+    platform's own; `acct_…`: a connected account's), all pages, oldest first.
 
     Raises the gateway's `StripeFailure` (nothing fetched is returned then).
     """
+    events: list[dict[str, Any]] = []
+    for account in dict.fromkeys(accounts):  # each account once, in the order given
+        events.extend(_account_events(stripe, account, since, until, page_size))
+    events.sort(key=_created_of)  # stable: each account's events keep their creation order
+    return events
+
+
+def _account_events(
+    stripe: EventSource, account: str | None, since: int, until: int | None, page_size: int
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     after: str | None = None
     for _ in range(MAX_PAGES):
@@ -154,6 +167,7 @@ def fetch_events(
             created_lte=until,
             starting_after=after,
             limit=page_size,
+            account=account,
         )
         data = page.get("data") or []
         events.extend(data)
@@ -162,10 +176,23 @@ def fetch_events(
         after = data[-1]["id"]
     else:
         log.warning("replay stopped after %s pages of events", MAX_PAGES)
+    for event in events:
+        # A connected account's events say so, as its webhooks do; they are handled on it.
+        if account and isinstance(event, dict) and not event.get("account"):
+            event["account"] = account
     # Stripe lists newest first; ties keep Stripe's order reversed, i.e. creation order.
     events.reverse()
     events.sort(key=_created_of)
     return events
+
+
+def replay_accounts(
+    settings: Settings, storage: Storage | None, extra: Iterable[str] = ()
+) -> list[str | None]:
+    """Whose events to replay: the platform's own, each connected account the routing file names
+    or the database has seen, and `extra` (`--account`)."""
+    seen = storage.known_accounts() if storage is not None else []
+    return [None, *dict.fromkeys([*settings.routing.accounts, *seen, *extra])]
 
 
 def _created_of(event: Any) -> int:
@@ -183,6 +210,7 @@ def replay(
     dry_run: bool = False,
     page_size: int = PAGE_SIZE,
     progress: Progress | None = None,
+    accounts: Iterable[str | None] = (None,),
 ) -> ReplaySummary:
     """Fetch the Climate events of [since, until] and receive each like a webhook.
 
@@ -193,12 +221,12 @@ def replay(
     """
     if storage is None and not dry_run:
         raise ValueError("replay writes to the database: give it the storage")
-    events = fetch_events(stripe, since=since, until=until, page_size=page_size)
+    events = fetch_events(stripe, since=since, until=until, page_size=page_size, accounts=accounts)
     summary = ReplaySummary(dry_run=dry_run)
     wrap = progress or _no_progress
     with wrap(events) as items:
         for event in items:
-            summary.events.append(_receive(event, storage, settings.SLACK_CHANNEL, dry_run))
+            summary.events.append(_receive(event, storage, settings, dry_run))
     return summary
 
 
@@ -208,7 +236,7 @@ def _no_progress(items: list[dict[str, Any]]) -> Iterator[Iterable[dict[str, Any
 
 
 def _receive(
-    event: dict[str, Any], storage: Storage | None, channel: str, dry_run: bool
+    event: dict[str, Any], storage: Storage | None, settings: Settings, dry_run: bool
 ) -> ListedEvent:
     # The exact bytes a webhook would have carried are not available from a list; the event
     # serialised alone is what gets recorded, like a webhook body.
@@ -221,7 +249,14 @@ def _receive(
         seen = storage is not None and storage.event(parsed["id"]) is not None
         return _listed(parsed, "skipped" if seen else "new")
     try:
-        received = receive_event(storage, parsed, raw, channel=channel)
+        received = receive_event(
+            storage,
+            parsed,
+            raw,
+            channel=settings.SLACK_CHANNEL,
+            routing=settings.routing,  # a new card goes where its webhook would have sent it
+            source="replay",
+        )
     except Exception as exc:
         # One event the bot cannot take (its transaction rolled back) must not stop the others;
         # it is counted, shown, and logged for the operator.

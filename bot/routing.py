@@ -56,6 +56,11 @@ class Routing:
     routes: tuple[Route, ...] = ()
     locales: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def accounts(self) -> tuple[str, ...]:
+        """Every Connect account a route names, in the file's order."""
+        return tuple(dict.fromkeys(a for route in self.routes for a in route.accounts))
+
     def channel_for(self, event_type: str, account: str | None) -> str:
         for route in self.routes:
             if route.matches(event_type, account):

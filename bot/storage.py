@@ -242,6 +242,13 @@ def m010_price_changes(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE products ADD COLUMN old_prices TEXT")
 
 
+@migrations()
+def m011_event_sources(db: sqlite_utils.Database) -> None:
+    # Where an event came from when not a webhook (a replay); counted in /metrics on this index.
+    db.execute("ALTER TABLE events ADD COLUMN source TEXT")
+    db.execute("CREATE INDEX events_by_source ON events (source) WHERE source IS NOT NULL")
+
+
 @dataclass
 class OutboxRow:
     """One thing Slack must be told, as leased by a delivery worker."""
@@ -532,11 +539,15 @@ class Storage:
         handled: bool,
         payload: str,
         change_key: str | None = None,
+        source: str | None = None,
     ) -> bool:
-        """Record an event; False when its id, or the change it tells, was already recorded."""
+        """Record an event; False when its id, or the change it tells, was already recorded.
+
+        `source`: where it came from when not a webhook (``"replay"``)."""
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO events (id, type, object_kind, object_id, created, livemode,"
-            " account, handled, received_at, payload, change_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " account, handled, received_at, payload, change_key, source)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 event_id,
                 type,
@@ -549,9 +560,26 @@ class Storage:
                 time.time(),
                 payload,
                 change_key,
+                source,
             ),
         )
         return cur.rowcount == 1
+
+    def events_by_source(self) -> dict[str, int]:
+        """How many events came from each source other than webhooks (a replay)."""
+        rows = self.conn.execute(
+            "SELECT source, count(*) FROM events INDEXED BY events_by_source"
+            " WHERE source IS NOT NULL GROUP BY source"
+        ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def known_accounts(self) -> list[str]:
+        """The Connect accounts orders and products have come from."""
+        rows = self.conn.execute(
+            "SELECT account FROM orders WHERE account IS NOT NULL"
+            " UNION SELECT account FROM products WHERE account IS NOT NULL ORDER BY 1"
+        ).fetchall()
+        return [row[0] for row in rows]
 
     def mark_event_late(self, event_id: str) -> None:
         self.conn.execute("UPDATE events SET late = 1 WHERE id = ?", (event_id,))

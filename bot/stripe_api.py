@@ -118,10 +118,12 @@ class StripeGateway:
         created_lte: int | None = None,
         starting_after: str | None = None,
         limit: int = 100,
+        account: str | None = None,
     ) -> dict[str, Any]:
         """One page of `GET /v1/events` (newest first; Stripe keeps 30 days) as the JSON Stripe
         sent: `{"data": [...], "has_more": ...}`, each event a plain dict as a webhook carries it.
-        Pass the last event's id as `starting_after` for the next page."""
+        Pass the last event's id as `starting_after` for the next page; `account`: a connected
+        account's events (`Stripe-Account`)."""
         params: dict[str, Any] = {"types": list(types), "limit": limit}
         created = {"gte": created_gte, "lte": created_lte}
         if any(v is not None for v in created.values()):
@@ -129,7 +131,7 @@ class StripeGateway:
         if starting_after:
             params["starting_after"] = starting_after
         return self._call(
-            lambda options: self.client.v1.events.list(params=params, options=options), None
+            lambda options: self.client.v1.events.list(params=params, options=options), account
         ).data
 
     def _call(

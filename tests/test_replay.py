@@ -11,6 +11,7 @@ import json
 import time
 
 import pytest
+import requests
 import stripe
 from click.testing import CliRunner
 
@@ -20,9 +21,10 @@ from bot.fakes import stripe_schema
 from bot.fakes.stripe import FakeStripe
 from bot.model import HANDLED_EVENTS
 from bot.replay import parse_when, replay, retention_warning
+from bot.settings import load_settings
 from bot.storage import Storage
 from bot.stripe_api import StripeGateway, Unavailable
-from tests.conftest import CHANNEL, STRIPE_KEY, env_for
+from tests.conftest import CHANNEL, STRIPE_KEY, env_for, serve_bot
 
 DAY = 24 * 60 * 60
 EVENTS = "/v1/events"
@@ -403,3 +405,51 @@ def test_restricted_key_without_event_read_cannot_list_events(fake_stripe):
         fake_stripe.client("rk_test_climate_only").v1.events.list()
     fake_stripe.add_api_key("rk_test_events", ["event_read"])
     assert fake_stripe.client("rk_test_events").v1.events.list().data == []
+
+
+# -- routing and connected accounts --------------------------------------------------------------
+
+
+def test_replay_follows_routing_and_reaches_connected_accounts(tmp_path, fake_slack, fake_stripe):
+    """A replayed event goes where its webhook would have gone, for every account known."""
+    from tests.test_routing import ROUTES
+
+    for channel, name in (("C0PRODUCTS", "products"), ("C0PARTNER", "partner"), ("C0ALERTS", "a")):
+        fake_slack.add_channel(channel, name)
+    (tmp_path / "routing.toml").write_text(ROUTES)
+    env = {
+        **env_for(tmp_path, fake_slack, fake_stripe),
+        "ROUTING_FILE": str(tmp_path / "routing.toml"),
+    }
+    now = int(time.time())
+    for account in ("acct_partner1", "acct_1Seen", "acct_1Asked"):
+        fake_stripe.add_account(account)
+    product = so.event("climate.product.created", so.product(created=now - DAY))
+    partner = so.event(
+        "climate.order.created", so.order(created=now - DAY), account="acct_partner1"
+    )
+    seen_before = so.event("climate.order.created", so.order(created=now - 2 * DAY))
+    seen_before["account"] = "acct_1Seen"
+    seen = so.event("climate.order.created", so.order(created=now - DAY), account="acct_1Seen")
+    asked = so.event("climate.order.created", so.order(created=now - DAY), account="acct_1Asked")
+    add_events(fake_stripe, [product, partner, seen, asked])
+    with serve_bot(load_settings(env)) as bot:
+        bot.send_event(seen_before)  # the database has seen acct_1Seen
+        result = CliRunner().invoke(
+            main, ["replay", "--since", str(now - 5 * DAY), "--account", "acct_1Asked"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert "4 new, 0 skipped (already recorded), 0 failed" in result.output
+        accounts = [c.headers.get("stripe-account") for c in fake_stripe.calls_to(EVENTS)]
+        assert accounts == [None, "acct_partner1", "acct_1Seen", "acct_1Asked"]
+        storage = bot.bot.storage
+        assert storage.event(partner["id"])["account"] == "acct_partner1"
+        assert storage.order_row(partner["data"]["object"]["id"])["account"] == "acct_partner1"
+        bot.deliver()
+        assert len(fake_slack.messages("C0PRODUCTS")) == 1  # routed, not SLACK_CHANNEL
+        assert len(fake_slack.messages("C0PARTNER")) == 1
+        metrics = requests.get(bot.url + "/metrics", timeout=10).text
+        assert 'climate_bot_events_recorded_total{source="replay"} 4.0' in metrics
+        assert "--account" in CliRunner().invoke(main, ["replay", "--help"]).output
+        bad = CliRunner().invoke(main, ["replay", "--since", "1", "--account", "shop"], env=env)
+        assert bad.exit_code == 2 and "acct_" in bad.output
