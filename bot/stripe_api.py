@@ -83,6 +83,22 @@ class StripeGateway:
             account,
         )
 
+    def fetch_related_object(self, url: str, *, context: str | None, event_id: str) -> StripeResult:
+        """A thin event's related object, fetched as the SDK's `fetch_related_object` does: GET
+        its `url` in the event's `context` (`Stripe-Context`), naming the event that asks."""
+
+        def fetch(options: dict[str, Any]) -> Any:
+            response = self.client.raw_request(
+                "get",
+                url,
+                stripe_context=context,
+                headers={"Stripe-Request-Trigger": f"event={event_id}"},
+                usage=["fetch_related_object"],
+            )
+            return self.client.deserialize(response, api_mode="V1")
+
+        return self._call(fetch, None)
+
     def cancel_order(
         self, order_id: str, *, attempt: int = 0, account: str | None = None
     ) -> StripeResult:

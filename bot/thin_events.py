@@ -1,10 +1,10 @@
 """Thin events (Stripe event destinations, `v1.climate.*`): fetch the object, then ingest it.
 
 The receiver records a thin event and queues a "fetch" job; this worker job asks Stripe for the
-object the event names (on the account it came from) and feeds a snapshot event built from it
-through the same path as webhooks. The snapshot takes the id of the event's snapshot twin when
-Stripe names one (`snapshot_event`), and the change key makes a thin event and its twin post once
-in either order.
+object the event names, as the SDK's `fetch_related_object` does (in the event's context), and
+feeds a snapshot event built from it through the same path as webhooks. The snapshot takes the
+id of the event's snapshot twin when Stripe names one (`snapshot_event`), and the change key makes
+a thin event and its twin post once in either order.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from urllib.parse import quote
 
 from bot.ingest import receive_event, thin_created
 from bot.routing import Routing
@@ -48,9 +49,10 @@ class ThinEvents:
             return
         kind, object_id = row.card_key.split(":", 1)
         account = row.facts.get("account")
-        fetch = self.stripe.retrieve_order if kind == "order" else self.stripe.retrieve_product
         try:
-            obj = fetch(object_id, account=account).data
+            obj = self.stripe.fetch_related_object(
+                related_url(kind, object_id), context=account, event_id=thin["id"]
+            ).data
         except NotFound:
             log.warning("thin event %s names %s, which Stripe does not know", thin["id"], object_id)
             return
@@ -58,7 +60,9 @@ class ThinEvents:
             "id": row.facts.get("snapshot_event") or f"{thin['id']}-snapshot",
             "object": "event",
             "type": row.facts["type"],
-            "created": thin_created(thin),
+            # The object was read now, so it may be fresher than the event that asked for it:
+            # it is ordered by its own timestamps, or a later event's data would count as late.
+            "created": max(thin_created(thin), latest_stamp(obj)),
             "livemode": bool(thin.get("livemode")),
             "pending_webhooks": 0,
             "request": None,
@@ -75,3 +79,25 @@ class ThinEvents:
         )
         log.info("thin event %s → %s: %s", thin["id"], snapshot["type"], received.outcome.value)
         self.wake()
+
+
+# An order's own timestamps: the latest says how far along the fetched object is.
+_ORDER_STAMPS = (
+    "created",
+    "confirmed_at",
+    "delayed_at",
+    "product_substituted_at",
+    "delivered_at",
+    "canceled_at",
+)
+
+
+def latest_stamp(obj: dict) -> int:
+    """The latest of an object's own unix timestamps (a product has only `created`)."""
+    stamps = [obj.get(name) for name in _ORDER_STAMPS]
+    return max((s for s in stamps if isinstance(s, int) and not isinstance(s, bool)), default=0)
+
+
+def related_url(kind: str, object_id: str) -> str:
+    """The related object's API path, built from its id: never a URL taken from the event."""
+    return f"/v1/climate/{'orders' if kind == 'order' else 'products'}/{quote(object_id, safe='')}"

@@ -78,7 +78,29 @@ def test_thin_product_event_of_a_connected_account_is_fetched_on_that_account(
     running.deliver()
     [call] = fake_stripe.calls_to(f"/v1/climate/products/{product['id']}")
     assert call.account == "acct_partner1"
+    # Fetched as the SDK's fetch_related_object does: in the event's context, naming the event.
+    assert call.context == "acct_partner1" and "stripe-account" not in call.headers
+    assert call.headers["stripe-request-trigger"].startswith("event=evt_thin_")
     assert "$600.00" in json.dumps(fake_slack.messages(CHANNEL)[0].blocks)
+
+
+def test_fresher_data_fetched_for_an_older_thin_event_is_not_discarded_as_late(
+    running, fake_slack, fake_stripe
+):
+    t0, t1, t2 = 1_900_000_000, 1_900_000_500, 1_900_001_000
+    order = so.order(created=t0 - 1000)
+    delayed = so.delayed(order, 2030, at=t0)
+    running.send_event(so.event("climate.order.created", order, created=t0 - 1000))
+    # A thin event about the delay; its object is fetched later, by the worker ...
+    running.send_event(thin("climate.order.delayed", delayed, created="2030-03-17T17:46:40Z"))
+    # ... meanwhile a later change arrives as a snapshot event, and Frontier delivers.
+    swapped = so.substituted(delayed, "climsku_other", at=t1)
+    running.send_event(so.event("climate.order.product_substituted", swapped, created=t1))
+    fake_stripe.add_order({**swapped, "status": "delivered", "delivered_at": t2})
+    running.deliver()
+    row = running.bot.storage.order_row(order["id"])
+    assert row["status"] == "delivered"  # the fetched order is the freshest data: it is kept
+    assert row["snapshot_created"] == t2
 
 
 def test_thin_event_while_stripe_is_down_is_retried_not_lost(running, fake_slack, fake_stripe):
