@@ -4,10 +4,28 @@ Production defaults: two sync workers with threads (each also runs the delivery 
 scheduler, which lease rows in SQLite), bound to $PORT, short graceful shutdown, access log on.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
-from bot.cli import settings_or_exit
+# Counters from every worker are summed at /metrics (prometheus-client multiprocess mode). The
+# library picks that mode when it is first imported, and bot.cli imports it: the directory must be
+# set before. A directory of our own is removed when this master process exits.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="climate-bot-metrics-"
+    )
+    _master = os.getpid()
+
+    @atexit.register
+    def _remove_metrics_dir() -> None:
+        # Workers are forks of this process and inherit the handler; only the master removes it.
+        if os.getpid() == _master:
+            shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+from bot.cli import settings_or_exit  # noqa: E402  (after the metrics directory, see above)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -21,10 +39,6 @@ preload_app = False  # the background threads must start in each worker, after t
 # gunicorn.ctl: a second instance on the host took it from the first, the first one's exit
 # deleted it, and a read-only home logged a warning at every start. Signals do the same work.
 control_socket_disable = True
-
-# Counters from every worker are summed at /metrics (prometheus-client multiprocess mode).
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="climate-bot-metrics-")
 
 
 def on_starting(server):

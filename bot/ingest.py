@@ -8,6 +8,7 @@ reverts the card.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,9 +111,9 @@ def change_key(event_type: str, obj: dict[str, Any], created: int) -> str | None
     A thin event and its snapshot twin have different ids but the same change key, so the change
     is recorded (and posted) once; two changes never share one. An order's changes are stamped
     on the order itself (`delayed_at` …). A product's price or availability changes carry no
-    stamp of their own, so the event's `created` second stands for it: a thin event and its twin
-    are created together, and prices that go A → B → A, or only the tonnes available, are each a
-    change of their own.
+    stamp of their own, so the event's `created` second and what it says stand for it: a thin
+    event and its twin are created together and say the same, while prices that go A → B → A, a
+    change of the tonnes available only, or two changes within one second are each their own.
     """
     stamp_field = {
         "climate.order.created": "created",
@@ -126,7 +127,10 @@ def change_key(event_type: str, obj: dict[str, Any], created: int) -> str | None
         stamp = obj.get(stamp_field)
         return f"{event_type}:{obj.get('id')}:{stamp}" if stamp is not None else None
     if event_type == "climate.product.pricing_updated":
-        return f"{event_type}:{obj.get('id')}:{created}"
+        what = [obj.get("current_prices_per_metric_ton"), obj.get("metric_tons_available")]
+        text = json.dumps(what, sort_keys=True, default=str)
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        return f"{event_type}:{obj.get('id')}:{created}:{digest}"
     return None
 
 

@@ -19,6 +19,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
@@ -27,6 +28,9 @@ from prometheus_client.registry import Collector
 
 from bot.model import HANDLED_EVENTS
 from bot.storage import Storage
+
+# A `_created` series per counter and histogram doubles the scrape and no dashboard reads it.
+disable_created_metrics()
 
 EVENTS = Counter(
     "climate_bot_events_received",

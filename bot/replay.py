@@ -95,7 +95,7 @@ class ReplaySummary:
         if self.dry_run:
             return (
                 f"dry run: {self.new} would be new, {self.skipped} skipped (already recorded), "
-                f"{self.failed} unreadable; nothing was written"
+                f"{self.failed} failed; nothing was written"
             )
         return f"{self.new} new, {self.skipped} skipped (already recorded), {self.failed} failed"
 

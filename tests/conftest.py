@@ -17,9 +17,9 @@ from werkzeug.serving import make_server
 from bot.fakes import stripe_objects
 from bot.fakes.slack import FakeSlack
 from bot.fakes.stripe import FakeStripe
-from bot.fakes.stripe_schema import validate_event
 from bot.settings import Settings, load_settings
 from bot.web import ClimateBot, create_app
+from tests.stripe_schema import validate_event
 
 WEBHOOK_SECRET = "whsec_test_secret"
 SIGNING_SECRET = "slack-signing-secret"

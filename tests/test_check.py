@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+
+import pytest
 from click.testing import CliRunner
 
-from bot.cli import main
+from bot.cli import CHECK_ORDER_ID, STRIPE_ACCESS, main
+from bot.fakes.stripe import EVENT_READ, ORDER_READ, ORDER_WRITE, PRODUCT_READ
 from tests.conftest import CHANNEL, env_for
+from tests.processes import BIN, REPO, process_env
+
+# What the README tells an operator to grant a restricted key.
+README_ACCESS = [ORDER_WRITE, PRODUCT_READ, EVENT_READ]
 
 
 def run_check(monkeypatch, env: dict[str, str]):
@@ -63,7 +71,52 @@ def test_restricted_key_without_climate_access_is_explained(
     env = {**env_for(tmp_path, fake_slack, fake_stripe), "STRIPE_API_KEY": "rk_test_nothing"}
     result = run_check(monkeypatch, env)
     assert result.exit_code == 1
-    assert "may not use Climate" in result.output
+    for access in STRIPE_ACCESS:
+        assert f"FAIL  STRIPE_API_KEY may not {access.action}: give the key {access.needs}" in (
+            result.output
+        )
+
+
+def test_a_restricted_key_with_what_the_readme_names_passes_and_nothing_is_cancelled(
+    monkeypatch, tmp_path, fake_slack, fake_stripe
+):
+    fake_stripe.add_api_key("rk_test_enough", permissions=README_ACCESS)
+    env = {**env_for(tmp_path, fake_slack, fake_stripe), "STRIPE_API_KEY": "rk_test_enough"}
+    result = run_check(monkeypatch, env)
+    assert result.exit_code == 0, result.output
+    for access in STRIPE_ACCESS:
+        assert f"ok    Stripe key can {access.action}" in result.output
+    asked = {(c.method, c.path.split("?")[0], c.status) for c in fake_stripe.calls}
+    assert asked == {
+        ("GET", "/v1/climate/products", 200),
+        ("GET", "/v1/climate/orders", 200),
+        ("POST", f"/v1/climate/orders/{CHECK_ORDER_ID}/cancel", 404),  # no such order
+        ("GET", "/v1/events", 200),
+    }
+    readme = " ".join((REPO / "README.md").read_text().split())
+    for access in STRIPE_ACCESS:  # the README asks for what check asks Stripe for
+        assert access.needs in readme
+
+
+@pytest.mark.parametrize(
+    ("granted", "missing"),
+    [
+        ([ORDER_READ, PRODUCT_READ, EVENT_READ], "cancel Climate orders"),
+        ([ORDER_WRITE, EVENT_READ], "read Climate products"),
+        ([ORDER_WRITE, PRODUCT_READ], "read Events (climate-bot replay)"),
+    ],
+)
+def test_each_access_a_restricted_key_lacks_is_named(
+    monkeypatch, tmp_path, fake_slack, fake_stripe, granted, missing
+):
+    fake_stripe.add_api_key("rk_test_short", permissions=granted)
+    env = {**env_for(tmp_path, fake_slack, fake_stripe), "STRIPE_API_KEY": "rk_test_short"}
+    result = run_check(monkeypatch, env)
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.startswith("FAIL")] == [
+        f"FAIL  STRIPE_API_KEY may not {missing}: give the key "
+        + next(a.needs for a in STRIPE_ACCESS if a.action == missing)
+    ]
 
 
 def test_unreachable_stripe_is_explained(monkeypatch, tmp_path, fake_slack, fake_stripe):
@@ -78,3 +131,17 @@ def test_bad_configuration_exits_2_with_every_problem(monkeypatch):
     assert result.exit_code == 2
     assert "SLACK_BOT_TOKEN is not set" in result.output
     assert "Traceback" not in result.output
+
+
+def test_check_prints_its_findings_and_no_library_log_lines(tmp_path, fake_slack, fake_stripe):
+    result = subprocess.run(
+        [str(BIN / "climate-bot"), "check"],
+        cwd=tmp_path,
+        env=process_env(tmp_path, **env_for(tmp_path, fake_slack, fake_stripe)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "All checks passed." in result.stdout
+    assert result.stderr == ""  # no "INFO stripe: Request to Stripe api" per request

@@ -32,6 +32,7 @@ from bot.fakes import stripe_objects as so
 from bot.fakes.slack import FakeSlack
 from bot.model import Change, OrderState
 from tests.form_bot import FormBot, post_form_card
+from tests.processes import process_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -69,6 +70,7 @@ def demo_url(tmp_path) -> Iterator[str]:
         stderr=log,
         text=True,
         cwd=tmp_path,
+        env=process_env(tmp_path),
     )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(

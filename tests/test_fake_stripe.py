@@ -16,8 +16,9 @@ from decimal import Decimal
 import pytest
 import stripe
 
-from bot.fakes import stripe_objects, stripe_schema
+from bot.fakes import stripe_objects
 from bot.fakes.stripe import FakeStripe
+from tests import stripe_schema
 
 ORDERS = "/v1/climate/orders"
 CONNECTED = "acct_1ConnectedShop000000000"

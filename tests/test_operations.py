@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -29,6 +30,7 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     env_for,
 )
+from tests.processes import gunicorn_command, process_env
 from tests.test_crash import free_port, post, start_bot, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +171,52 @@ def test_app_py_metrics_under_one_process(tmp_path, fake_slack, fake_stripe):
         'climate_bot_events_received_total{outcome="queued",type="climate.order.created"} 1.0'
         in body
     )
+    assert created_series(body) == []
     assert sys.executable  # the same interpreter ran the bot
+
+
+def created_series(body: str) -> list[str]:
+    """prometheus-client's `_created` samples, which double every counter's and histogram's."""
+    return re.findall(r"^\w+_created\b.*$", body, re.MULTILINE)
+
+
+def test_gunicorn_metrics_add_up_every_worker_without_created_series(
+    tmp_path, fake_slack, fake_stripe
+):
+    env = process_env(tmp_path, **env_for(tmp_path, fake_slack, fake_stripe), PORT=str(free_port()))
+    base = f"http://127.0.0.1:{env['PORT']}"
+    log = tmp_path / "gunicorn.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            gunicorn_command("-w", "2", "-b", f"127.0.0.1:{env['PORT']}"),
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_until(lambda: _answers(base + "/healthz", proc, log), 30, "gunicorn did not start")
+        sent = 6
+        for _ in range(sent):
+            assert post(env, so.event("climate.order.created", so.order())) == 200
+        # Whichever worker answers a scrape, it reports what both of them counted.
+        scrapes = [requests.get(base + "/metrics", timeout=10).text for _ in range(4)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    queued = 'climate_bot_events_received_total{outcome="queued",type="climate.order.created"}'
+    for body in scrapes:
+        assert f"{queued} {float(sent)}" in body, body
+        assert "climate_bot_delivery_seconds_bucket" in body
+        assert created_series(body) == []
+
+
+def _answers(url: str, proc: subprocess.Popen, log: Path) -> bool:
+    assert proc.poll() is None, log.read_text()
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 LOGGING_SCRIPT = """
@@ -193,7 +240,12 @@ def test_log_lines_are_buffered_briefly_but_warnings_and_exit_write_everything(t
     err = tmp_path / "stderr"
     with open(err, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", LOGGING_SCRIPT], stdin=subprocess.PIPE, stderr=out, text=True
+            [sys.executable, "-c", LOGGING_SCRIPT],
+            cwd=tmp_path,
+            env=process_env(tmp_path),
+            stdin=subprocess.PIPE,
+            stderr=out,
+            text=True,
         )
     try:
         wait_until(lambda: "first info line" in err.read_text(), 10, "INFO never written")

@@ -90,3 +90,16 @@ def test_the_same_price_change_told_by_a_thin_event_and_its_twin_is_posted_once(
     assert running.send_event(snapshot).json()["outcome"] == "duplicate"
     running.deliver()
     assert len(product_thread(fake_slack, product["id"])) == 1
+
+
+def test_two_different_changes_within_one_second_are_both_told(running, fake_slack):
+    """Regression: the demo's story sends changes at once; keying on the second alone lost one."""
+    product = so.product(prices={"usd": 56650})
+    running.send_event(so.event("climate.product.created", product, created=1000))
+    for price in (60000, 61000):
+        answer = running.send_event(
+            so.event("climate.product.pricing_updated", priced(product, usd=price), created=1100)
+        )
+        assert answer.json()["outcome"] == "queued"
+    running.deliver()
+    assert len(product_thread(fake_slack, product["id"])) == 2

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import requests
 
 from bot.fakes import stripe_objects as so
 from tests.conftest import CHANNEL, env_for
-from tests.test_crash import free_port, post, wait_until
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.processes import BIN, free_port, gunicorn_command, process_env
+from tests.test_crash import post, wait_until
 
 
-def process_env(tmp_path, fake_slack, fake_stripe) -> dict[str, str]:
-    return {
-        **env_for(tmp_path, fake_slack, fake_stripe),
-        "PORT": str(free_port()),
-        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
+def bot_env(tmp_path, fake_slack, fake_stripe) -> dict[str, str]:
+    settings = env_for(tmp_path, fake_slack, fake_stripe)
+    return process_env(tmp_path, **settings, PORT=str(free_port()))
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
@@ -40,12 +32,12 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 
 def test_gunicorn_with_two_workers_posts_each_card_once(tmp_path, fake_slack, fake_stripe):
-    env = process_env(tmp_path, fake_slack, fake_stripe)
+    env = bot_env(tmp_path, fake_slack, fake_stripe)
     log = tmp_path / "gunicorn.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{env['PORT']}", "app:app"],
-            cwd=REPO,
+            gunicorn_command("-w", "2", "-b", f"127.0.0.1:{env['PORT']}"),
+            cwd=tmp_path,
             env=env,
             stdout=out,
             stderr=out,
@@ -85,7 +77,7 @@ def test_worker_command_delivers_what_the_web_tier_queued(
 ):
     order = so.order()
     assert running.send_event(so.event("climate.order.created", order)).status_code == 200
-    env = process_env(tmp_path, fake_slack, fake_stripe)
+    env = bot_env(tmp_path, fake_slack, fake_stripe)
     log = tmp_path / "worker.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -97,3 +89,40 @@ def test_worker_command_delivers_what_the_web_tier_queued(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0, log.read_text()
     assert order["id"] in json.dumps(fake_slack.messages(CHANNEL)[0].blocks)
+
+
+def metrics_dirs(env: dict[str, str]) -> list[Path]:
+    return sorted(Path(env["TMPDIR"]).glob("climate-bot-metrics-*"))
+
+
+def test_gunicorn_removes_its_metrics_directory_when_it_stops(tmp_path, fake_slack, fake_stripe):
+    env = bot_env(tmp_path, fake_slack, fake_stripe)
+    log = tmp_path / "gunicorn.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            gunicorn_command("-w", "2", "-b", f"127.0.0.1:{env['PORT']}"),
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_healthy(f"http://127.0.0.1:{env['PORT']}/healthz", proc, log)
+        assert post(env, so.event("climate.order.created", so.order())) == 200
+        [live] = metrics_dirs(env)  # the workers count into it while gunicorn runs
+        assert list(live.glob("*.db")), log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log.read_text()
+    assert metrics_dirs(env) == []
+    # A configuration gunicorn refuses before forking leaves nothing behind either.
+    refused = subprocess.run(
+        gunicorn_command("-b", "127.0.0.1:0"),
+        cwd=tmp_path,
+        env=process_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert metrics_dirs(env) == []

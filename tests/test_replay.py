@@ -17,13 +17,13 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.fakes import stripe_objects as so
-from bot.fakes import stripe_schema
 from bot.fakes.stripe import FakeStripe
 from bot.model import HANDLED_EVENTS
 from bot.replay import parse_when, replay, retention_warning
 from bot.settings import load_settings
 from bot.storage import Storage
 from bot.stripe_api import StripeGateway, Unavailable
+from tests import stripe_schema
 from tests.conftest import CHANNEL, STRIPE_KEY, env_for, serve_bot
 
 DAY = 24 * 60 * 60

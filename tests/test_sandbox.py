@@ -23,7 +23,6 @@ from bot.demo.story import PORTFOLIO_2028, Story, inventory
 from bot.demo.webhooks import WebhookSender
 from bot.fakes import stripe_objects as so
 from bot.fakes.slack import RESPONSE_URL_METHOD, FakeSlack, view_submission_body
-from bot.fakes.stripe_schema import validate_event
 from bot.model import CANCEL_ACTION
 from bot.settings import load_settings
 from tests.conftest import (
@@ -36,6 +35,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.form_bot import HOSTILE_ERROR, FormBot, form_view, post_form_card
+from tests.stripe_schema import validate_event
 
 ALICE, BOB = "U0ALICE", "U0BOB"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.settings import SettingsError, load_settings
+from tests.processes import gunicorn_command, process_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,11 +72,12 @@ def test_app_py_with_bad_configuration_exits_nonzero_without_a_traceback(tmp_pat
 
 
 def test_gunicorn_with_bad_configuration_stops_instead_of_rebooting_workers(tmp_path):
-    gunicorn = Path(sys.executable).parent / "gunicorn"
+    # gunicorn.conf.py checks the configuration before forking; from a folder of its own, so
+    # that a developer's .env in the repo cannot make the configuration valid.
     result = subprocess.run(
-        [str(gunicorn), "-w", "2", "-b", "127.0.0.1:0", "app:app"],
-        cwd=REPO,  # where gunicorn.conf.py checks the configuration before forking
-        env={"PATH": "/usr/bin:/bin"},
+        gunicorn_command("-w", "2", "-b", "127.0.0.1:0"),
+        cwd=tmp_path,
+        env=process_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import stripe
@@ -12,10 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.fakes import stripe_objects as so
-from bot.fakes import stripe_schema
+from tests import stripe_schema
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "stripe"
-VENDORED = Path(so.__file__).resolve().parent / "stripe_data"
 SECRET = "whsec_test_secret"
 
 LIFECYCLE_STAMPS = ("confirmed_at", "delivered_at", "canceled_at", "delayed_at")
@@ -226,9 +223,3 @@ def test_any_tonnage_gives_a_valid_consistent_order(tons, currency, status, supp
     assert order["amount_total"] == order["amount_subtotal"] + order["amount_fees"]
     if status == "delivered":
         assert sum(Decimal(d["metric_tons"]) for d in order["delivery_details"]) == tons
-
-
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared/stripe is not checked out beside the repo")
-@pytest.mark.parametrize("name", ["climate-fixtures.json", "climate-openapi-subset.json"])
-def test_vendored_data_matches_shared(name):
-    assert (VENDORED / name).read_bytes() == (SHARED / name).read_bytes()

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from bot.fakes.stripe_schema import validate_event
 from bot.model import HANDLED_EVENTS
 from tests.conftest import CHANNEL, WEBHOOK_SECRET
+from tests.stripe_schema import validate_event
 
 # Only what trigger needs: no Slack or Stripe API keys in its environment.
 TRIGGER_ENV = {"STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET}
@@ -96,8 +96,10 @@ def test_order_is_refused_with_product_events_or_a_foreign_id(running, webhook):
 def test_missing_secret_is_named_without_asking_for_other_keys():
     result = trigger("climate.order.created", env={})
     assert result.exit_code == 2
+    assert "climate-bot trigger cannot send; fix the configuration" in result.output
     assert "STRIPE_WEBHOOK_SECRET is not set" in result.output
     assert "SLACK_BOT_TOKEN" not in result.output
+    assert "cannot start" not in result.output  # trigger starts nothing
 
 
 def test_no_bot_listening_is_said_plainly():
@@ -107,5 +109,8 @@ def test_no_bot_listening_is_said_plainly():
     # The port is free again: nothing listens there.
     result = trigger("climate.order.created", "--url", f"http://127.0.0.1:{port}/stripe/webhook")
     assert result.exit_code == 1
-    assert "nothing answered" in result.output
+    assert "climate-bot trigger cannot send climate.order.created: nothing answered" in (
+        result.output
+    )
     assert "Is the bot running there?" in result.output
+    assert "cannot start" not in result.output

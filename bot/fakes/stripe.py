@@ -9,7 +9,7 @@ Point the real stripe-python client at it and it answers like Stripe does, error
         )
         fake.set_down(True)         # next call raises stripe.APIConnectionError
 
-What it models (see ``shared/stripe/FACTS.md``): orders (list/create/retrieve/update/cancel),
+What it models: orders (list/create/retrieve/update/cancel),
 products and suppliers (list/retrieve); the Events API (list with ``type``/``types[]``/``created``
 filters, retrieve; 30 days kept) over the events it generates and those given to ``add_event``;
 form bodies in bracket notation; API-key auth with 401 and
@@ -46,7 +46,7 @@ from urllib.parse import parse_qsl, urlsplit
 import stripe
 
 from bot.fakes import stripe_objects
-from bot.fakes.stripe_schema import load_spec
+from bot.fakes.stripe_spec import load_spec
 
 __all__ = ["DEFAULT_API_KEY", "PLATFORM_ACCOUNT", "Call", "FakeStripe"]
 
@@ -129,8 +129,17 @@ class Call:
 
     @property
     def account(self) -> str | None:
-        """The ``Stripe-Account`` header (Connect), if any."""
-        return self.headers.get("stripe-account")
+        """The account acted on: ``Stripe-Account`` (Connect), else the last account of
+        ``Stripe-Context`` (what thin events' ``fetch_related_object`` sends), if any."""
+        context = self.headers.get("stripe-context")
+        return self.headers.get("stripe-account") or (
+            context.rsplit("/", 1)[-1] if context else None
+        )
+
+    @property
+    def context(self) -> str | None:
+        """The ``Stripe-Context`` header, if any."""
+        return self.headers.get("stripe-context")
 
     @property
     def idempotency_key(self) -> str | None:

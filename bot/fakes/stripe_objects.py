@@ -24,7 +24,7 @@ from typing import Any
 
 import stripe
 
-from bot.fakes.stripe_schema import load_fixtures, load_spec
+from bot.fakes.stripe_spec import load_fixtures, load_spec
 
 __all__ = [
     "API_VERSION",

@@ -1,19 +1,17 @@
-"""Validate Stripe Climate payloads against the vendored OpenAPI subset.
+"""Validate Stripe Climate payloads against the vendored OpenAPI subset (tests only).
 
-Used by tests (and by the fake Stripe server's own tests) to prove that an object, an error body
-or a webhook event has exactly the shape Stripe documents. The recipe is the one in
-``shared/stripe/README.md``: convert OpenAPI 3.0 ``nullable`` into JSON Schema ``null``, register
-the document under a made-up URI and validate with Draft 4 (which, like OpenAPI 3.0, ignores
-keywords placed next to a ``$ref``).
+Proves that an object, an error body or a webhook event has exactly the shape Stripe documents,
+for the fakes' answers and for what the bot and `trigger` send. The OpenAPI 3.0 ``nullable`` is
+rewritten as JSON Schema ``null``, the document is registered under a made-up URI, and objects are
+validated with Draft 4 (which, like OpenAPI 3.0, ignores keywords placed next to a ``$ref``).
+jsonschema is a dev dependency, which is why this lives here and not beside the fakes.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import json
 import re
-from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
@@ -21,49 +19,17 @@ import jsonschema
 import referencing
 import referencing.jsonschema
 
-__all__ = [
-    "SCHEMA_URI",
-    "load_fixtures",
-    "load_spec",
-    "schema_names",
-    "validate",
-    "validate_event",
-    "validate_response",
-]
+from bot.fakes.stripe_spec import load_spec
+
+__all__ = ["SCHEMA_URI", "schema_names", "validate", "validate_event", "validate_response"]
 
 # A made-up URI: the document has no real home and must never be fetched from the network.
 SCHEMA_URI = "urn:stripe-climate"
 
-_DATA_PACKAGE = "bot.fakes"
-_DATA_DIR = "stripe_data"
-SPEC_FILE = "climate-openapi-subset.json"
-FIXTURES_FILE = "climate-fixtures.json"
-
-
-def _read_json(name: str) -> Any:
-    # importlib.resources keeps this working from a wheel or zip, not only from a source checkout.
-    text = resources.files(_DATA_PACKAGE).joinpath(_DATA_DIR, name).read_text(encoding="utf-8")
-    return json.loads(text)
-
 
 @functools.cache
 def _raw_spec() -> dict[str, Any]:
-    return _read_json(SPEC_FILE)
-
-
-@functools.cache
-def _raw_fixtures() -> dict[str, Any]:
-    return _read_json(FIXTURES_FILE)
-
-
-def load_spec() -> dict[str, Any]:
-    """Return a fresh copy of the vendored OpenAPI subset, exactly as shipped (no conversion)."""
-    return copy.deepcopy(_raw_spec())
-
-
-def load_fixtures() -> dict[str, Any]:
-    """Return a fresh copy of the vendored upstream fixtures (``resources``, ``beta_resources``)."""
-    return copy.deepcopy(_raw_fixtures())
+    return load_spec()
 
 
 def _allow_null(node: Any) -> Any:

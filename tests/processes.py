@@ -1,0 +1,81 @@
+"""Starting the bot's own processes in tests: a clean environment and a working directory of their
+own, so that nothing of the developer's shell or tree (a `.env` in the repo) changes an outcome.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+LOOPBACK = "127.0.0.1,localhost"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_env(workdir: Path, **variables: str) -> dict[str, str]:
+    """The whole environment of a process started in `workdir`: `variables` and only what any
+    process needs. PYTHONPATH runs this repo's code from anywhere; TMPDIR inside `workdir` shows
+    what a process leaves in the temp dir and keeps it from other tests'."""
+    tmp = workdir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "NO_PROXY": LOOPBACK,
+        "PYTHONPATH": str(REPO),
+        "TMPDIR": str(tmp),
+        **variables,
+    }
+
+
+def gunicorn_command(*args: str) -> list[str]:
+    """gunicorn serving the repo's app with its settings file, from any working directory."""
+    return [str(BIN / "gunicorn"), "--config", str(REPO / "gunicorn.conf.py"), *args, "app:app"]
+
+
+class LineReader:
+    """The lines a process writes to its stdout pipe, read on a thread so that waiting for one
+    can have a deadline."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._queue.put(line)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first match of `pattern` in a line; fail with everything read after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if self.process.poll() is not None and self._queue.empty():
+                    break
+                continue
+            self.lines.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+        raise AssertionError(f"no line matched {pattern!r}; the process wrote:\n{self.text}")
+
+    @property
+    def text(self) -> str:
+        while not self._queue.empty():
+            self.lines.append(self._queue.get_nowait())
+        return "".join(self.lines)
