@@ -17,20 +17,22 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from slack_sdk.models.blocks import Block
 
 from bot.formatting import (
+    BACKTICK_LOOKALIKE,
     ELLIPSIS,
     cancellation_reason_text,
-    dashboard_url,
+    climate_dashboard_url,
     escape_mrkdwn,
     format_money,
     format_names,
     format_number,
     format_percent_change,
     format_tonnes,
+    neutralise_styles,
     plain_date,
     removal_pathway_label,
     single_line,
@@ -131,7 +133,8 @@ _ORDER_STATUSES = {
     "delivered": N_("Delivered"),
     "canceled": N_("Cancelled"),
 }
-# Marks the header and the notification text of a test-mode object; {text} is what it marks.
+# Marks the header and the notification text of a test-mode object (cards, thread replies and
+# notices alike); {text} is what it marks.
 _TEST_PREFIX = N_("[TEST] {text}")
 _TEST_NOTE = N_("Test mode — no real money moved")
 
@@ -160,16 +163,18 @@ def _raw(value: Any) -> str:
 
 
 def _text(value: Any, limit: int = NAME_LIMIT) -> str:
-    """A Stripe value as one line of mrkdwn-safe text of at most ``limit`` characters."""
-    return truncate(escape_mrkdwn(single_line(_raw(value))), limit)
+    """A Stripe value as one line of mrkdwn-safe text of at most ``limit`` characters: it cannot
+    mention, link, ping, style or quote (``neutralise_styles`` after the cut)."""
+    return neutralise_styles(truncate(escape_mrkdwn(single_line(_raw(value))), limit))
 
 
 def _code(value: Any, limit: int = ID_LIMIT) -> str:
-    """An id in a code span, so it reads as an identifier (and mrkdwn styling inside is inert)."""
-    shown = _text(value, limit)
+    """An id in a code span, so it reads as an identifier, exactly as Stripe wrote it: styling is
+    inert inside a code span, so only a backtick (which would end it) gets its look-alike."""
+    shown = truncate(escape_mrkdwn(single_line(_raw(value))), limit)
     if not shown:
         return _("(no id)")
-    return shown if "`" in shown else f"`{shown}`"
+    return "`" + shown.replace("`", BACKTICK_LOOKALIKE) + "`"
 
 
 def _year(value: Any) -> str:
@@ -389,20 +394,10 @@ def _message(text: str, named_blocks: list[tuple[str, dict[str, Any]]]) -> Messa
     return Message(text=text, blocks=blocks)
 
 
-def _dashboard_context(
-    kind: Literal["order", "product"], obj: dict[str, Any], account: Any
-) -> dict[str, Any] | None:
-    object_id = _raw(obj.get("id"))
-    if not object_id:
-        return None
-    url = dashboard_url(
-        kind,
-        object_id,
-        livemode=not _is_test(obj),
-        account=_raw(account) or None,
-    )
-    link = _link(url, _("Open in Stripe Dashboard"))
-    return _context(link) if link else None
+def _dashboard_link() -> str:
+    """The way to Stripe: its Dashboard's Climate page, the one Dashboard address Stripe
+    documents for Climate (there is none for one order or one product)."""
+    return _link(climate_dashboard_url(), _("Climate in the Stripe Dashboard")) or ""
 
 
 def _late_sentence() -> str:
@@ -491,7 +486,9 @@ def _refund_of(decision: Decision | None, order: dict[str, Any]) -> ExpectedRefu
 def _reason_line(decision: Decision) -> str | None:
     if not decision.reason or not decision.reason.strip():
         return None
-    reason = truncate(escape_mrkdwn(" ".join(decision.reason.split())), REASON_LIMIT)
+    reason = neutralise_styles(
+        truncate(escape_mrkdwn(" ".join(decision.reason.split())), REASON_LIMIT)
+    )
     return _("Reason: “{reason}”").format(reason=reason)
 
 
@@ -583,9 +580,16 @@ def _decision_actions(change: Change, order: dict[str, Any]) -> dict[str, Any] |
 
 
 def _delivery_line(detail: Any) -> str:
+    """One delivery: who delivered how much, where and when, and its registry entry."""
     detail = _dict(detail)
     supplier = _supplier_name(_dict(detail.get("supplier")))
+    place = _location(_dict(detail.get("location")))
+    if place:
+        supplier = _("{supplier} ({place})").format(supplier=supplier, place=place)
     tonnes = format_tonnes(detail.get("metric_tons"))
+    when = _day(detail.get("delivered_at"))
+    if when:
+        tonnes = _("{tonnes} on {date}").format(tonnes=tonnes, date=when)
     if detail.get("registry_url") is None:
         return _("• {supplier} — {tonnes}").format(supplier=supplier, tonnes=tonnes)
     return _("• {supplier} — {tonnes} — {registry}").format(
@@ -635,8 +639,36 @@ def _order_facts(order: dict[str, Any], product: dict[str, Any], product_id: Any
     )
 
 
-def _order_context(order: dict[str, Any], account: Any) -> dict[str, Any]:
-    """One line under the facts: id, status, delivery year, the amounts' parts, the Dashboard."""
+def _day(ts: Any) -> str | None:
+    """A Stripe timestamp as a date in each reader's time zone (the fallback says UTC), or None
+    when it is not one."""
+    return slack_date(ts, "{date_short}") if _utc_year(ts) is not None else None
+
+
+def _order_dates(order: dict[str, Any]) -> list[str]:
+    """The dates finance books an order by, those Stripe has set: placed, confirmed, delivered,
+    cancelled. An order confirmed as it was placed (Stripe's usual case) says so once."""
+    placed, confirmed = _day(order.get("created")), _day(order.get("confirmed_at"))
+    dates = []
+    if placed and confirmed and order.get("created") == order.get("confirmed_at"):
+        dates.append(_("placed and confirmed {date}").format(date=placed))
+    else:
+        if placed:
+            dates.append(_("placed {date}").format(date=placed))
+        if confirmed:
+            dates.append(_("confirmed {date}").format(date=confirmed))
+    delivered, cancelled = _day(order.get("delivered_at")), _day(order.get("canceled_at"))
+    if delivered:
+        dates.append(_("delivered {date}").format(date=delivered))
+    if cancelled:
+        dates.append(_("cancelled {date}").format(date=cancelled))
+    return dates
+
+
+def _order_context(order: dict[str, Any]) -> dict[str, Any]:
+    """One line under the facts: id, status, delivery year, the amounts' parts, the order's dates
+    and the way to Stripe's Dashboard. The dates go here rather than in rows of their own, so a
+    card that asks for a decision stays short."""
     currency = order.get("currency")
     parts = [
         _code(order.get("id")),
@@ -646,17 +678,10 @@ def _order_context(order: dict[str, Any], account: Any) -> dict[str, Any]:
             subtotal=_money(order.get("amount_subtotal"), currency),
             fees=_money(order.get("amount_fees"), currency),
         ),
+        *_order_dates(order),
+        _dashboard_link(),
     ]
-    url = dashboard_url(
-        "order",
-        _raw(order.get("id")),
-        livemode=not _is_test(order),
-        account=_raw(account) or None,
-    )
-    link = _link(url, _("Open in Stripe Dashboard")) if _raw(order.get("id")) else None
-    if link:
-        parts.append(link)
-    return _context(" · ".join(parts))
+    return _context(" · ".join(part for part in parts if part))
 
 
 def _closed_line(change: Change) -> str:
@@ -751,7 +776,7 @@ def order_card(state: OrderState, now: int) -> Message:
     blocks.append(("facts", _order_facts(order, product, product_id)))
     if earlier:
         blocks.append(("earlier", _context(*earlier)))
-    blocks.append(("details", _order_context(order, state.account)))
+    blocks.append(("details", _order_context(order)))
 
     tonnes = format_tonnes(order.get("metric_tons"))
     total = _money(order.get("amount_total"), order.get("currency"))
@@ -889,6 +914,7 @@ def order_reply(update: OrderUpdate) -> Message:
         order_id=_text(order.get("id"), ID_LIMIT) or _("(no id)"),
         what=_strip_markup(lines[0]),
     )
+    text = _test_marked(text, _is_test(order))
     mentions = _mentions(update.mentions)
     if mentions:
         lines.append(mentions)
@@ -908,9 +934,11 @@ def order_notice(notice: Notice) -> Message:
     order_id = _text(order.get("id"), ID_LIMIT) or _("(no id)")
     change = notice.change
     mentions = _mentions(notice.mentions)
+    test = _is_test(order)
 
     def pinged(name: str, line: str, text: str) -> Message:
         lines = [line, mentions] if mentions else [line]
+        text = _test_marked(text, test)
         text = _("{text} {mentions}").format(text=text, mentions=mentions) if mentions else text
         return _message(text, [(name, _section("\n".join(lines)))])
 
@@ -948,17 +976,15 @@ def order_notice(notice: Notice) -> Message:
         return pinged("needed", line, _strip_markup(line))
     if notice.decision is not None:
         line = _decision_line(notice.decision, change, order)
-        return _message(
-            _("Order {order_id}: {what}").format(
-                order_id=order_id, what=_strip_markup(line.split("\n")[0])
-            ),
-            [("decided", _section(line))],
+        text = _("Order {order_id}: {what}").format(
+            order_id=order_id, what=_strip_markup(line.split("\n")[0])
         )
+        return _message(_test_marked(text, test), [("decided", _section(line))])
+    text = _("Order {order_id}: {status}.").format(
+        order_id=order_id, status=_status_text(order.get("status"))
+    )
     return _message(
-        _("Order {order_id}: {status}.").format(
-            order_id=order_id, status=_status_text(order.get("status"))
-        ),
-        [("notice", _section(_status_text(order.get("status"))))],
+        _test_marked(text, test), [("notice", _section(_status_text(order.get("status"))))]
     )
 
 
@@ -1130,7 +1156,9 @@ def history_answer(
                 line=line, refund=refund_sentence(refund, _dict(order))
             )
         if isinstance(detail.get("reason"), str) and detail["reason"].strip():
-            reason = truncate(escape_mrkdwn(" ".join(detail["reason"].split())), 200)
+            reason = neutralise_styles(
+                truncate(escape_mrkdwn(" ".join(detail["reason"].split())), 200)
+            )
             line = _("{line} — reason: “{reason}”").format(line=line, reason=reason)
         entries.append((row["at"], line))
     entries.sort(key=lambda entry: entry[0])
@@ -1522,7 +1550,8 @@ def _price_lines(prices: dict[str, dict[str, Any]]) -> list[str]:
 
 def product_card(state: ProductState, now: int | None = None) -> Message:
     """Render a product's card. ``now`` (optional) tells whether the delivery year is past;
-    without it the product's own ``created`` year is the reference."""
+    without it the product's own ``created`` year is the reference. After a price change whose
+    earlier prices are known (``state.old_prices``), each price shows old → new."""
     product = _dict(state.product)
     test = _is_test(product)
     headline = _(_PRODUCT_HEADLINES.get(state.headline_event, _PRODUCT_HEADLINE))
@@ -1545,16 +1574,17 @@ def product_card(state: ProductState, now: int | None = None) -> Message:
         )
     )
     prices = _prices(product)
-    price_lines = _price_lines(prices) if prices else [_("No prices listed")]
+    if state.headline_event == "climate.product.pricing_updated" and state.old_prices is not None:
+        price_lines = _price_change_lines(state.old_prices, prices)
+    else:
+        price_lines = _price_lines(prices) if prices else []
+    price_lines = price_lines or [_("No prices listed")]
     blocks.append(("prices", _section("\n".join([_("*Price per tonne*"), *price_lines]))))
 
     suppliers_block = _suppliers_section(product, LIST_BUDGET)
     if suppliers_block is not None:
         blocks.append(("suppliers", suppliers_block))
-
-    dashboard = _dashboard_context("product", product, state.account)
-    if dashboard is not None:
-        blocks.append(("dashboard", dashboard))
+    blocks.append(("dashboard", _context(_dashboard_link())))
 
     text = _("{headline}: {name}, {tonnes} available.").format(
         headline=headline, name=name, tonnes=tonnes
@@ -1624,7 +1654,7 @@ def product_reply(update: ProductUpdate) -> Message:
         lines = [_("Product updated ({event}).").format(event=_text(update.event_type, NAME_LIMIT))]
         text = _("{name}: {what}").format(name=name, what=lines[0])
 
-    return _reply(lines, text, update.late, update.event_created)
+    return _reply(lines, _test_marked(text, _is_test(product)), update.late, update.event_created)
 
 
 # --- checking limits ------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Small pure helpers that turn Stripe values into safe, readable Slack text.
 
 Every helper that shows a value from Stripe returns *mrkdwn-safe* text: it never contains a raw
-``&``, ``<`` or ``>``, so a caller can drop it into a mrkdwn text object without escaping it again.
-The exceptions are ``slack_date`` (Slack's own ``<!date…>`` markup, on purpose) and
-``dashboard_url`` (our own text, with every Stripe-supplied part URL-quoted).
+``&``, ``<`` or ``>``, nor a character that could open or close a mrkdwn style span (``*``, ``_``,
+``~``, a backtick) or start a quote, so a caller can drop it into a mrkdwn text object without
+escaping it again (``inert_mrkdwn``). The exception is ``slack_date`` (Slack's own ``<!date…>``
+markup, on purpose).
 
 Every user-visible word comes from the gettext catalog of the active locale (``bot.i18n``), and
 numbers, money, tonnes, percentages and dates are formatted by Babel for that locale. Each helper
@@ -15,8 +16,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
-from typing import Literal
-from urllib.parse import quote
 
 from babel.dates import format_datetime
 from babel.lists import format_list
@@ -60,14 +59,19 @@ _CANCELLATION_REASONS = {
 }
 _REASON_LIMIT = 80
 
-_DASHBOARD = "https://dashboard.stripe.com/"
-_DASHBOARD_PATHS = {"order": "climate/orders/", "product": "climate/products/"}
+# The one Dashboard address Stripe documents for Climate: its Climate page ("in the Dashboard
+# (https://dashboard.stripe.com/climate)", docs.stripe.com/climate/commitments). Stripe documents
+# no address for one Climate order or product (neither the API reference nor the Climate guides
+# give one), nor a test-mode or connected-account form of this page, so cards link here and to
+# nothing guessed.
+CLIMATE_DASHBOARD_URL = "https://dashboard.stripe.com/climate"
 
-# Babel (CLDR) date patterns, translated like any other text: each language writes dates its own
-# way ("1 Jan 2027 00:00 UTC", "2027年1月1日 0:00 UTC"). Moments are always shown in UTC, and the
-# zone field ``z`` keeps saying so in every language.
+# The Babel (CLDR) date pattern of every date in plain text (a date token's fallback, a
+# notification text), translated like any other text: each language writes dates its own way
+# ("1 Jan 2027 00:00 UTC", "2027年1月1日 0:00 UTC"). Moments are always shown in UTC, and the zone
+# field ``z`` keeps saying so in every language: a date that did not name its zone would be read
+# in the reader's own.
 DEFAULT_DATE_FALLBACK = N_("d MMM y HH:mm z")
-PLAIN_DATE_FORMAT = N_("yyyy-MM-dd")
 
 
 _NOT_AVAILABLE = N_("n/a")
@@ -97,9 +101,46 @@ def slack_mention(entity: str) -> str:
 def escape_mrkdwn(text: str) -> str:
     """Escape Slack's three control characters so external text cannot mention, link or ping.
 
-    ``&`` goes first so the entities produced for ``<`` and ``>`` are not escaped twice.
+    ``&`` goes first so the entities produced for ``<`` and ``>`` are not escaped twice. This alone
+    is right inside a code span (ids), where mrkdwn styling is inert; anywhere else external text
+    goes through ``inert_mrkdwn``.
     """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# Slack's mrkdwn has no escape for its style characters: ``*bold*``, ``_italic_``, ``~strike~``
+# and code spans open and close on the bare characters, and ``>`` at the start of a line quotes
+# it. External text therefore gets look-alikes that render the same but are no markup: ASTERISK
+# OPERATOR, MODIFIER LETTER LOW MACRON, TILDE OPERATOR, MODIFIER LETTER GRAVE ACCENT and MODIFIER
+# LETTER RIGHT ARROWHEAD. Look-alikes rather than zero-width characters: a zero-width space next
+# to a style character is exactly how one forces Slack to style mid-word, and an invisible
+# character would survive into copied text unseen. One exception keeps ids, URLs and snake_case
+# names as they are: an underscore between two ASCII letters or digits can neither open nor close
+# a span (Slack styles no part of a word: snake_case stays plain), so it stays a real underscore.
+BACKTICK_LOOKALIKE = "\u02cb"
+_STYLE_LOOKALIKES = {"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": BACKTICK_LOOKALIKE}
+_STYLE_CHARACTER = re.compile(r"[*~`]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+QUOTE_LOOKALIKE = "\u02c3"
+
+
+def neutralise_styles(text: str) -> str:
+    """Replace every character of ``text`` (plain or already escaped) that could open or close a
+    mrkdwn style span, or quote a line, by its look-alike (see ``_STYLE_LOOKALIKES``): the text
+    reads the same and styles nothing. Our own markup, added around it afterwards, still works.
+
+    Apply it last, after any cut: cutting ``snake_case`` to ``snake_…`` leaves an underscore at
+    the edge of a word, where it could close a span.
+    """
+    text = _STYLE_CHARACTER.sub(lambda match: _STYLE_LOOKALIKES[match.group()], text)
+    for quote in ("&gt;", ">"):
+        if text.startswith(quote):
+            return QUOTE_LOOKALIKE + text[len(quote) :]
+    return text
+
+
+def inert_mrkdwn(text: str) -> str:
+    """External text made inert in mrkdwn: it cannot mention, link, ping, style or quote."""
+    return neutralise_styles(escape_mrkdwn(text))
 
 
 def truncate(text: str, limit: int) -> str:
@@ -125,12 +166,12 @@ def single_line(text: str) -> str:
 
 
 def _safe(value: object, limit: int) -> str:
-    """Show an unexpected value as escaped, bounded, single-line text."""
+    """Show an unexpected value as inert, bounded, single-line text."""
     try:
         text = str(value)
     except ValueError:  # an int too long for str(): nothing from Stripe, so nothing to show
         return ELLIPSIS
-    return truncate(escape_mrkdwn(single_line(text)), limit)
+    return neutralise_styles(truncate(escape_mrkdwn(single_line(text)), limit))
 
 
 # Stripe's own definition of "the currency's smallest unit" (docs: currencies, zero-decimal and
@@ -271,13 +312,15 @@ def slack_date(
 
 
 def plain_date(ts: int, locale: str | None = None) -> str:
-    """Return the UTC calendar date of a unix time for plain-text summaries, in the catalog's
-    ``PLAIN_DATE_FORMAT`` for ``locale`` (default: the active one): ``YYYY-MM-DD`` in English."""
+    """Return a unix time for plain-text summaries (notification texts, where Slack renders no
+    date token) as a date token's fallback writes it: the moment in UTC, saying so, in the
+    catalog's ``DEFAULT_DATE_FALLBACK`` for ``locale`` (default: the active one), e.g.
+    ``21 Oct 2026 14:13 UTC``."""
     locale = _locale(locale)
     moment = _utc(ts)
     if moment is None:
         return _safe(ts, _MALFORMED_LIMIT)
-    pattern = _in(locale, PLAIN_DATE_FORMAT)
+    pattern = _in(locale, DEFAULT_DATE_FALLBACK)
     return escape_mrkdwn(format_datetime(moment, pattern, tzinfo=UTC, locale=locale))
 
 
@@ -288,7 +331,7 @@ def removal_pathway_label(value: str | None) -> str:
     if value in _PATHWAYS:
         return _(_PATHWAYS[value])
     words = single_line(value.replace("_", " "))
-    return truncate(escape_mrkdwn(words[:1].upper() + words[1:]), _PATHWAY_LIMIT)
+    return neutralise_styles(truncate(escape_mrkdwn(words[:1].upper() + words[1:]), _PATHWAY_LIMIT))
 
 
 def cancellation_reason_text(reason: str | None) -> str:
@@ -310,21 +353,7 @@ def format_names(names: list[str], locale: str | None = None) -> str:
     return format_list(names, style="standard-narrow", locale=_locale(locale))
 
 
-def dashboard_url(
-    kind: Literal["order", "product"],
-    object_id: str,
-    *,
-    livemode: bool,
-    account: str | None,
-) -> str:
-    """Return the Stripe Dashboard address of an order or product.
-
-    Connect accounts get their ``acct_…`` path segment and test-mode objects the ``test/`` one;
-    ids are URL-quoted so the result is safe inside Slack's ``<url|label>`` markup.
-    """
-    url = _DASHBOARD
-    if account:
-        url += quote(str(account), safe="") + "/"
-    if not livemode:
-        url += "test/"
-    return url + _DASHBOARD_PATHS[kind] + quote(str(object_id), safe="")
+def climate_dashboard_url() -> str:
+    """The Stripe Dashboard's Climate page: the only Dashboard address Stripe documents for
+    Climate orders and products (see ``CLIMATE_DASHBOARD_URL``)."""
+    return CLIMATE_DASHBOARD_URL

@@ -1,6 +1,6 @@
 """Whatever Stripe sends, every message stays within Slack's limits and no Stripe text can ping,
-mention or link, in every language: property tests over schema-shaped but hostile orders and
-products, each rendered in English and in Japanese."""
+mention, link, style or quote, in every language: property tests over schema-shaped but hostile
+orders and products, each rendered in English and in Japanese."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import i18n
+from bot import cards, i18n
 from bot.cards import (
     ORDER_FILTERS,
     ORDERS_PER_PAGE,
@@ -31,6 +31,7 @@ from bot.formatting import (
     format_money,
     format_tonnes,
     minor_unit_exponent,
+    single_line,
     truncate,
 )
 from bot.i18n import use_locale
@@ -70,6 +71,26 @@ HOSTILE_FRAGMENTS = [
     "|",
     "*",
     "`",
+    "_",
+    "~",
+    "*bold*",
+    "_italic_",
+    "~struck~",
+    "`code`",
+    "```block```",
+    ">",
+    "> quote",
+    "snake_case_name",
+    # Style characters next to a letter no template of ours contains: a style character of ours is
+    # never next to it, so one found there came from Stripe (STRIPE_STYLE).
+    "Ж*",
+    "*Ж",
+    "Ж_",
+    "_Ж",
+    "Ж~",
+    "~Ж",
+    "Ж`",
+    "`Ж",
     "\n",
     "\u202e",
     "💥",
@@ -295,6 +316,32 @@ def mrkdwn_texts(message: Message) -> list[str]:
     return found
 
 
+# What is left of a mrkdwn text once our own markup is taken out: links become their labels (a
+# label may be a Stripe name), dates and validated mentions go, and so do our code spans (ids:
+# styling is inert inside them).
+OWN_LINK = re.compile(r"<https?://[^\s<>|]+\|([^<>|]*)>", re.IGNORECASE)
+OWN_TOKENS = re.compile(r"<!date\^\d+\^[^|<>]*\|[^|<>]*>|<@[UW][A-Z0-9]+>|<!subteam\^S[A-Z0-9]+>")
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+# Slack's style characters where they can open or close a span: every *, ~ and backtick, an
+# underscore unless it sits inside an ASCII word, and a quote at the start of a line.
+SPAN_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+STRIPE_STYLE = re.compile(r"[*_~`]Ж|Ж[*_~`]")
+DATE_FALLBACK = re.compile(r"<!date\^\d+\^[^|<>]*\|([^|<>]*)>")
+
+
+def assert_no_stripe_style(text: str) -> None:
+    """No Stripe string can open or close a mrkdwn style span, or quote a line: once our own
+    markup is out, no ~, backtick or span-capable underscore is left (our templates write none),
+    no line starts a quote, and the asterisks left are our bold spans, paired on each line."""
+    left = CODE_SPAN.sub("", OWN_TOKENS.sub("", OWN_LINK.sub(r"\1", text)))
+    assert "~" not in left and "`" not in left, text
+    assert not SPAN_UNDERSCORE.search(left), text
+    assert not STRIPE_STYLE.search(left), text
+    for line in left.split("\n"):
+        assert line.count("*") % 2 == 0, text
+        assert not line.startswith(("&gt;", ">")), text
+
+
 def assert_safe_and_within_limits(message: Message) -> None:
     assert limit_problems(message) == []
     assert i18n.missing == set(), "a string the renderer used is missing from a catalog"
@@ -306,6 +353,16 @@ def assert_safe_and_within_limits(message: Message) -> None:
         assert ">" not in leftover, text
         for match in re.finditer("&", leftover):
             assert leftover.startswith(("&amp;", "&lt;", "&gt;"), match.start()), text
+        assert_no_stripe_style(text)
+        # A date token's fallback, shown where Slack cannot render the date, names its zone.
+        for fallback in DATE_FALLBACK.findall(text):
+            assert fallback.endswith(" UTC"), text
+
+
+def marker_of_test_mode(locale: str) -> str:
+    """How a test-mode notification text begins in `locale`."""
+    with use_locale(locale):
+        return i18n._("[TEST] {text}").format(text="")
 
 
 def render(locale: str, renderer: Any, *args: Any, **kwargs: Any) -> Message:
@@ -355,19 +412,27 @@ def test_order_reply_is_safe_and_within_limits(
         change=the_change,
         late=late,
     )
-    assert_safe_and_within_limits(render(locale, order_reply, update))
+    message = render(locale, order_reply, update)
+    assert_safe_and_within_limits(message)
+    if the_order["livemode"] is not True:
+        assert message.text.startswith(marker_of_test_mode(locale)), message.text
 
 
 @PROPERTY_SETTINGS
 @given(
     the_product=product,
-    event=product_event,
+    event=st.one_of(st.just("climate.product.pricing_updated"), product_event),
     the_account=account,
+    old_prices=st.one_of(st.none(), prices),
     now=st.one_of(st.none(), unix_time),
     locale=locales,
 )
-def test_product_card_is_safe_and_within_limits(the_product, event, the_account, now, locale):
-    state = ProductState(product=the_product, headline_event=event, account=the_account)
+def test_product_card_is_safe_and_within_limits(
+    the_product, event, the_account, old_prices, now, locale
+):
+    state = ProductState(
+        product=the_product, headline_event=event, account=the_account, old_prices=old_prices
+    )
     assert_safe_and_within_limits(render(locale, product_card, state, now=now))
 
 
@@ -390,7 +455,10 @@ def test_product_reply_is_safe_and_within_limits(
         old_prices=old_prices,
         late=late,
     )
-    assert_safe_and_within_limits(render(locale, product_reply, update))
+    message = render(locale, product_reply, update)
+    assert_safe_and_within_limits(message)
+    if the_product["livemode"] is not True:
+        assert message.text.startswith(marker_of_test_mode(locale)), message.text
 
 
 # Rows as storage returns them (the snapshot decoded), and card links: short and real-looking,
@@ -459,6 +527,31 @@ def test_truncated_escaped_text_is_short_and_keeps_entities_whole(text, limit):
         assert cut.startswith(("&amp;", "&lt;", "&gt;"), match.start())
 
 
+LOOKALIKES = {"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02cb", ">": "\u02c3"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=hostile_text, limit=st.integers(0, 200))
+def test_no_stripe_string_can_open_or_close_a_style_span(text, limit):
+    """Each Stripe string as a card shows it reads as sent (each style character becomes its
+    look-alike, nothing else changes) and can neither open nor close a style span nor quote."""
+    shown = cards._text(text, limit)
+    assert "*" not in shown and "~" not in shown and "`" not in shown
+    assert not SPAN_UNDERSCORE.search(shown)
+    assert not shown.startswith(("&gt;", ">"))
+    # Faithful: character for character the escaped text, but for look-alikes of style ones.
+    sent = single_line(text)
+    escaped = sent[:1] + escape_mrkdwn(sent[1:]) if sent.startswith(">") else escape_mrkdwn(sent)
+    inert = cards._text(text, 10**6)
+    assert len(inert) == len(escaped)
+    assert all(a == b or LOOKALIKES.get(b) == a for a, b in zip(inert, escaped, strict=True))
+    # An id keeps everything but a backtick, inside one code span of ours.
+    code = cards._code(text)
+    if sent:
+        expected = truncate(escape_mrkdwn(sent), cards.ID_LIMIT).replace("`", "\u02cb")
+        assert code == f"`{expected}`"
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     minor=st.integers(0, 10**15),
@@ -507,6 +600,8 @@ def test_notices_are_safe_and_within_limits(the_state, kind, days, mentions, loc
     message = render(locale, order_notice, notice)
     assert_safe_and_within_limits(message)
     assert "<!here>" not in message.text and "<!channel>" not in message.text
+    if state.order["livemode"] is not True:
+        assert message.text.startswith(marker_of_test_mode(locale)), message.text
 
 
 @PROPERTY_SETTINGS

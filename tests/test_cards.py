@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import date
 from decimal import Decimal
 from importlib import resources
@@ -15,10 +16,19 @@ from typing import Any
 import pytest
 from babel.dates import format_date
 
-from bot.cards import limit_problems, order_card, order_reply, product_card, product_reply
+from bot import formatting
+from bot.cards import (
+    decision_direct_message,
+    limit_problems,
+    order_card,
+    order_notice,
+    order_reply,
+    product_card,
+    product_reply,
+    status_answer,
+)
 from bot.formatting import (
     cancellation_reason_text,
-    dashboard_url,
     escape_mrkdwn,
     format_money,
     format_percent_change,
@@ -33,7 +43,9 @@ from bot.model import (
     CANCEL_ACTION,
     DECISION_WINDOW_SECONDS,
     Change,
+    Decision,
     Message,
+    Notice,
     OrderState,
     OrderUpdate,
     ProductState,
@@ -186,16 +198,24 @@ def test_labels_for_known_and_new_enum_values():
     assert "&lt;" in cancellation_reason_text("<!here>")
 
 
-def test_dashboard_url_for_test_live_and_connect():
-    assert (
-        dashboard_url("order", "climorder_1", livemode=True, account=None)
-        == "https://dashboard.stripe.com/climate/orders/climorder_1"
+DASHBOARD_LINK = re.compile(r"<(https://dashboard\.stripe\.com[^|>]*)\|([^>]*)>")
+
+
+@pytest.mark.parametrize("livemode", [True, False])
+@pytest.mark.parametrize("account", [None, "acct_1Connected"])
+def test_dashboard_links_are_only_the_climate_page_stripe_documents(livemode, account):
+    """Stripe documents one Dashboard address for Climate, its Climate page; none for one order or
+    one product (nor test-mode or connected-account forms of it). Cards link there and nowhere
+    guessed."""
+    order_message = card(make_order(livemode=livemode), account=account)
+    product_message = product_card(
+        ProductState(make_product(livemode=livemode), "climate.product.created", account=account)
     )
-    assert (
-        dashboard_url("product", "climsku_a", livemode=False, account="acct_9")
-        == "https://dashboard.stripe.com/acct_9/test/climate/products/climsku_a"
-    )
-    assert dashboard_url("order", "a/b|c>", livemode=True, account=None).endswith("a%2Fb%7Cc%3E")
+    for message in (order_message, product_message):
+        links = DASHBOARD_LINK.findall(all_text(message))
+        assert links == [
+            ("https://dashboard.stripe.com/climate", "Climate in the Stripe Dashboard")
+        ]
 
 
 # --- order card ----------------------------------------------------------------------------------
@@ -257,7 +277,7 @@ def test_order_facts_and_amounts():
     assert "Charm Industrial" in text  # the pathways and places are on the product card
     assert "2027" in text
     assert "Confirmed" in text
-    assert "Open in Stripe Dashboard" in text
+    assert "<https://dashboard.stripe.com/climate|Climate in the Stripe Dashboard>" in text
 
 
 def test_an_order_card_names_two_suppliers_and_counts_the_rest():
@@ -342,8 +362,9 @@ def test_hostile_beneficiary_is_escaped_in_the_notification_text():
 def test_a_name_cannot_start_a_line_of_its_own():
     product = make_product(name="Portfolio\n*Refund: $1,000,000*")
     message = card(make_order(), product=product)
-    assert "Portfolio *Refund: $1,000,000*" in all_text(message)
-    assert "\n*Refund: $1,000,000*" not in all_text(message)
+    # One line, and its asterisks are look-alikes: the name reads as sent but bolds nothing.
+    assert "Portfolio \u2217Refund: $1,000,000\u2217" in all_text(message)
+    assert "\n*Refund" not in all_text(message) and "*Refund" not in all_text(message)
 
 
 def test_delayed_card_before_the_deadline_offers_both_decisions():
@@ -434,9 +455,10 @@ def test_delivered_card_links_certificate_and_registry():
         delivery_details=details,
     )
     text = all_text(card(order, "climate.order.delivered"))
+    on = f"on <!date^{DELAYED_AT}^{{date_short}}|21 Sep 2026 14:13 UTC>"
     assert "<https://frontier.example/cert/1|Delivery certificate>" in text
-    assert "Charm Industrial — 4 t — <https://registry.example/entries/1?a=1&amp;b=2|" in text
-    assert "Heirloom — 6 t — Registry entry: javascript:alert(1)" in text
+    assert f"Charm Industrial — 4 t {on} — <https://registry.example/entries/1?a=1&amp;b=2|" in text
+    assert f"Heirloom — 6 t {on} — Registry entry: javascript:alert(1)" in text
 
 
 def test_five_hundred_deliveries_are_summarised():
@@ -451,7 +473,7 @@ def test_five_hundred_deliveries_are_summarised():
         for index in range(500)
     ]
     message = card(make_order(status="delivered", delivery_details=details))
-    assert "and 480 more deliveries" in all_text(message)
+    assert "and 481 more deliveries" in all_text(message)  # 19 lines, each with its date
 
 
 def test_long_certificate_and_long_registry_links_still_fit_one_section():
@@ -537,13 +559,6 @@ def test_an_order_that_was_never_confirmed_shows_no_refund_at_all():
     assert "no refund" in card(expired, "climate.order.canceled").text
 
 
-def test_connect_dashboard_url_contains_the_account():
-    message = card(make_order(livemode=True), account="acct_1Connected")
-    assert "https://dashboard.stripe.com/acct_1Connected/climate/orders/climorder_" in all_text(
-        message
-    )
-
-
 def test_block_ids_are_unique_and_change_with_the_content():
     order = make_order()
     before = card(order, "climate.order.delayed", delay(), now=DEADLINE - 1)
@@ -560,7 +575,7 @@ def test_notification_text_for_a_delay():
     message = card(make_order(id="climorder_123"), "climate.order.delayed", delay())
     assert message.text == (
         "[TEST] Order climorder_123 delayed: Delivery moved from 2027 to 2028. "
-        "Decide by 2026-10-21."
+        "Decide by 21 Oct 2026 14:13 UTC."
     )
 
 
@@ -615,7 +630,8 @@ def test_delivered_reply_lists_suppliers_and_links():
     text = all_text(reply("climate.order.delivered", order))
     assert "Delivered: 10 t." in text
     assert "<https://cert.example/1|Delivery certificate>" in text
-    assert "Charm Industrial — 10 t — <https://registry.example/1|Registry entry>" in text
+    assert "Charm Industrial — 10 t on <!date^" in text
+    assert "— <https://registry.example/1|Registry entry>" in text
 
 
 def test_cancelled_reply_gives_reason_and_refund():
@@ -667,7 +683,7 @@ def test_product_card_shows_prices_suppliers_and_availability():
     assert "1,000,000 t" in text
     assert "<https://frontierclimate.com/portfolio/heirloom|Heirloom> — Direct air capture" in text
     assert "Brisbane, CA, US" in text
-    assert "https://dashboard.stripe.com/acct_2/test/climate/products/climsku_" in text
+    assert "<https://dashboard.stripe.com/climate|Climate in the Stripe Dashboard>" in text
 
 
 @pytest.mark.parametrize(
@@ -744,6 +760,283 @@ def test_late_product_reply_says_listed_and_late():
     assert "the card was not changed" in text
 
 
+# --- test mode in thread replies and notices ----------------------------------------------------
+
+
+def thread_messages(livemode: bool) -> dict[str, Message]:
+    """Every kind of thread reply and notice, about an order or product in the given mode."""
+    order = make_order(livemode=livemode, id="climorder_123")
+    product = make_product(livemode=livemode)
+    accepted = Decision("accepted", "U0ALICE", DELAYED_AT + 60)
+    made = {
+        f"reply {event} late={late}": order_reply(
+            OrderUpdate(event, DELAYED_AT, order, change=change, late=late, mentions=("U0BOB",))
+        )
+        for event, change in (
+            ("climate.order.created", None),
+            ("climate.order.delayed", delay()),
+            ("climate.order.delivered", None),
+            ("climate.order.canceled", None),
+            ("climate.order.from_the_future", None),
+        )
+        for late in (False, True)
+    }
+    for kind, decision, days in (
+        ("reminder", None, 7),
+        ("closed", None, None),
+        ("decision_needed", None, None),
+        ("decision", accepted, None),
+        ("decision", None, None),
+    ):
+        notice = Notice(kind, order, delay(), decision, days, ("U0ALICE",))
+        made[f"notice {kind} {decision is not None}"] = order_notice(notice)
+    for event, old_prices in (
+        ("climate.product.created", None),
+        ("climate.product.pricing_updated", {"usd": {"amount_total": 50000}}),
+        ("climate.product.from_the_future", None),
+    ):
+        for late in (False, True):
+            update = ProductUpdate(event, DELAYED_AT, product, old_prices, late)
+            made[f"product reply {event} late={late}"] = product_reply(update)
+    for message in made.values():
+        assert limit_problems(message) == []
+    return made
+
+
+def test_thread_replies_and_notices_about_test_mode_objects_are_marked_test():
+    for name, message in thread_messages(livemode=False).items():
+        assert message.text.startswith("[TEST] "), name
+    for name, message in thread_messages(livemode=True).items():
+        assert "TEST" not in message.text, name
+
+
+def test_a_reminder_about_a_test_order_is_marked_in_japanese_too():
+    notice = Notice("reminder", make_order(), delay(), None, 1, ("U0ALICE",))
+    with use_locale("ja"):
+        message = order_notice(notice)
+    assert message.text.startswith("[テスト] ")
+    assert message.text.endswith("<@U0ALICE>")  # the mark leads; the mention still ends it
+
+
+# --- the dates finance books by ------------------------------------------------------------------
+
+PLACED, CONFIRMED, DELIVERED = 1_767_225_600, 1_767_312_000, 1_798_761_600
+
+
+def details_line(message: Message) -> str:
+    [details] = [b for b in message.blocks if b["block_id"].startswith("details.")]
+    [element] = details["elements"]
+    return element["text"]
+
+
+def day(ts: int) -> str:
+    """The date token a card shows for `ts`, with its UTC fallback."""
+    return slack_date(ts, "{date_short}")
+
+
+def test_the_details_line_gives_the_order_s_dates():
+    order = make_order(
+        status="delivered", created=PLACED, confirmed_at=CONFIRMED, delivered_at=DELIVERED
+    )
+    line = details_line(card(order, "climate.order.delivered"))
+    assert f"placed {day(PLACED)} · confirmed {day(CONFIRMED)} · delivered {day(DELIVERED)}" in line
+    assert "cancelled" not in line
+    cancelled = make_order(
+        status="canceled", created=PLACED, confirmed_at=PLACED, canceled_at=CONFIRMED
+    )
+    line = details_line(card(cancelled, "climate.order.canceled"))
+    # Stripe confirms an order as it is placed; the card says so once.
+    assert f"placed and confirmed {day(PLACED)} · cancelled {day(CONFIRMED)}" in line
+
+
+def test_an_order_never_confirmed_shows_only_when_it_was_placed():
+    line = details_line(card(make_order(status="open", created=PLACED, confirmed_at=None)))
+    assert f"placed {day(PLACED)}" in line
+    assert "confirmed <!date" not in line
+
+
+def test_a_delayed_card_keeps_its_rows_and_carries_its_dates_in_the_details_line():
+    order = make_order(created=PLACED, confirmed_at=PLACED)
+    message = card(order, "climate.order.delayed", delay(), now=DEADLINE - 1)
+    kinds = [block["block_id"].split(".")[0] for block in message.blocks]
+    assert kinds == ["header", "test", "change", "decision", "facts", "details"]
+    [facts] = [b for b in message.blocks if b["block_id"].startswith("facts.")]
+    assert len(facts["fields"]) == 4
+    assert f"placed and confirmed {day(PLACED)}" in details_line(message)
+
+
+def test_each_delivery_says_how_much_who_where_when_and_its_registry_entry():
+    detail = {
+        "delivered_at": DELIVERED,
+        "location": {"city": "Reykjavík", "country": "IS", "region": None},
+        "metric_tons": "4",
+        "registry_url": "https://registry.example/1",
+        "supplier": make_supplier(name="Climeworks"),
+    }
+    order = make_order(status="delivered", delivered_at=DELIVERED, delivery_details=[detail])
+    expected = (
+        f"• Climeworks (Reykjavík, IS) — 4 t on {day(DELIVERED)} — "
+        "<https://registry.example/1|Registry entry>"
+    )
+    assert expected in all_text(card(order, "climate.order.delivered"))
+    assert expected in all_text(reply("climate.order.delivered", order))
+
+
+def test_climate_status_gives_the_dates_too():
+    detail = {
+        "delivered_at": DELIVERED,
+        "location": None,
+        "metric_tons": "10",
+        "registry_url": None,
+        "supplier": make_supplier(name="Charm Industrial"),
+    }
+    order = make_order(
+        status="delivered",
+        created=PLACED,
+        confirmed_at=CONFIRMED,
+        delivered_at=DELIVERED,
+        delivery_details=[detail],
+    )
+    state = OrderState(order, make_product(), "climate.order.delivered")
+    answer = status_answer(state, DELAYED_AT, as_of=None, card_link=None)
+    assert limit_problems(answer) == []
+    text = all_text(answer)
+    assert f"placed {day(PLACED)} · confirmed {day(CONFIRMED)} · delivered {day(DELIVERED)}" in text
+    assert f"• Charm Industrial — 10 t on {day(DELIVERED)}" in text
+
+
+def test_every_date_in_a_plain_text_fallback_says_utc():
+    order = make_order(id="climorder_123")
+    decided = Decision("accepted", "U0ALICE", DELAYED_AT + 60)
+    texts_with_dates = [
+        card(order, "climate.order.delayed", delay(), now=DEADLINE - 1).text,
+        decision_direct_message(
+            OrderState(order, None, "climate.order.delayed", delay()), None
+        ).text,
+        order_notice(Notice("closed", order, delay())).text,
+        order_notice(Notice("decision_needed", order, delay())).text,
+        order_notice(Notice("decision", order, delay(), decided)).text,
+    ]
+    assert "Decide by 21 Oct 2026 14:13 UTC." in texts_with_dates[0]
+    assert "Decide by 21 Oct 2026 14:13 UTC." in texts_with_dates[1]
+    for text in texts_with_dates:
+        assert re.search(r"\d{1,2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2} UTC", text), text
+    with use_locale("ja"):
+        japanese = card(order, "climate.order.delayed", delay(), now=DEADLINE - 1).text
+    assert "2026年10月21日 14:13 UTC" in japanese
+    # And every date token's fallback, which Slack shows where it cannot render the date.
+    message = card(
+        make_order(status="delivered", delivered_at=DELIVERED), "climate.order.delivered"
+    )
+    fallbacks = re.findall(r"<!date\^\d+\^[^|]*\|([^>]*)>", all_text(message))
+    assert fallbacks and all(fallback.endswith(" UTC") for fallback in fallbacks)
+
+
+# --- Stripe text cannot style the card -----------------------------------------------------------
+
+STYLED = "*bold* _italic_ ~struck~ `code` snake_case"
+INERT = "\u2217bold\u2217 \u02cditalic\u02cd \u223cstruck\u223c \u02cbcode\u02cb snake_case"
+
+
+def test_stripe_text_cannot_style_the_card_but_reads_the_same():
+    supplier = make_supplier(
+        name=STYLED, locations=[{"city": "> quoted", "country": "US", "region": None}]
+    )
+    product = make_product(name=STYLED, suppliers=[supplier])
+    order = make_order(beneficiary={"public_name": STYLED}, product=product)
+    messages = [
+        card(order, "climate.order.delayed", delay()),
+        product_card(ProductState(product, "climate.product.created")),
+        reply("climate.order.delayed", order, change=delay(), broadcast=True),
+    ]
+    for message in messages:
+        text = all_text(message)
+        for styled in ("*bold*", "_italic_", "~struck~", "`code`"):
+            assert styled not in text
+        assert INERT in text
+    product_text = all_text(messages[1])
+    assert "\u02c3 quoted, US" in product_text and "> quoted" not in product_text
+    # Our own markup still works around it: bold labels, code spans for ids.
+    card_text = all_text(messages[0])
+    assert f"*Beneficiary*\n{INERT}" in card_text
+    assert "*Delivery moved from 2027 to 2028*" in card_text
+    assert "`climorder_1Pgc73B7WZ01zgkWaebIwEZ7`" in card_text
+
+
+def test_ids_in_code_spans_stay_exactly_as_stripe_wrote_them():
+    product = make_product(id="climsku_frontier_offtake_portfolio_2027")
+    product_text = all_text(product_card(ProductState(product, "climate.product.created")))
+    assert "`climsku_frontier_offtake_portfolio_2027`" in product_text
+    text = all_text(card(make_order(id="climorder_*a*_b_~c~")))
+    assert "`climorder_*a*_b_~c~`" in text  # inert inside a code span: kept as sent
+    # A backtick would end the span early: it alone gets its look-alike.
+    assert "`climorder_\u02cbx\u02cb`" in all_text(card(make_order(id="climorder_`x`")))
+
+
+def test_a_decider_s_reason_cannot_style_the_card_either():
+    decision = Decision("cancelling", "U0ALICE", DELAYED_AT + 60, reason="*urgent* _now_")
+    order = make_order()
+    state = OrderState(order, None, "climate.order.delayed", delay(), decision=decision)
+    text = all_text(order_card(state, DELAYED_AT + 120))
+    assert "Reason: “\u2217urgent\u2217 \u02cdnow\u02cd”" in text
+
+
+def test_neutralise_styles_replaces_only_what_could_open_or_close_a_span():
+    neutralise = formatting.neutralise_styles
+    assert neutralise(STYLED) == INERT
+    assert neutralise("a__b _a a_ x_1") == "a\u02cd\u02cdb \u02cda a\u02cd x_1"
+    assert neutralise("> quote > not") == "\u02c3 quote > not"
+    assert formatting.inert_mrkdwn("> <!here> *x*") == "\u02c3 &lt;!here&gt; \u2217x\u2217"
+
+
+# --- the product card after a price change -------------------------------------------------------
+
+OLD_USD = {"usd": {"amount_fees": 1650, "amount_subtotal": 55000, "amount_total": 56650}}
+NEW_USD = {"usd": {"amount_fees": 1748, "amount_subtotal": 58252, "amount_total": 60000}}
+
+
+def price_section(message: Message) -> str:
+    [prices] = [b for b in message.blocks if b["block_id"].startswith("prices.")]
+    return prices["text"]["text"]
+
+
+def test_the_product_card_shows_old_and_new_prices_after_a_price_change():
+    product = make_product(current_prices_per_metric_ton=NEW_USD)
+    state = ProductState(product, "climate.product.pricing_updated", old_prices=OLD_USD)
+    message = product_card(state)
+    assert limit_problems(message) == []
+    assert price_section(message) == ("*Price per tonne*\nUSD: $566.50 → $600.00 per tonne (+5.9%)")
+
+
+def test_the_product_card_compares_each_currency_it_had_or_has():
+    new = {**NEW_USD, "chf": {"amount_total": 50000}}
+    old = {**OLD_USD, "gbp": {"amount_total": 40000}}
+    state = ProductState(
+        make_product(current_prices_per_metric_ton=new),
+        "climate.product.pricing_updated",
+        old_prices=old,
+    )
+    assert price_section(product_card(state)).split("\n")[1:] == [
+        "CHF: now offered at CHF500.00 per tonne",
+        "GBP: no longer offered (was £400.00 per tonne)",
+        "USD: $566.50 → $600.00 per tonne (+5.9%)",
+    ]
+
+
+def test_without_earlier_prices_or_a_price_change_the_card_lists_prices():
+    product = make_product(current_prices_per_metric_ton=NEW_USD)
+    unknown = ProductState(product, "climate.product.pricing_updated")
+    listed = ProductState(product, "climate.product.created", old_prices=OLD_USD)
+    for state in (unknown, listed):
+        assert price_section(product_card(state)) == "*Price per tonne*\nUSD: $600.00 per tonne"
+    nothing = ProductState(
+        make_product(current_prices_per_metric_ton={}),
+        "climate.product.pricing_updated",
+        old_prices={},
+    )
+    assert price_section(product_card(nothing)) == "*Price per tonne*\nNo prices listed"
+
+
 # --- in Japanese ---------------------------------------------------------------------------------
 
 
@@ -760,10 +1053,10 @@ def test_delayed_card_in_japanese_asks_for_a_decision_in_japanese():
     accept, cancel = actions["elements"]
     assert accept["text"]["text"] == "遅延を承認"
     assert cancel["text"]["text"] == "注文をキャンセル…"
-    # The plain-text summary names the deadline as a Japanese calendar date.
+    # The plain-text summary names the deadline as a Japanese date, in UTC and saying so.
     assert message.text == (
         "[テスト] 注文 climorder_ABC の配送遅延：配送予定年が2027年から2028年に変更。"
-        "2026年10月21日までにご判断ください。"
+        "2026年10月21日 14:13 UTCまでにご判断ください。"
     )
 
 

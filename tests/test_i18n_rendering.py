@@ -108,12 +108,13 @@ def suppliers(count: int) -> list[dict[str, Any]]:
 
 
 def deliveries(count: int) -> list[dict[str, Any]]:
-    """Delivery details with a linkable registry entry, an unlinkable one and none at all."""
+    """Delivery details with a linkable registry entry, an unlinkable one and none at all, with
+    and without a location."""
     urls = ["https://registry.example/entry/1", "javascript:alert(1)", None]
     return [
         {
             "delivered_at": DELAYED_AT,
-            "location": None,
+            "location": LOCATION if index % 2 else None,
             "metric_tons": "0.5",
             "registry_url": urls[index % len(urls)],
             "supplier": make_supplier(name=f"Supplier {index}"),
@@ -138,11 +139,17 @@ def order_for(event: str, **changes: Any) -> dict[str, Any]:
         changes = {
             "status": "delivered",
             "certificate": "https://frontier.example/cert/1",
+            "delivered_at": DELAYED_AT,
             "delivery_details": deliveries(25),
             **changes,
         }
     elif event == "climate.order.canceled":
-        changes = {"status": "canceled", "cancellation_reason": "requested", **changes}
+        changes = {
+            "status": "canceled",
+            "cancellation_reason": "requested",
+            "canceled_at": DELAYED_AT,
+            **changes,
+        }
     return make_order(**changes)
 
 
@@ -173,6 +180,10 @@ def order_cards() -> Iterator[tuple[str, Callable[[], Message]]]:
                 expected_delivery_year=2001,
             ),
             make_order(livemode=True, expected_delivery_year=None),
+        ],
+        "dates": [
+            make_order(confirmed_at=DELAYED_AT),  # confirmed after it was placed
+            make_order(status="open", confirmed_at=None),
         ],
     }
     for name, orders in odd_orders.items():
@@ -205,6 +216,12 @@ def product_cards() -> Iterator[tuple[str, Callable[[], Message]]]:
         for event in ("climate.product.created", "climate.product.pricing_updated", "x"):
             state = ProductState(product, event, "acct_1")
             yield f"product card {name} {event}", lambda s=state: product_card(s, DELAYED_AT)
+            # After a price change whose earlier prices are known: old → new on the card.
+            state = ProductState(product, event, "acct_1", OLD_PRICES)
+            yield (
+                f"product card {name} {event} with old prices",
+                lambda s=state: product_card(s, DELAYED_AT),
+            )
 
 
 def product_replies() -> Iterator[tuple[str, Callable[[], Message]]]:

@@ -324,7 +324,8 @@ def test_a_real_delayed_card_renders_with_its_buttons_and_hostile_beneficiary_as
     assert_only_our_markup(out)
     text = shown(out)
     assert "Order delayed — decision needed" in text
-    assert "<!channel> <https://evil.example|x> Corp" in text  # Stripe's words, as text
+    # Stripe's words, as text: its asterisks are look-alikes, so "Corp" is not bold.
+    assert "<!channel> <https://evil.example|x> \u2217Corp\u2217" in text
     assert "https://evil.example" not in Tags(out).links()
     assert "Accept delay" in text and "Cancel order" in text and "2 replies" in text
     assert "climate-bot" in text and "APP" in text
