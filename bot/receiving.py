@@ -1,7 +1,8 @@
 """`POST /stripe/webhook`: verify, record, queue, acknowledge — no Slack or Stripe call here.
 
 The signature is checked on the raw body with the SDK (300 s tolerance) and the JSON parsed once;
-building SDK objects for every event costs a third of the throughput (DESIGN.md).
+building SDK objects for every event cost a third of the receiver's throughput under gunicorn
+(0.35-0.39 of a bare Flask route's requests/s with SDK objects, 0.52-0.62 without).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from bot.storage import Storage
 
 log = logging.getLogger(__name__)
 
-# Stripe lists events for 30 days only (FACTS.md §4).
+# Stripe keeps events for 30 days: `GET /v1/events` lists nothing older.
 RETENTION_SECONDS = 30 * 24 * 60 * 60
 PAGE_SIZE = 100  # Stripe's maximum
 MAX_PAGES = 1000  # 100,000 events: far beyond 30 days of Climate events; stops a runaway cursor

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class _SameTokenFilter(logging.Filter):
     """Drops Bolt's start-up warning that the token is unused because a client was given.
 
-    Bolt reads SLACK_BOT_TOKEN from the environment (our variable too, DESIGN.md) whenever no
+    Bolt reads SLACK_BOT_TOKEN from the environment (our variable too) whenever no
     token is passed, then warns that it is ignored in favour of our client (which carries no
     token: `_authorizer` hands Bolt that same token for each request): every gunicorn worker
     logged it at every boot.
@@ -194,7 +194,7 @@ def dispatch(app: App, request: Request, *, signing_secret: str) -> Response:
     """Hand a Flask request to Bolt, working around Bolt's "payload" parsing bug.
 
     Bolt parses any form body containing the letters "payload" as an interaction payload, so
-    `/climate status payload-x` would be lost (FACTS §1). For slash commands we give Bolt the
+    `/climate status payload-x` would be lost. For slash commands we give Bolt the
     already-parsed form; the signature is still checked on the raw body.
     """
     raw = request.get_data(as_text=True)

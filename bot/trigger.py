@@ -108,7 +108,7 @@ def build_event(
             )
             for currency, price in product["current_prices_per_metric_ton"].items()
         }
-    # No previous_attributes: Stripe does not document them for Climate events (FACTS.md §3.2),
+    # No previous_attributes: Stripe documents them only for `*.updated` events, not Climate's,
     # so the bot must compare with the product it already knows, and this checks that it does.
     return stripe_objects.event(event_type, product, created=now)
 

@@ -61,7 +61,7 @@ PRODUCT_READ = "climate_product_read"
 SUPPLIER_READ = "climate_supplier_read"
 EVENT_READ = "event_read"
 
-# Stripe lists and retrieves events for 30 days only (FACTS.md §4).
+# Stripe lists and retrieves events for 30 days only, then answers 404 for them.
 EVENT_RETENTION_SECONDS = 30 * 24 * 60 * 60
 MAX_EVENT_TYPES = 20
 
