@@ -13,6 +13,10 @@ import threading
 import time
 from pathlib import Path
 
+import requests
+
+from tests.conftest import wait_until
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1,localhost"
@@ -42,6 +46,30 @@ def process_env(workdir: Path, **variables: str) -> dict[str, str]:
 def gunicorn_command(*args: str) -> list[str]:
     """gunicorn serving the repo's app with its settings file, from any working directory."""
     return [str(BIN / "gunicorn"), "--config", str(REPO / "gunicorn.conf.py"), *args, "app:app"]
+
+
+def start_gunicorn(env: dict[str, str], workdir: Path, log: Path) -> subprocess.Popen:
+    """gunicorn with two workers on `env`'s PORT, run in `workdir` and writing to `log`; returned
+    once /healthz answers (a process that dies first fails the test with its log)."""
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            gunicorn_command("-w", "2", "-b", f"127.0.0.1:{env['PORT']}"),
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    url = f"http://127.0.0.1:{env['PORT']}/healthz"
+
+    def up() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return requests.get(url, timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, 30, "gunicorn did not start")
+    return proc
 
 
 class LineReader:

@@ -30,7 +30,7 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     env_for,
 )
-from tests.processes import gunicorn_command, process_env
+from tests.processes import process_env, start_gunicorn
 from tests.test_crash import free_port, post, start_bot, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,16 +186,8 @@ def test_gunicorn_metrics_add_up_every_worker_without_created_series(
     env = process_env(tmp_path, **env_for(tmp_path, fake_slack, fake_stripe), PORT=str(free_port()))
     base = f"http://127.0.0.1:{env['PORT']}"
     log = tmp_path / "gunicorn.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            gunicorn_command("-w", "2", "-b", f"127.0.0.1:{env['PORT']}"),
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
+    proc = start_gunicorn(env, tmp_path, log)
     try:
-        wait_until(lambda: _answers(base + "/healthz", proc, log), 30, "gunicorn did not start")
         sent = 6
         for _ in range(sent):
             assert post(env, so.event("climate.order.created", so.order())) == 200
@@ -209,14 +201,6 @@ def test_gunicorn_metrics_add_up_every_worker_without_created_series(
         assert f"{queued} {float(sent)}" in body, body
         assert "climate_bot_delivery_seconds_bucket" in body
         assert created_series(body) == []
-
-
-def _answers(url: str, proc: subprocess.Popen, log: Path) -> bool:
-    assert proc.poll() is None, log.read_text()
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 LOGGING_SCRIPT = """

@@ -7,11 +7,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-import requests
-
 from bot.fakes import stripe_objects as so
 from tests.conftest import CHANNEL, env_for
-from tests.processes import BIN, free_port, gunicorn_command, process_env
+from tests.processes import BIN, free_port, gunicorn_command, process_env, start_gunicorn
 from tests.test_crash import post, wait_until
 
 
@@ -20,30 +18,11 @@ def bot_env(tmp_path, fake_slack, fake_stripe) -> dict[str, str]:
     return process_env(tmp_path, **settings, PORT=str(free_port()))
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
-    def up() -> bool:
-        assert proc.poll() is None, log.read_text()
-        try:
-            return requests.get(url, timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    wait_until(up, 30, "did not start")
-
-
 def test_gunicorn_with_two_workers_posts_each_card_once(tmp_path, fake_slack, fake_stripe):
     env = bot_env(tmp_path, fake_slack, fake_stripe)
     log = tmp_path / "gunicorn.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            gunicorn_command("-w", "2", "-b", f"127.0.0.1:{env['PORT']}"),
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
+    proc = start_gunicorn(env, tmp_path, log)
     try:
-        wait_healthy(f"http://127.0.0.1:{env['PORT']}/healthz", proc, log)
         orders = [so.order() for _ in range(4)]
         for order in orders:
             assert post(env, so.event("climate.order.created", order, created=1000)) == 200
@@ -98,16 +77,8 @@ def metrics_dirs(env: dict[str, str]) -> list[Path]:
 def test_gunicorn_removes_its_metrics_directory_when_it_stops(tmp_path, fake_slack, fake_stripe):
     env = bot_env(tmp_path, fake_slack, fake_stripe)
     log = tmp_path / "gunicorn.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            gunicorn_command("-w", "2", "-b", f"127.0.0.1:{env['PORT']}"),
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
+    proc = start_gunicorn(env, tmp_path, log)
     try:
-        wait_healthy(f"http://127.0.0.1:{env['PORT']}/healthz", proc, log)
         assert post(env, so.event("climate.order.created", so.order())) == 200
         [live] = metrics_dirs(env)  # the workers count into it while gunicorn runs
         assert list(live.glob("*.db")), log.read_text()
