@@ -28,6 +28,7 @@ from bot.stripe_api import (
     IdempotencyConflict,
     NotFound,
     Refused,
+    StripeFailure,
     StripeGateway,
     StripeResult,
     Unavailable,
@@ -356,28 +357,22 @@ class Decisions:
             else:
                 result = self.stripe.cancel_order(order_id, attempt=attempt, account=account)
         except (Refused, NotFound) as exc:
-            self._cancel_failed(order_id, user, "refused", exc.message, exc.request_id, row)
-            answer = _("Stripe did not cancel order {order_id}: {message}").format(
-                order_id=_code(order_id), message=exc.message
-            )
-            self._answer(row, answer)
+            answer = _("Stripe did not cancel order {order_id}: {message}")
+            self._cancel_failed(row, user, "refused", exc, answer)
             return
         except IdempotencyConflict as exc:
-            error = f"idempotency: {exc.message}"
-            self._cancel_failed(order_id, user, "failed", error, exc.request_id, row)
             answer = _(
                 "Stripe turned this cancel of order {order_id} down as a repeat of another "
                 "request ({message}). Nothing changed; you can click Cancel again."
-            ).format(order_id=_code(order_id), message=exc.message)
-            self._answer(row, answer)
+            )
+            self._cancel_failed(row, user, "failed", exc, answer, error=f"idempotency: {exc}")
             return
         except Unavailable as exc:
-            self._cancel_failed(order_id, user, "failed", exc.message, exc.request_id, row)
             answer = _(
                 "Stripe could not be reached to cancel order {order_id} ({message}). Nothing "
                 "changed; you can click Cancel again."
-            ).format(order_id=_code(order_id), message=exc.message)
-            self._answer(row, answer)
+            )
+            self._cancel_failed(row, user, "failed", exc, answer)
             return
         self._cancelled(order_id, user, result, local or {}, row)
 
@@ -451,14 +446,32 @@ class Decisions:
             ).format(order_id=_code(order_id), status=_status_word(str(status))),
         )
 
-    def _cancel_failed(self, order_id, user, outcome, message, request_id, row) -> None:
+    def _cancel_failed(
+        self,
+        row: OutboxRow,
+        user: str | None,
+        outcome: str,
+        exc: StripeFailure,
+        answer: str,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Stripe did not cancel: undo the decision under way, record why (`error`, default
+        Stripe's message), re-render the card, and tell the clicker `answer` (a sentence with
+        `{order_id}` and `{message}`)."""
+        order_id = row.card_key.split(":", 1)[1]
         before = self.storage.order_row(order_id) or {}
         with self.storage.transaction():
             undone = self.storage.settle_decision(order_id, expected="cancelling", decision=None)
             if not undone:
                 log.warning("failed cancel of %s found no decision under way to undo", order_id)
             self._audit(
-                order_id, CANCEL, outcome, user=user, stripe_request_id=request_id, error=message
+                order_id,
+                CANCEL,
+                outcome,
+                user=user,
+                stripe_request_id=exc.request_id,
+                error=error or exc.message,
             )
             key = card_key("order", order_id)
             if undone and before.get("next_change"):
@@ -473,6 +486,7 @@ class Decisions:
                 )
             self.storage.enqueue(key, "card", channel=self.channel)
         self.wake()
+        self._answer(row, answer.format(order_id=_code(order_id), message=exc.message))
 
     def _answer(self, row: OutboxRow, text: str) -> None:
         self.slack.respond(row.facts.get("response_url"), Message(text=text))
