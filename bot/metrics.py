@@ -8,9 +8,10 @@ read from the database at scrape time, so every process reports the same truth.
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -103,6 +104,34 @@ class OutboxCollector(Collector):
         yield recorded
 
 
+class _WorkerFiles(multiprocess.MultiProcessCollector):
+    """Every gunicorn worker's values, skipping a file a worker is creating at this moment.
+
+    prometheus-client creates a worker's file empty and only then gives it its size and header;
+    read in between, it raised `struct.error` and the scrape answered 500 (a histogram's file is
+    created when the delivery worker first observes a delivery, at any time). Files only grow,
+    so a file of at least a header's size is whole.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        files = [
+            path
+            for path in glob.glob(os.path.join(self._path, "*.db"))
+            if _size(path) >= _FILE_HEADER_BYTES
+        ]
+        return self.merge(files, accumulate=True)
+
+
+_FILE_HEADER_BYTES = 8  # the used-bytes count and its padding
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:  # a dead worker's file, removed meanwhile
+        return 0
+
+
 class _ProcessMetrics(Collector):
     """This process's own counters, when not running with several gunicorn workers."""
 
@@ -114,7 +143,7 @@ def render(storage: Storage) -> tuple[bytes, str]:
     """The scrape body and its content type."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        _WorkerFiles(registry)
     else:
         registry.register(_ProcessMetrics())
     registry.register(OutboxCollector(storage))

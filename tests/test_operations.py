@@ -198,9 +198,39 @@ def test_gunicorn_metrics_add_up_every_worker_without_created_series(
         proc.wait(timeout=15)
     queued = 'climate_bot_events_received_total{outcome="queued",type="climate.order.created"}'
     for body in scrapes:
-        assert f"{queued} {float(sent)}" in body, body
+        assert f"{queued} {float(sent)}" in body, log.read_text()
         assert "climate_bot_delivery_seconds_bucket" in body
         assert created_series(body) == []
+
+
+def test_a_scrape_while_a_worker_creates_its_metrics_file_still_answers(tmp_path, monkeypatch):
+    # prometheus-client creates a worker's file empty, then sizes it: a scrape in between used to
+    # raise struct.error (a 500 seen in CI, when the delivery worker first timed a delivery).
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from bot import metrics
+    from bot.storage import Storage
+
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    counts = MmapedDict(str(folder / "counter_101.db"))
+    key = mmap_key(
+        "climate_bot_decisions",
+        "climate_bot_decisions_total",
+        ["action", "outcome"],
+        ["cancel", "cancelled"],
+        "Clicks on Accept/Cancel by action and outcome.",
+    )
+    counts.write_value(key, 2.0, 0.0)
+    counts.close()
+    (folder / "histogram_102.db").touch()  # the other worker, between create and size
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+
+    body, _ = metrics.render(Storage(tmp_path / "bot.db"))
+
+    text = body.decode()
+    assert 'climate_bot_decisions_total{action="cancel",outcome="cancelled"} 2.0' in text
+    assert "climate_bot_outbox_pending 0.0" in text
 
 
 LOGGING_SCRIPT = """
