@@ -7,15 +7,12 @@ import logging
 import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import click
 import stripe
-from werkzeug.serving import BaseWSGIServer
 
 from bot import logs
 from bot.model import HANDLED_EVENTS
@@ -72,47 +69,22 @@ def serve(host: str, port: int | None) -> None:
     serve_forever(settings_or_exit(), host=host, port=port)
 
 
-class PooledWSGIServer(BaseWSGIServer):
-    """Werkzeug's server on a fixed pool of threads, as gunicorn's gthread workers are.
-
-    A thread per request (werkzeug's `threaded=True`) would open a database connection per
-    request; pooled threads keep theirs (bench/ingest.py, bench/memory.py).
-    """
-
-    def __init__(self, host: str, port: int, app, *, threads: int = 16) -> None:
-        super().__init__(host, port, app)
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="climate-bot-web")
-
-    def process_request(self, request, client_address) -> None:
-        self.pool.submit(self._serve, request, client_address)
-
-    def _serve(self, request, client_address) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-    def server_close(self) -> None:
-        super().server_close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
 def serve_forever(settings: Settings, *, host: str = "0.0.0.0", port: int | None = None) -> None:
+    from bot.server import make_server
     from bot.web import create_app
 
     app = create_app(settings, start_background=True)
-    server = PooledWSGIServer(host, port or settings.PORT, app)
-    logging.getLogger("climate-bot").info("listening on %s:%s", host, server.server_port)
+    server = make_server(app, host, settings.PORT if port is None else port)
+    logging.getLogger("climate-bot").info("listening on %s:%s", host, server.effective_port)
 
     def stop(_signum, _frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        # waitress's loop ends on SystemExit and lets the requests it is running finish.
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        server.serve_forever()
+        server.run()
     finally:
         app.extensions["climate-bot"].stop_background()
 

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import resource
+import socket
 import sqlite3
 import threading
 import time
@@ -28,11 +29,11 @@ import pytest
 import requests
 import time_machine
 
-from bot import delivery
+from bot import delivery, server
 from bot.fakes import stripe_objects as so
-from bot.model import ACCEPT_ACTION, CANCEL_ACTION
+from bot.model import ACCEPT_ACTION, CANCEL_ACTION, MAX_RETRY_AFTER_SECONDS
 from bot.stripe_api import cancel_idempotency_key
-from tests.conftest import CHANNEL, env_for
+from tests.conftest import CHANNEL, WEBHOOK_SECRET, env_for
 from tests.test_crash import free_port, post, start_bot, wait_until
 from tests.test_decisions import answers, click, delayed_order
 
@@ -154,6 +155,37 @@ def test_slack_failing_30_percent_of_calls_at_random_delivers_everything_exactly
     )
     posted = [c for c in fake_slack.calls_to("chat.postMessage") if c.ok]
     assert len(posted) == 2 * len(orders), "Slack accepted a post twice"
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "wait"),
+    [("inf", 1.0), ("1e9", MAX_RETRY_AFTER_SECONDS), ("3600", MAX_RETRY_AFTER_SECONDS)],
+)
+def test_a_429_asking_to_wait_for_ever_holds_the_channel_two_minutes_at_most(
+    running, fake_slack, retry_after, wait
+):
+    """Regression: one 429 with an absurd `Retry-After` held the channel in the database for
+    good (across restarts and `climate-bot retry`) while /healthz said ok. `inf` is no number
+    of seconds: it gets the default back-off."""
+    orders = [so.order() for _ in range(3)]
+    with time_machine.travel(T0, tick=False) as clock:
+        fake_slack.fail_next("chat.postMessage", retry_after=retry_after)
+        for order in orders:
+            event = so.event("climate.order.created", order, created=T0 - 60)
+            assert running.send_event(event).json()["outcome"] == "queued"
+        assert running.bot.deliverer.run_once()  # the first card's post: 429
+        assert running.bot.storage.paced_channels(T0) == {CHANNEL: T0 + wait}
+        health = requests.get(running.url + "/healthz", timeout=10).json()
+        # Held for two minutes: worth an operator's look; a second's back-off is not.
+        assert health["status"] == ("degraded" if wait > 60 else "ok"), health
+        assert any(CHANNEL in reason for reason in health["reasons"]) == (wait > 60), health
+        run_worker(running.bot, clock, until=T0 + MAX_RETRY_AFTER_SECONDS + 5)
+        assert time.time() <= T0 + wait + 1, "the worker waited longer than it was held"
+
+    assert_delivered_exactly_once(running.bot, fake_slack, orders, delayed=set())
+    statuses = [c.status for c in fake_slack.calls_to("chat.postMessage")]
+    assert statuses == [429, 200, 200, 200], statuses  # held meanwhile: no post went too soon
+    assert requests.get(running.url + "/healthz", timeout=10).json()["status"] == "ok"
 
 
 # -- Stripe -----------------------------------------------------------------------------------
@@ -352,3 +384,99 @@ def test_hundreds_of_webhooks_under_a_256_file_descriptor_limit_are_all_acknowle
     db = sqlite3.connect(env["DATABASE_PATH"])
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == len(events)
     db.close()
+
+
+# -- slow clients -------------------------------------------------------------------------------
+
+SLOW_CLIENTS = 40
+
+
+def half_sent_requests(port: int, count: int) -> list[socket.socket]:
+    """`count` connections that stop mid-request: half after part of the headers, half after the
+    headers and one byte of a 100-byte body (what a slow or hostile client does)."""
+    sockets = []
+    for i in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        if i % 2:
+            sock.sendall(b"POST /stripe/webhook HTTP/1.1\r\nHost: bot\r\nContent-Ty")
+        else:
+            sock.sendall(
+                b"POST /stripe/webhook HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json"
+                b"\r\nContent-Length: 100\r\n\r\n{"
+            )
+        sockets.append(sock)
+    return sockets
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed `sock` (an answer, if any, then end of stream) by its timeout."""
+    try:
+        while data := sock.recv(4096):
+            assert data.startswith(b"HTTP/") or data, data
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        sock.close()
+
+
+def assert_still_serving(base: str, env: dict[str, str], order: dict) -> None:
+    """Within Slack's 3 seconds: a webhook is acknowledged, /healthz and a Slack request answer."""
+    body, headers = so.webhook_request(so.event("climate.order.created", order), WEBHOOK_SECRET)
+    answer = requests.post(base + "/stripe/webhook", data=body, headers=headers, timeout=3)
+    assert answer.status_code == 200, answer.text
+    assert requests.get(base + "/healthz", timeout=3).status_code == 200
+    # An unsigned Slack request is refused at once: the Slack route is reachable too.
+    assert requests.post(base + "/slack/events", data=b"x", timeout=3).status_code == 401
+
+
+def test_forty_half_sent_requests_do_not_stop_the_embedded_server(
+    tmp_path, fake_slack, fake_stripe
+):
+    env = bot_env(tmp_path, fake_slack, fake_stripe)
+    base = f"http://127.0.0.1:{env['PORT']}"
+    proc = start_bot(env, tmp_path, tmp_path / "bot.log")
+    orders = [so.order() for _ in range(3)]
+    try:
+        slow = half_sent_requests(int(env["PORT"]), SLOW_CLIENTS)
+        for order in orders:
+            assert_still_serving(base, env, order)
+        # The server drops each of them after REQUEST_SECONDS, whatever they do next.
+        dropped = [closed_by_server(sock) for sock in slow]
+        wait_until(
+            lambda: len(fake_slack.messages(CHANNEL)) == len(orders), 30, "cards not delivered"
+        )
+    finally:
+        stop(proc)
+    assert all(dropped), f"{dropped.count(False)} slow connections still open after 30 s"
+    assert len(fake_slack.messages(CHANNEL)) == len(orders)  # nothing lost, nothing doubled
+
+
+def test_a_request_trickling_one_byte_at_a_time_is_dropped_after_the_deadline(
+    tmp_path, fake_slack, fake_stripe
+):
+    # Each byte resets an idle timeout; only a deadline for the whole request ends it.
+    env = bot_env(tmp_path, fake_slack, fake_stripe)
+    proc = start_bot(env, tmp_path, tmp_path / "bot.log")
+    try:
+        sock = socket.create_connection(("127.0.0.1", int(env["PORT"])), timeout=5)
+        request = b"POST /stripe/webhook HTTP/1.1\r\nHost: bot\r\nContent-Length: 500\r\n\r\n"
+        request += b"x" * 500
+        started = time.monotonic()
+        sent = 0
+        try:
+            for sent, byte in enumerate(request, start=1):  # noqa: B007 (`sent` is read below)
+                sock.sendall(bytes([byte]))
+                time.sleep(0.25)  # the client's pace, not a wait for the server
+                if time.monotonic() - started > 20:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        elapsed = time.monotonic() - started
+        sock.close()
+    finally:
+        stop(proc)
+    assert sent < len(request), "the whole trickled request was accepted"
+    assert elapsed < server.REQUEST_SECONDS + 4, f"the connection stayed open for {elapsed:.0f}s"
