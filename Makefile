@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run demo browser test lint format messages clean
+.PHONY: install run demo packages test lint format messages clean
 
 $(BIN)/climate-bot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,17 +21,19 @@ run: install
 demo: install
 	$(BIN)/climate-bot demo
 
-# The browser test drives Debian's chromium (never a browser downloaded by Playwright). Installing
-# it needs root, as in CI; elsewhere run this target with sudo once.
-browser:
-	@command -v chromium >/dev/null || (apt-get update && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+# Debian packages the tests drive: chromium for the browser test (never a browser downloaded by
+# Playwright), nginx for the production-proxy test (deploy/nginx.conf). Installing them needs
+# root, as in CI; elsewhere run this target with sudo once.
+packages:
+	@(command -v chromium >/dev/null && test -x /usr/sbin/nginx) || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		--no-install-recommends chromium nginx-light)
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint browser
+test: lint packages
 	$(BIN)/pytest
 
 format: install

@@ -1,7 +1,7 @@
 """`climate-bot demo` end to end in a real browser: Debian's Chromium driven by Playwright.
 
 The demo runs as its own process, exactly as `make demo` starts it (with `--fast --port 0`). The
-browser is the `chromium` package that `make test` installs (its `browser` target); Playwright's
+browser is the `chromium` package that `make test` installs (its `packages` target); Playwright's
 own browser downloads are never used. Screenshots land in tests/artifacts/ (git-ignored).
 
 The sandbox's modals are also driven against a stand-in app (tests/form_bot.py), and one test
@@ -109,7 +109,7 @@ def _wait_for_url(lines: queue.Queue[str], process: subprocess.Popen, log: Path)
 @pytest.fixture
 def browser(tmp_path) -> Iterator[BrowserContext]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium package")
+        pytest.fail(f"{CHROMIUM} is missing: `make packages` installs Debian's chromium package")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),  # a fresh user data dir for every run
