@@ -7,7 +7,7 @@ process, listening on $PORT.
 
 import sys
 
-from bot.cli import configure_logging, serve_forever, settings_or_exit
+from bot.cli import configure_logging, database_or_exit, serve_forever, settings_or_exit
 
 # Under gunicorn, exit code 3 means "worker failed to boot": gunicorn stops instead of
 # restarting the worker forever with the same bad configuration.
@@ -17,9 +17,11 @@ configure_logging()
 settings = settings_or_exit(2 if __name__ == "__main__" else GUNICORN_BOOT_ERROR)
 
 if __name__ == "__main__":
-    serve_forever(settings)
+    with database_or_exit(2):
+        serve_forever(settings)
     sys.exit(0)
 
 from bot.web import create_app  # noqa: E402
 
-app = create_app(settings, start_background=True)
+with database_or_exit(GUNICORN_BOOT_ERROR):  # read-only, unreadable: one line, no traceback
+    app = create_app(settings, start_background=True)

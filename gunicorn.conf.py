@@ -25,7 +25,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
-from bot.cli import settings_or_exit  # noqa: E402  (after the metrics directory, see above)
+from bot.cli import database_or_exit, settings_or_exit  # noqa: E402  (after the metrics directory, see above)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -42,9 +42,14 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    # Check the configuration once, in the master, before any worker forks: a bad .env stops
-    # gunicorn with one readable message instead of every worker failing on its own.
-    settings_or_exit()
+    # Check the configuration and open the database once, in the master, before any worker
+    # forks: a bad .env or a read-only database stops gunicorn with one readable message
+    # instead of every worker failing on its own.
+    from bot.storage import Storage
+
+    settings = settings_or_exit()
+    with database_or_exit():
+        Storage(settings.database_path).close()
 
 
 def child_exit(server, worker):

@@ -105,7 +105,7 @@ def time_wake(workdir: Path, size: int, repeat: int) -> list[float]:
     storage = Storage(workdir / f"wake-{size}.db")
     try:
         fill_outbox(storage, size, status="pending", channel=CHANNEL)
-        storage.hold_channel(CHANNEL, 3600)  # the slot is taken: nothing is leasable
+        storage.hold_channel(CHANNEL, 3600)  # held (for the 120 s cap): nothing is leasable
         samples = []
         for n in range(WARMUP + repeat):
             started = time.perf_counter()

@@ -8,8 +8,10 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import click
 import stripe
@@ -18,6 +20,7 @@ from bot import logs
 from bot.model import HANDLED_EVENTS
 from bot.settings import Settings, SettingsError, load_settings, webhook_secrets
 from bot.slack_api import SlackError, SlackGateway
+from bot.storage import StorageUnavailable
 
 
 def settings_or_exit(exit_code: int = 2) -> Settings:
@@ -34,6 +37,17 @@ def settings_or_exit(exit_code: int = 2) -> Settings:
         secrets=settings.secrets(),
     )
     return settings
+
+
+@contextmanager
+def database_or_exit(exit_code: int = 2) -> Iterator[None]:
+    """A database that cannot be opened (read-only, unreadable, not SQLite) or that vanished:
+    one line saying which and why, and exit with `exit_code` — never a traceback."""
+    try:
+        yield
+    except StorageUnavailable as exc:
+        click.echo(f"climate-bot: {exc}", err=True)
+        sys.exit(exit_code)
 
 
 def configure_logging() -> None:
@@ -53,6 +67,10 @@ class Command(click.Command):
 
 class Group(click.Group):
     command_class = Command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with database_or_exit():
+            return super().invoke(ctx)
 
 
 @click.group(cls=Group)
@@ -243,11 +261,15 @@ def failed() -> None:
 
 @main.command()
 def retry() -> None:
-    """Queue every failed delivery again (after fixing what made it fail)."""
+    """Queue every failed delivery again (after fixing what made it fail).
+
+    Channels held by a Slack rate limit for more than a minute from now (what /healthz reports)
+    may post again at once; ordinary pacing, a second after each post, is left alone."""
     from bot.storage import Storage
 
     storage = Storage(settings_or_exit().database_path)
     click.echo(f"{storage.retry_failed()} deliveries queued again")
+    click.echo(f"{storage.release_long_holds()} channels released from a Slack rate-limit hold")
 
 
 def _when(value: str, option: str, *, end_of_day: bool = False) -> int:

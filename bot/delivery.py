@@ -33,7 +33,7 @@ from bot.model import (
     ProductUpdate,
 )
 from bot.slack_api import NotInChannel, Permanent, RateLimited, SlackGateway, Transient
-from bot.storage import OutboxRow, Storage
+from bot.storage import OutboxRow, Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class Deliverer:
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.wake = threading.Event()
         self._stop = threading.Event()
+        self._unavailable: str | None = None  # why the database last refused a write
         # What `poke` needs to know, guarded by `_poke_lock`: when the sleeping worker will look
         # again on its own (inf while it is awake), until when each paced channel's posting slot
         # is taken, and what was poked while it was looking.
@@ -119,8 +120,15 @@ class Deliverer:
                 if self.run_once():
                     pause = 0.0
                     continue
+            except StorageUnavailable as exc:  # told once; looked at again every few seconds
+                if str(exc) != self._unavailable:
+                    self._unavailable = str(exc)
+                    log.error("delivery paused, the database cannot be written: %s", exc)
+                pause = MAX_PAUSE_SECONDS
+                continue
             except Exception:  # keep the worker alive; the row's lease expires and it is retried
                 log.exception("delivery step failed")
+            self._unavailable = None
             pause = min(MAX_PAUSE_SECONDS, 5 * (time.monotonic() - started))
             now = self.now()
             paced = self.storage.paced_channels(now)

@@ -28,14 +28,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bot.model import HANDLED_EVENTS
-from bot.storage import Storage
+from bot.storage import LONG_HOLD_SECONDS, Storage
 
 # A `_created` series per counter and histogram doubles the scrape and no dashboard reads it.
 disable_created_metrics()
 
 EVENTS = Counter(
     "climate_bot_events_received",
-    "Stripe webhook requests by event type and outcome (queued, duplicate, ignored, refused).",
+    "Stripe webhook requests by event type and outcome (queued, duplicate, ignored, refused,"
+    " unavailable).",
     ["type", "outcome"],
 )
 SLACK_CALLS = Counter(
@@ -72,7 +73,8 @@ def _event_counter(label: str, outcome: str) -> Any:
 
 
 class OutboxCollector(Collector):
-    """Outbox depth, age of the oldest pending row and parked rows, read at scrape time."""
+    """Outbox depth, age of the oldest pending row, parked rows and held channels, read at
+    scrape time."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -92,6 +94,23 @@ class OutboxCollector(Collector):
             "climate_bot_outbox_failed",
             "Deliveries parked after a permanent error.",
             value=counts.get("failed", 0),
+        )
+        # Channels whose posting slot is taken now (pacing: a second after a post; a Slack rate
+        # limit: up to MAX_RETRY_AFTER_SECONDS), and those held past a minute, as /healthz says.
+        now = time.time()
+        held = GaugeMetricFamily(
+            "climate_bot_channel_held_seconds",
+            "Seconds until climate-bot may post to the channel again, for channels held now.",
+            labels=["channel"],
+        )
+        paced = self.storage.paced_channels(now)
+        for channel, until in sorted(paced.items()):
+            held.add_metric([channel], until - now)
+        yield held
+        yield GaugeMetricFamily(
+            "climate_bot_channels_held_long",
+            "Channels held by a Slack rate limit for more than a minute from now.",
+            value=sum(until > now + LONG_HOLD_SECONDS for until in paced.values()),
         )
         # Replays run in a process of their own (climate-bot replay): counted from the record.
         recorded = CounterMetricFamily(

@@ -12,6 +12,12 @@ from typing import Any, Literal
 
 DECISION_WINDOW_SECONDS = 30 * 24 * 60 * 60
 
+# The longest climate-bot waits on Slack's word (`Retry-After` on a 429) before posting to a
+# channel again. Slack asks for a second up to about a minute; a larger value is a proxy's or a
+# bug's, and taken as it came it kept a channel silent for good (the hold is stored). Two minutes
+# leaves room for Slack's real values and bounds the cost of a wrong one.
+MAX_RETRY_AFTER_SECONDS = 120.0
+
 # What a Stripe Climate order id looks like; anything else from Slack names no order of ours.
 ORDER_ID = re.compile(r"^climorder_[A-Za-z0-9]{1,200}$")
 

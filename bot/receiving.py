@@ -18,11 +18,13 @@ from bot import metrics
 from bot.ingest import (
     MalformedEvent,
     Outcome,
+    OutOfRange,
     is_thin,
     parse_event,
     receive_event,
     receive_thin_event,
 )
+from bot.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +47,46 @@ def stripe_webhook():
     try:
         text = raw.decode("utf-8")
         event = parse_event(raw)
+    except OutOfRange as exc:
+        # A number SQLite cannot hold or no date can be: refused before anything is stored, so
+        # Stripe is told which field (the 400 names it), not given a 500 to retry for 3 days.
+        return _refuse(str(exc))
     except (UnicodeDecodeError, MalformedEvent) as exc:
         return _refuse(f"malformed event: {exc}")
     receive = receive_thin_event if is_thin(event) else receive_event
-    received = receive(
-        bot.storage,
-        event,
-        text,
-        channel=bot.settings.SLACK_CHANNEL,
-        routing=bot.settings.routing,
-    )
+    try:
+        received = receive(
+            bot.storage,
+            event,
+            text,
+            channel=bot.settings.SLACK_CHANNEL,
+            routing=bot.settings.routing,
+        )
+    except StorageUnavailable as exc:
+        # Not acknowledged: Stripe retries for three days, by when the database may be back.
+        _log_unavailable(str(exc))
+        metrics.count_event(metrics.event_label(event["type"].removeprefix("v1.")), "unavailable")
+        return jsonify(error=f"database unavailable: {exc}"), 503
     outcome = received.outcome.value
     metrics.count_event(metrics.event_label(event["type"].removeprefix("v1.")), outcome)
     if received.outcome is Outcome.QUEUED:
         bot.deliverer.poke(received.posts_to)
     log.info("stripe event %s (%s): %s", event["id"], event["type"], outcome)
     return Response(_acknowledgement(outcome, received.late), mimetype="application/json")
+
+
+_last_unavailable: list[str] = []
+
+
+def _log_unavailable(reason: str) -> None:
+    """Log why webhooks are refused once per reason, not once per webhook."""
+    if _last_unavailable != [reason]:
+        _last_unavailable[:] = [reason]
+        log.error(
+            "refusing Stripe webhooks with 503 (Stripe retries them): %s. Restore the database"
+            " from a backup or free the disk, then restart climate-bot.",
+            reason,
+        )
 
 
 def _verify(raw: bytes, header: str, secrets: tuple[str, ...]) -> str | None:

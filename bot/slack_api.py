@@ -8,6 +8,7 @@ and tell an operator (`Permanent`).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import urllib.parse
 from typing import Any
@@ -17,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from bot import metrics
-from bot.model import Message
+from bot.model import MAX_RETRY_AFTER_SECONDS, Message
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,21 @@ _IGNORED_ORIGINS: set[str] = set()
 _IGNORED_ORIGINS_LIMIT = 100
 _IGNORED_LOCK = threading.Lock()
 
+# The wait after a 429 whose Retry-After is no usable number of seconds (missing, unparsable,
+# negative, inf, nan). A finite one is kept, up to MAX_RETRY_AFTER_SECONDS (bot/model.py).
+DEFAULT_RETRY_AFTER_SECONDS = 1.0
+
 # Marks our own messages so a retry after an ambiguous failure can find what was already posted.
 METADATA_EVENT = "climate_bot_outbox"
 
 
 class SlackError(Exception):
-    """Base of every Slack failure climate-bot handles."""
+    """Base of every Slack failure climate-bot handles; `http_status`: Slack's answer's, when
+    there was one."""
 
-    def __init__(self, error: str, detail: str = "") -> None:
+    def __init__(self, error: str, detail: str = "", *, http_status: int | None = None) -> None:
         self.error = error
+        self.http_status = http_status
         super().__init__(f"{error}: {detail}" if detail else error)
 
 
@@ -322,6 +329,23 @@ def _ignored_response_url(origin: tuple[str, str, int] | None) -> None:
     )
 
 
+def retry_after_seconds(raw: object) -> float:
+    """Seconds to wait as a 429's `Retry-After` says, bounded: 0 up to MAX_RETRY_AFTER_SECONDS.
+
+    The wait is stored (the channel's hold survives restarts), so the header is not trusted as
+    it comes: anything but a finite, non-negative number of seconds (missing, `abc`, an HTTP
+    date, `-5`, `inf`, `nan`) waits DEFAULT_RETRY_AFTER_SECONDS, and a larger number (`3600`,
+    `1e9`) waits the cap. If Slack still limits us after the cap, it answers 429 again.
+    """
+    try:
+        seconds = float(str(raw).strip()) if raw is not None else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        return DEFAULT_RETRY_AFTER_SECONDS
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
 def classify(exc: SlackApiError) -> SlackError:
     """Turn a slack_sdk error into what climate-bot should do about it."""
     response = exc.response
@@ -330,16 +354,12 @@ def classify(exc: SlackApiError) -> SlackError:
     error = data.get("error") or f"http_{status}"
     if status == 429 or error in ("ratelimited", "rate_limited"):
         headers = getattr(response, "headers", {}) or {}
-        raw = headers.get("Retry-After") or headers.get("retry-after") or "1"
-        try:
-            retry_after = max(float(raw), 0.0)
-        except ValueError:
-            retry_after = 1.0
-        return RateLimited(retry_after)
+        raw = headers.get("Retry-After") or headers.get("retry-after")
+        return RateLimited(retry_after_seconds(raw))
     if error == "not_in_channel":
-        return NotInChannel(error)
+        return NotInChannel(error, http_status=status)
     if error in PERMANENT_ERRORS:
         detail = "; ".join((data.get("response_metadata") or {}).get("messages", []))
-        return Permanent(error, detail)
+        return Permanent(error, detail, http_status=status)
     # 5xx, HTML error pages, fatal_error, internal_error, service_unavailable, unknown errors
-    return Transient(error)
+    return Transient(error, http_status=status)

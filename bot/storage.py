@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import secrets
 import sqlite3
@@ -23,11 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from bot.model import DECISION_WINDOW_SECONDS
+from bot.model import DECISION_WINDOW_SECONDS, MAX_RETRY_AFTER_SECONDS
 
 migrations = Migrations("climate-bot")
 
@@ -251,6 +253,21 @@ def m011_event_sources(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_by_source ON events (source) WHERE source IS NOT NULL")
 
 
+@migrations()
+def m012_bounded_waits(db: sqlite_utils.Database) -> None:
+    # Slack's Retry-After was stored as it came: one 429 saying `1e9` or `inf` held its channel
+    # (and put its row off) until the year 2061 or for ever, across restarts. Nothing waits
+    # longer than the cap from the upgrade on; shorter waits are left as they are. The rows put
+    # off were tried before (attempts > 0): on the outbox_retry index.
+    ceiling = time.time() + MAX_RETRY_AFTER_SECONDS
+    db.execute("UPDATE pacing SET next_post_at = ? WHERE next_post_at > ?", [ceiling, ceiling])
+    db.execute(
+        "UPDATE outbox SET available_at = ? WHERE status = 'pending' AND attempts > 0"
+        " AND available_at > ?",
+        [ceiling, ceiling],
+    )
+
+
 @dataclass
 class OutboxRow:
     """One thing Slack must be told, as leased by a delivery worker."""
@@ -301,6 +318,14 @@ _LEASABLE = """
 """
 
 
+# A channel held longer than this from now is held by a Slack rate limit, not by our pacing (a
+# second after each post): /healthz and /metrics report it, `climate-bot retry` releases it.
+LONG_HOLD_SECONDS = 60.0
+
+# Below this much free space on its disk the database is about to fail writes (a webhook writes
+# a few pages, a checkpoint copies up to the WAL's size): /readyz says not ready.
+MIN_FREE_BYTES = 1024 * 1024
+
 # A checkpoint after every this many writes of a process (the WAL stays around 10 MB).
 CHECKPOINT_EVERY_WRITES = 200
 # A thread's own connection only reads (commands, /healthz, the worker's look-ups), and every
@@ -342,6 +367,43 @@ def card_key(kind: str, object_id: str) -> str:
     return f"{kind}:{object_id}"
 
 
+class StorageUnavailable(Exception):
+    """The database cannot take a write: its file was deleted or replaced under the running bot,
+    or it is read-only, full or failing. Nothing was written; the webhook answers 503 (Stripe
+    retries it), /readyz says why."""
+
+
+# SQLite's primary result codes that say the file or its disk, not the statement, is at fault.
+_CANNOT_WRITE = {
+    sqlite3.SQLITE_READONLY: "the database is read-only",
+    sqlite3.SQLITE_IOERR: "the disk failed a read or write (I/O error)",
+    sqlite3.SQLITE_CORRUPT: "the database file is corrupt",
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_CANTOPEN: "the database file cannot be opened",
+    sqlite3.SQLITE_NOTADB: "the file is not a SQLite database",
+}
+
+
+def _why(exc: BaseException) -> str:
+    """One line on why the database could not be opened: no traceback for an operator."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    reason = cannot_write(exc)
+    if reason is None or isinstance(exc, StorageUnavailable):
+        return str(exc)
+    return f"{reason} ({exc})"
+
+
+def cannot_write(exc: BaseException) -> str | None:
+    """Why `exc` means the database cannot be written at all (None for any other error)."""
+    if isinstance(exc, StorageUnavailable):
+        return str(exc)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.Error) and code is not None:
+        return _CANNOT_WRITE.get(code & 0xFF)
+    return None
+
+
 class Storage:
     """The database, opened per application; thread-safe through per-thread connections."""
 
@@ -366,8 +428,15 @@ class Storage:
         self._batch_mutex = threading.Lock()
         self._batch_queue: list[_Work] = []
         self._batch_leading = False
-        self._migrate()
-        self.instance_id = self._instance_id()
+        # Why the last write failed for want of a writable database (None once one succeeds).
+        self.write_failure: str | None = None
+        try:
+            self._migrate()
+            self._identity = self._file_identity()
+            self.instance_id = self._instance_id()
+        except (OSError, sqlite3.Error, StorageUnavailable) as exc:
+            self.close()
+            raise StorageUnavailable(f"cannot open the database {self.path}: {_why(exc)}") from exc
 
     # -- connections and transactions ------------------------------------------------------
 
@@ -382,7 +451,15 @@ class Storage:
         return conn
 
     def _open(self, *, cache_kib: int = 2000) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        # mode=rw: a connection never creates the file (`_migrate` does, once). A database
+        # deleted under the running bot used to come back empty at the next connection.
+        conn = sqlite3.connect(
+            f"file:{quote(self.path)}?mode=rw",
+            uri=True,
+            timeout=30,
+            isolation_level=None,
+            check_same_thread=False,
+        )
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA cache_size=-{cache_kib}")
         conn.execute("PRAGMA journal_mode=WAL")
@@ -421,6 +498,7 @@ class Storage:
             outer = getattr(self._local, "tx", None)
             self._local.tx = conn
             try:
+                self.check_file()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -430,8 +508,18 @@ class Storage:
                     raise
                 else:
                     conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                reason = cannot_write(exc)
+                if reason is None:
+                    raise
+                self.write_failure = f"{reason}: {exc}"
+                raise StorageUnavailable(self.write_failure) from exc
+            except StorageUnavailable as exc:
+                self.write_failure = str(exc)
+                raise
             finally:
                 self._local.tx = outer
+            self.write_failure = None
             before, self._writes = self._writes, self._writes + works
             if before // CHECKPOINT_EVERY_WRITES != self._writes // CHECKPOINT_EVERY_WRITES:
                 # Still holding the write locks, so no frame is added meanwhile and the copy can
@@ -511,9 +599,51 @@ class Storage:
             self._writer = None
         self._local = threading.local()
 
+    def _file_identity(self) -> tuple[int, int]:
+        info = os.stat(self.path)
+        return info.st_dev, info.st_ino
+
+    def check_file(self) -> None:
+        """Raise StorageUnavailable unless the file at our path is still the one we opened.
+
+        Deleted or replaced under a running bot, the open connections go on reading and writing
+        the old, unlinked file: every webhook was acknowledged into a file no restart would see.
+        One stat per write transaction.
+        """
+        try:
+            identity = self._file_identity()
+        except FileNotFoundError:
+            raise StorageUnavailable(
+                f"the database file {self.path} was deleted while the bot was running"
+            ) from None
+        if identity != self._identity:
+            raise StorageUnavailable(
+                f"the database file {self.path} was replaced while the bot was running"
+            )
+
+    def readiness(self) -> str | None:
+        """Why this process cannot take a webhook now (None when it can): the file is not the
+        one it opened, the last write failed for want of a writable database, or the disk has
+        less than MIN_FREE_BYTES left. A write is tried when the last one failed, so readiness
+        comes back by itself once the cause is fixed."""
+        self.check_file()
+        if self.write_failure is not None:
+            try:
+                with self.transaction() as conn:
+                    conn.execute("UPDATE meta SET value = value WHERE key = 'instance_id'")
+            except StorageUnavailable as exc:
+                return str(exc)
+        disk = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        free = disk.f_bavail * disk.f_frsize
+        if free < MIN_FREE_BYTES:
+            return f"the disk holding {self.path} has only {free} bytes free"
+        return None
+
     def _migrate(self) -> None:
         # Several gunicorn workers start at once; a file lock lets exactly one apply migrations.
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.exists(self.path):
+            open(self.path, "ab").close()  # an empty file is an empty database
         with open(self.path + ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             migrations.apply(sqlite_utils.Database(self.conn))
@@ -1121,12 +1251,38 @@ class Storage:
         )
 
     def hold_channel(self, channel: str, seconds: float) -> None:
-        """Keep every worker from posting to `channel` for `seconds` (Slack said Retry-After)."""
+        """Keep every worker from posting to `channel` for `seconds` (Slack said Retry-After).
+
+        Never longer than MAX_RETRY_AFTER_SECONDS from now, whatever `seconds` is (`inf` and
+        `nan` hold for the cap), even when the channel is already held longer: a stored hold
+        outlives the process, so one wrong value must not silence the channel for good.
+        """
+        if not math.isfinite(seconds):
+            seconds = MAX_RETRY_AFTER_SECONDS
+        now = time.time()
+        until = now + min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
         self.conn.execute(
             "INSERT INTO pacing (channel, next_post_at) VALUES (?, ?) ON CONFLICT (channel)"
-            " DO UPDATE SET next_post_at = max(next_post_at, excluded.next_post_at)",
-            (channel, time.time() + seconds),
+            " DO UPDATE SET next_post_at = min(max(next_post_at, excluded.next_post_at), ?)",
+            (channel, until, now + MAX_RETRY_AFTER_SECONDS),
         )
+
+    def long_holds(self, now: float) -> dict[str, float]:
+        """Channels held more than LONG_HOLD_SECONDS past `now` (by a Slack rate limit, not
+        our pacing), and until when. Read on every /healthz probe and /metrics scrape: the pacing
+        table has a row per channel ever posted to, a few."""
+        return self.paced_channels(now + LONG_HOLD_SECONDS)
+
+    def release_long_holds(self) -> int:
+        """Let every channel held more than LONG_HOLD_SECONDS from now post again; how many.
+
+        Ordinary pacing (a second after each post) is left alone. Should Slack still be
+        limiting, the next post gets a 429 and a new, bounded, hold.
+        """
+        cur = self.conn.execute(
+            "DELETE FROM pacing WHERE next_post_at > ?", (time.time() + LONG_HOLD_SECONDS,)
+        )
+        return cur.rowcount
 
     def fail(self, row: OutboxRow, error: str) -> None:
         """Park a row after a permanent error; it stays visible until replayed."""

@@ -7,12 +7,13 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from slack_bolt import App
 
-from bot import metrics, receiving
+from bot import logs, metrics, receiving
 from bot.commands import Commands
 from bot.decisions import Deciders, Decisions
 from bot.delivery import Deliverer, start_worker_thread
@@ -21,7 +22,7 @@ from bot.scheduler import Scheduler, start_scheduler_thread
 from bot.settings import Settings, load_settings
 from bot.slack_api import SlackGateway
 from bot.slack_app import build_bolt_app, dispatch
-from bot.storage import Storage
+from bot.storage import Storage, StorageUnavailable
 from bot.stripe_api import StripeGateway
 from bot.thin_events import ThinEvents
 
@@ -55,12 +56,32 @@ class ClimateBot:
         self.threads = []
 
     def health(self) -> dict[str, Any]:
+        try:
+            self.storage.check_file()
+        except StorageUnavailable as exc:  # what the file now holds is not ours to report
+            return {
+                "status": "degraded",
+                "reasons": [f"database: {exc}"],
+                "checked_at": time.time(),
+            }
         failures = self.storage.failures()
         reasons = [f"delivery {f.id} ({f.card_key}) failed: {f.last_error}" for f in failures[:10]]
         if len(failures) > 10:
             reasons.append(f"and {len(failures) - 10} more failed deliveries")
+        # A channel whose posts wait more than a minute: a Slack rate limit, not our pacing.
+        now = time.time()
+        held = sorted(self.storage.long_holds(now).items())
+        reasons += [
+            f"channel {channel} is held by a Slack rate limit until {_utc(until)}"
+            f" ({until - now:.0f} s from now); `climate-bot retry` releases it"
+            for channel, until in held[:10]
+        ]
+        if len(held) > 10:
+            reasons.append(f"and {len(held) - 10} more held channels")
+        if self.storage.write_failure is not None:
+            reasons.insert(0, f"database: {self.storage.write_failure}")
         return {
-            "status": "degraded" if failures else "ok",
+            "status": "degraded" if reasons else "ok",
             "reasons": reasons,
             "outbox": self.storage.outbox_counts(),
             "last_event_received_at": self.storage.last_event_received_at(),
@@ -68,7 +89,18 @@ class ClimateBot:
         }
 
 
+def _utc(at: float) -> str:
+    """A unix time as an ISO date and time in UTC; one too far out to be a date, as seconds."""
+    try:
+        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"unix time {at:g}"
+
+
 def build_bot(settings: Settings) -> ClimateBot:
+    # Whoever configured logging, this app's secrets are masked in its log lines and in the
+    # error texts of Stripe and Slack it shows people (bot.formatting.quoted_error).
+    logs.add_secrets(settings.secrets())
     storage = Storage(settings.database_path)
     slack = SlackGateway(settings.SLACK_BOT_TOKEN, settings.SLACK_API_URL)
     stripe = StripeGateway(settings.STRIPE_API_KEY, settings.STRIPE_API_BASE)
@@ -131,9 +163,13 @@ def create_app(
         # Ready means the database answers; parked deliveries are reported, not fatal, or one
         # archived channel would take the receiver out of rotation and lose Stripe's webhooks.
         try:
+            problem = bot.storage.readiness()
             health = bot.health()
-        except sqlite3.Error as exc:
-            return jsonify(status="unavailable", reasons=[f"database: {exc}"]), 503
+        except (sqlite3.Error, OSError, StorageUnavailable) as exc:
+            problem = str(exc)
+        if problem is not None:
+            # Every webhook would get a 503 (or worse, be written where no restart finds it).
+            return jsonify(status="unavailable", reasons=[f"database: {problem}"]), 503
         return jsonify(status=health["status"], reasons=health["reasons"])
 
     @app.get("/metrics")

@@ -6,11 +6,13 @@ import inspect
 import re
 import time
 
+import time_machine
 from click.testing import CliRunner
 
 from bot.cli import main
 from bot.fakes import stripe_objects as so
 from bot.model import HANDLED_EVENTS
+from bot.storage import Storage
 from tests.conftest import env_for
 from tests.processes import REPO
 
@@ -88,3 +90,30 @@ def test_replay_counts_in_the_same_words_with_and_without_dry_run(
     for result in (dry, real):
         assert result.exit_code == 1, result.output
         assert "FAILED" in result.output  # the same word on the event's own line
+
+
+def test_retry_queues_parked_deliveries_again_and_releases_channels_held_past_a_minute(
+    tmp_path, fake_slack, fake_stripe
+):
+    env = env_for(tmp_path, fake_slack, fake_stripe)
+    with time_machine.travel(1_900_000_000, tick=False):
+        storage = Storage(env["DATABASE_PATH"])
+        with storage.transaction():
+            storage.enqueue("order:a", "card", channel="C_ARCHIVED")
+        storage.fail(storage.lease_next("w", pace_seconds=0), "is_archived")
+        storage.hold_channel("C_LIMITED", 90)  # a long Retry-After
+        storage.hold_channel("C_PACED", 1)  # pacing after a post: left alone
+        storage.close()
+
+        result = CliRunner().invoke(main, ["retry"], env=env)
+
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines() == [
+            "1 deliveries queued again",
+            "1 channels released from a Slack rate-limit hold",
+        ]
+        storage = Storage(env["DATABASE_PATH"])
+        assert storage.failures() == []
+        assert storage.long_holds(time.time()) == {}
+        assert list(storage.paced_channels(time.time())) == ["C_PACED"]
+        storage.close()

@@ -258,6 +258,19 @@ def test_rate_limit_carries_retry_after(fake: FakeSlack, client: WebClient) -> N
     assert client.chat_postMessage(channel=CHANNEL, text="x")["ok"]
 
 
+@pytest.mark.parametrize("raw", ["inf", "nan", "1e9", "-5", "abc"])
+def test_a_retry_after_string_is_sent_as_written(
+    fake: FakeSlack, client: WebClient, raw: str
+) -> None:
+    fake.fail_next("chat.postMessage", retry_after=raw)
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postMessage(channel=CHANNEL, text="x")
+    assert exc.value.response.status_code == 429
+    assert exc.value.response.headers["Retry-After"] == raw
+    assert exc.value.response.data == {"ok": False, "error": "ratelimited"}
+    assert fake.messages(CHANNEL) == []
+
+
 def test_server_error_is_an_http_500(fake: FakeSlack, client: WebClient) -> None:
     fake.fail_next("chat.postMessage", status=500)
     with pytest.raises(SlackApiError) as exc:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import requests
+import time_machine
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.fakes import stripe_objects as so
@@ -87,6 +88,46 @@ def test_readyz_checks_the_database_and_reports_parked_deliveries(running, fake_
     db.close()
     broken = requests.get(running.url + "/readyz")
     assert broken.status_code == 503 and "database" in broken.json()["reasons"][0]
+
+
+def test_a_channel_held_past_a_minute_degrades_healthz_and_shows_in_metrics(running, fake_slack):
+    """A long Retry-After stops a channel's posts: /healthz says which channel and until when,
+    /metrics how long it is still held. A few seconds' hold is ordinary pacing: nothing to say."""
+    t0 = 1_900_000_000
+    with time_machine.travel(t0, tick=False) as clock:
+        fake_slack.fail_next("chat.postMessage", retry_after=5)
+        running.send_event(so.event("climate.order.created", so.order()))
+        running.deliver()
+        assert requests.get(running.url + "/healthz").json()["status"] == "ok"
+        samples = scrape(running)
+        assert value(samples, "climate_bot_channel_held_seconds", channel=CHANNEL) == 5
+        assert value(samples, "climate_bot_channels_held_long") == 0
+
+        clock.shift(6)
+        running.deliver()
+        fake_slack.fail_next("chat.postMessage", retry_after=90)
+        running.send_event(so.event("climate.order.created", so.order()))
+        running.deliver()
+        health = requests.get(running.url + "/healthz").json()
+        assert health["status"] == "degraded"
+        assert health["reasons"] == [
+            f"channel {CHANNEL} is held by a Slack rate limit until 2030-03-17T17:48:16Z"
+            " (90 s from now); `climate-bot retry` releases it"
+        ]
+        ready = requests.get(running.url + "/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        samples = scrape(running)
+        assert value(samples, "climate_bot_channel_held_seconds", channel=CHANNEL) == 90
+        assert value(samples, "climate_bot_channels_held_long") == 1
+
+        clock.shift(31)  # 59 s left: no longer reported
+        assert requests.get(running.url + "/healthz").json()["status"] == "ok"
+        assert value(scrape(running), "climate_bot_channels_held_long") == 0
+        clock.shift(60)
+        running.deliver()
+        assert len(fake_slack.messages(CHANNEL)) == 2
+        samples = scrape(running)
+    assert not [key for key in samples if key[0] == "climate_bot_channel_held_seconds"]
 
 
 def test_logs_are_json_lines_and_never_carry_a_secret_url_or_body(

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
 
 import sqlite_utils
+import time_machine
 
 from bot.fakes import stripe_objects as so
 from bot.ingest import receive_event
-from bot.storage import CHECKPOINT_EVERY_WRITES, READ_CACHE_KIB, Storage, migrations
+from bot.model import MAX_RETRY_AFTER_SECONDS
+from bot.storage import (
+    CHECKPOINT_EVERY_WRITES,
+    LONG_HOLD_SECONDS,
+    READ_CACHE_KIB,
+    Storage,
+    migrations,
+)
 from tests.conftest import wait_until
+
+T0 = 1_900_000_000  # the frozen "now" of the tests of holds
 
 
 def test_database_uses_wal_and_sqlite_utils_migrations(tmp_path):
@@ -243,4 +255,76 @@ def test_health_counts_the_outbox_on_indexes_and_gets_every_status_right(tmp_pat
     for plan in (counting, parked):
         scans = [step for step in plan if step.startswith("SCAN outbox")]
         assert scans and all("INDEX" in step for step in scans), plan
+    storage.close()
+
+
+def test_a_channel_is_never_held_longer_than_the_cap_whatever_the_caller_asks(tmp_path):
+    """Regression: one 429 with `Retry-After: 1e9` (or inf) held its channel for good."""
+    storage = Storage(tmp_path / "bot.db")
+    cap = MAX_RETRY_AFTER_SECONDS
+    with time_machine.travel(T0, tick=False) as clock:
+        asked = {"C1": 1e9, "C2": math.inf, "C3": math.nan, "C4": 3600, "C5": -5, "C6": 7}
+        for channel, seconds in asked.items():
+            storage.hold_channel(channel, seconds)
+        held = {"C1": T0 + cap, "C2": T0 + cap, "C3": T0 + cap, "C4": T0 + cap, "C6": T0 + 7}
+        assert storage.paced_channels(T0) == held
+        # Held again while held: never shortened, never pushed past the cap from now.
+        storage.hold_channel("C6", 2)
+        storage.hold_channel("C1", 1e9)
+        assert storage.paced_channels(T0) == held
+        clock.shift(cap + 1)
+        assert storage.paced_channels(time.time()) == {}
+    storage.close()
+
+
+def test_holds_and_waits_stored_by_an_older_version_are_cut_to_the_cap(tmp_path):
+    """Before the cap, a database could keep a channel held (and a row waiting) until the year
+    2061, or for ever: migration m012 cuts them to the cap, counted from the upgrade."""
+    path = tmp_path / "bot.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before="m012_bounded_waits")
+    with time_machine.travel(T0, tick=False) as clock:
+        with old.conn:
+            old.execute(
+                "INSERT INTO pacing (channel, next_post_at) VALUES (?, ?), (?, ?), (?, ?)",
+                ["C1", T0 + 1e9, "C2", math.inf, "C3", T0 + 0.5],
+            )
+            for key, channel, available_at in (
+                ("order:a", "C1", T0 + 1e9),
+                ("order:b", "C2", math.inf),
+                ("order:c", "C3", T0 + 30),  # an ordinary back-off
+            ):
+                old.execute(
+                    "INSERT INTO outbox (card_key, kind, channel, attempts, available_at,"
+                    " first_attempt_at, created_at) VALUES (?, 'card', ?, 1, ?, ?, ?)",
+                    [key, channel, available_at, T0 - 10, T0 - 10],
+                )
+        old.close()
+
+        storage = Storage(path)
+        assert migrations.pending(sqlite_utils.Database(storage.conn)) == []
+        ceiling = T0 + MAX_RETRY_AFTER_SECONDS
+        assert storage.paced_channels(T0) == {"C1": ceiling, "C2": ceiling, "C3": T0 + 0.5}
+        waits = dict(storage.conn.execute("SELECT card_key, available_at FROM outbox"))
+        assert waits == {"order:a": ceiling, "order:b": ceiling, "order:c": T0 + 30}
+        assert storage.next_delivery_at() == T0 + 0.5
+        clock.shift(MAX_RETRY_AFTER_SECONDS + 0.001)
+        leased = [storage.lease_next("w", pace_seconds=0) for _ in range(4)]
+        assert sorted(row.card_key for row in leased if row) == ["order:a", "order:b", "order:c"]
+    storage.close()
+
+
+def test_long_holds_are_found_and_released_without_touching_ordinary_pacing(tmp_path):
+    storage = Storage(tmp_path / "bot.db")
+    with time_machine.travel(T0, tick=False):
+        storage.hold_channel("C_PACED", 1)  # pacing after a post
+        storage.hold_channel("C_SHORT", LONG_HOLD_SECONDS)  # a minute: not reported
+        storage.hold_channel("C_LONG", LONG_HOLD_SECONDS + 30)
+        assert storage.long_holds(T0) == {"C_LONG": T0 + LONG_HOLD_SECONDS + 30}
+        [plan] = query_plans(storage, lambda: storage.long_holds(T0))
+        assert plan == ["SCAN pacing"], plan  # one row per channel ever posted to: a few
+        assert storage.release_long_holds() == 1
+        assert storage.long_holds(T0) == {}
+        assert storage.paced_channels(T0) == {"C_PACED": T0 + 1, "C_SHORT": T0 + 60}
+        assert storage.release_long_holds() == 0
     storage.close()

@@ -26,6 +26,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -177,7 +178,7 @@ class _Failure:
     method: str
     error: str | None
     status: int
-    retry_after: int | None
+    retry_after: int | str | None
     disconnect: bool
     times: int
     channel: str | None
@@ -544,7 +545,7 @@ class FakeSlack:
         *,
         error: str | None = None,
         status: int = 200,
-        retry_after: int | None = None,
+        retry_after: int | str | None = None,
         disconnect: bool = False,
         times: int = 1,
         channel: str | None = None,
@@ -553,8 +554,10 @@ class FakeSlack:
         """Script the next `times` calls to `method` (``"*"``: any method) to fail.
 
         - ``error="channel_not_found"``: HTTP 200 ``{"ok": false, "error": ...}``
-        - ``status=500``/``503``: that status, with an HTML page (or JSON when `error` is given)
-        - ``retry_after=N``: HTTP 429 (or `status`, if set) + ``Retry-After: N`` + ``ratelimited``
+        - ``status=500``/``502``/``503``: that status, with an HTML page naming it (or JSON when
+          `error` is given)
+        - ``retry_after=N``: HTTP 429 (or `status`, if set) + ``Retry-After: N`` + ``ratelimited``;
+          a string is sent as written (``"inf"``, ``"1e9"``, ``"abc"``: a header to survive)
         - ``disconnect=True``: close the connection without answering
         - ``after_success=True``: carry the call out first (the message IS posted), then fail as
           above: the ambiguous case of a time-out or 5xx after Slack accepted the request
@@ -1641,11 +1644,24 @@ def _failure_reply(failure: _Failure) -> _Reply:
             reply.status = failure.status
         return reply
     if failure.status != 200 and failure.error is None:
-        return _Reply(status=failure.status, html=_SERVER_ERROR_PAGE)
+        return _Reply(status=failure.status, html=_error_page(failure.status))
     return _Reply(status=failure.status, json={"ok": False, "error": failure.error})
 
 
-def _ratelimited(retry_after: int, *, error: str = "ratelimited") -> _Reply:
+def _error_page(status: int) -> str:
+    """The HTML page the load balancer in front of Slack's API answers a 5xx with (a 502 when
+    Slack's backends are unreachable), naming its status as such pages do."""
+    try:
+        name = f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        name = f"{status} Error"
+    return (
+        f"<html><head><title>{name}</title></head>"
+        f"<body><center><h1>{name}</h1></center><hr><center>server</center></body></html>"
+    )
+
+
+def _ratelimited(retry_after: int | str, *, error: str = "ratelimited") -> _Reply:
     return _Reply(
         status=429,
         json={"ok": False, "error": error},
