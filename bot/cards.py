@@ -34,6 +34,7 @@ from bot.formatting import (
     format_tonnes,
     neutralise_styles,
     plain_date,
+    quoted_error,
     removal_pathway_label,
     single_line,
     slack_date,
@@ -1148,7 +1149,8 @@ def history_answer(
         user = slack_mention(_raw(row.get("slack_user"))) or _("someone")
         line = _("{user} {what}").format(user=user, what=what)
         if row.get("error"):
-            line = _("{line}: {error}").format(line=line, error=_text(row["error"], 200))
+            # The audit keeps Stripe's or Slack's words in full; a person sees them quoted.
+            line = _("{line}: {error}").format(line=line, error=quoted_error(row["error"]))
         detail = _dict(row.get("detail"))
         if detail.get("refund_rule"):
             refund = ExpectedRefund(detail.get("refund"), detail["refund_rule"])

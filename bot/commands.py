@@ -11,6 +11,7 @@ acknowledgement itself.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from bot import cards
 from bot.delivery import order_state_of
 from bot.formatting import escape_mrkdwn
 from bot.i18n import N_, _
+from bot.ingest import INT64_MAX, INT64_MIN
 from bot.model import ORDER_ID, Message, OrderState
 from bot.slack_api import SlackGateway
 from bot.storage import Storage, card_key
@@ -133,7 +135,10 @@ class Commands:
 
     def orders(self, filter_name: str | None, cursor: str | None = None) -> Message:
         """A page of orders; `cursor` is the Next button's value from the previous page."""
-        before = _decode_cursor(cursor)
+        try:
+            before = _decode_cursor(cursor)
+        except ValueError:
+            return stale_page_link()
         kwargs: dict[str, Any] = {}
         if filter_name == "delayed":
             kwargs["change_kind"] = "delayed"
@@ -151,8 +156,8 @@ class Commands:
     def next_orders(self, cursor: str) -> Message:
         """The page after the one whose Next button carried `cursor`."""
         filter_name = cursor.split("|", 1)[0] or None
-        if filter_name is not None and filter_name not in cards.ORDER_FILTERS:
-            return usage()
+        if not cursor or (filter_name is not None and filter_name not in cards.ORDER_FILTERS):
+            return stale_page_link()
         return self.orders(filter_name, cursor)
 
     def products(self) -> Message:
@@ -226,15 +231,29 @@ def no_order(order_id: str) -> Message:
     return Message(text=_("No order {order_id}.").format(order_id=escape_mrkdwn(order_id[:100])))
 
 
+def stale_page_link() -> Message:
+    """The answer to a Next button whose value is not a page of ours (or no longer is one)."""
+    return Message(text=_("That page link is no longer valid. Run `/climate orders` again."))
+
+
 def _encode_cursor(filter_name: str | None, created: int, order_id: str) -> str:
     return f"{filter_name or ''}|{created}|{order_id}"
 
 
+# The `created` of the last order of a page, as `_encode_cursor` writes it: an integer SQLite can
+# compare (signed 64-bit), in ASCII digits (int() would also take "+1", " 1", "1_0", "١").
+_CURSOR_CREATED = re.compile(r"-?[0-9]{1,19}")
+
+
 def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
+    """The keyset (created, order id) a Next button carries; None for the first page. Raises
+    ValueError for a value no page of ours carries: the listener answers, never crashes."""
     if not cursor:
         return None
-    try:
-        _filter, created, order_id = cursor.split("|", 2)
-        return int(created), order_id
-    except ValueError:
-        return None
+    _filter, created, order_id = cursor.split("|", 2)  # too few parts: ValueError
+    if not _CURSOR_CREATED.fullmatch(created):
+        raise ValueError("not a page of ours")
+    value = int(created)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError("created out of range")
+    return value, order_id

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot import cards, metrics
-from bot.formatting import escape_mrkdwn, slack_date, slack_mention
+from bot.formatting import escape_mrkdwn, quoted_error, slack_date, slack_mention
 from bot.i18n import _
 from bot.ingest import queue_decision_alerts
 from bot.model import FINAL_STATUSES, ORDER_ID, Change, Message, OrderState, expected_refund
@@ -173,9 +173,10 @@ class Decisions:
         except SlackError as exc:
             log.warning("could not resolve deciders: %s", exc)
             self._record(click, "failed", error=f"could not read user groups: {exc}")
-            return _("climate-bot could not check who may decide ({error}). Try again.").format(
-                error=exc.error
-            ), {}
+            return _(
+                "climate-bot could not check who may decide: Slack answered with {error}. Try "
+                "again."
+            ).format(error=quoted_error(exc.error, http_status=exc.http_status)), {}
         if not allowed:
             self._record(click, "not_allowed", error="another workspace" if click.foreign else None)
             return self._not_allowed(click), {}
@@ -267,9 +268,9 @@ class Decisions:
         except SlackError as exc:
             log.warning("cancel dialog for %s not opened: %s", click.order_id, exc)
             return _(
-                "Slack did not open the cancel dialog ({error}). Nothing was changed; click "
-                "Cancel again."
-            ).format(error=exc.error)
+                "Slack did not open the cancel dialog: it answered with {error}. Nothing was "
+                "changed; click Cancel again."
+            ).format(error=quoted_error(exc.error, http_status=exc.http_status))
         return None
 
     def _request_cancel(self, click: Click, row: dict) -> str:
@@ -369,7 +370,7 @@ class Decisions:
             return
         except Unavailable as exc:
             answer = _(
-                "Stripe could not be reached to cancel order {order_id} ({message}). Nothing "
+                "Stripe could not be reached to cancel order {order_id}: {message}. Nothing "
                 "changed; you can click Cancel again."
             )
             self._cancel_failed(row, user, "failed", exc, answer)
@@ -457,8 +458,8 @@ class Decisions:
         error: str | None = None,
     ) -> None:
         """Stripe did not cancel: undo the decision under way, record why (`error`, default
-        Stripe's message), re-render the card, and tell the clicker `answer` (a sentence with
-        `{order_id}` and `{message}`)."""
+        Stripe's message, in full), re-render the card, and tell the clicker `answer` (a sentence
+        with `{order_id}` and `{message}`, Stripe's message as a person may see it)."""
         order_id = row.card_key.split(":", 1)[1]
         before = self.storage.order_row(order_id) or {}
         with self.storage.transaction():
@@ -486,7 +487,8 @@ class Decisions:
                 )
             self.storage.enqueue(key, "card", channel=self.channel)
         self.wake()
-        self._answer(row, answer.format(order_id=_code(order_id), message=exc.message))
+        message = quoted_error(exc.message, http_status=exc.http_status)
+        self._answer(row, answer.format(order_id=_code(order_id), message=message))
 
     def _answer(self, row: OutboxRow, text: str) -> None:
         self.slack.respond(row.facts.get("response_url"), Message(text=text))

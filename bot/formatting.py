@@ -22,6 +22,7 @@ from babel.lists import format_list
 from babel.numbers import format_currency, format_decimal, format_percent, get_currency_precision
 
 from bot.i18n import N_, _, active_locale, use_locale
+from bot.logs import redact
 
 ELLIPSIS = "…"
 MINUS = "\u2212"
@@ -172,6 +173,42 @@ def _safe(value: object, limit: int) -> str:
     except ValueError:  # an int too long for str(): nothing from Stripe, so nothing to show
         return ELLIPSIS
     return neutralise_styles(truncate(escape_mrkdwn(single_line(text)), limit))
+
+
+# How much of an error text from Stripe or Slack a person is shown (then "…").
+ERROR_LIMIT = 200
+# What gives an HTML page away: a proxy's or load balancer's error page, which Slack's SDK puts in
+# its error ("Received a response in a non-JSON format: <html>…") and Stripe's in its message
+# ("Invalid response body from API: <html>…"). Slack's own markup (<!date^…>, <@U…>) is no tag.
+_HTML = re.compile(
+    r"<\s*(?:!doctype\b|/?(?:html|head|body|title|h[1-6]|p|div|center|pre|hr|br|table|meta|"
+    r"style|script)\b)",
+    re.IGNORECASE,
+)
+
+
+def quoted_error(text: object, *, http_status: int | None = None) -> str:
+    """An error text from Stripe or Slack as a person may be shown it, in a sentence of ours:
+    quoted, one line of at most ``ERROR_LIMIT`` characters, inert in mrkdwn (it cannot mention,
+    ping, link, style or quote: ``_safe``), with every secret masked as in the logs
+    (``bot.logs.redact``, applied before the cut so no half secret is left). An HTML page is never
+    shown: it is named ("an error page (HTTP 502)", with ``http_status`` when known).
+
+    The audit and the logs keep the full text; this is only for what a person reads.
+    """
+    try:
+        raw = text if isinstance(text, str) else "" if text is None else str(text)
+    except ValueError:  # an int too long for str(): nothing to show
+        raw = ""
+    masked = redact(raw)
+    if _HTML.search(masked):
+        if isinstance(http_status, int) and 100 <= http_status <= 599:
+            return _("an error page (HTTP {status})").format(status=http_status)
+        return _("an error page")
+    shown = _safe(masked, ERROR_LIMIT)
+    if not shown:
+        return _("no explanation")
+    return _("“{message}”").format(message=shown)
 
 
 # Stripe's own definition of "the currency's smallest unit" (docs: currencies, zero-decimal and

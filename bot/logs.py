@@ -2,7 +2,8 @@
 
 Every handler gets a filter that masks the configured secrets (tokens, signing secrets, the Stripe
 key) and Slack response_urls wherever they appear in a record — our own lines and the libraries'
-(slack_sdk logs request URLs at DEBUG, Bolt logs bodies it cannot verify).
+(slack_sdk logs request URLs at DEBUG, Bolt logs bodies it cannot verify). The same filter masks
+the error texts of Stripe and Slack that people are shown in Slack (`redact`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+        self.secrets: list[str] = []
+        self.add_secrets(secrets)
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        """Mask these too, from now on (longest first, so no secret is half masked)."""
+        known = set(self.secrets) | {s for s in secrets if s and len(s) >= 6}
+        self.secrets = sorted(known, key=len, reverse=True)  # one assignment: thread-safe
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
@@ -56,6 +63,22 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
         return True
+
+
+# The process's one masking: every log handler gets it (`configure_logging`), and every error text
+# of Stripe's or Slack's that is shown to a person goes through it too (`redact`, used by
+# `bot.formatting.quoted_error`). It learns the secrets from the settings, once they are read.
+PROCESS_FILTER = RedactingFilter()
+
+
+def redact(text: str) -> str:
+    """`text` with every secret this process knows, and anything shaped like one, masked."""
+    return PROCESS_FILTER.redact(text)
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Make the process's masking (log lines and quoted error texts) mask `secrets` too."""
+    PROCESS_FILTER.add_secrets(secrets)
 
 
 class BufferedStderrHandler(logging.StreamHandler):
@@ -123,7 +146,8 @@ def configure_logging(
         handler.setFormatter(JsonFormatter(JSON_FIELDS, rename_fields={"levelname": "level"}))
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
-    handler.addFilter(RedactingFilter(secrets))
+    add_secrets(secrets)
+    handler.addFilter(PROCESS_FILTER)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

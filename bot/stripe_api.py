@@ -15,11 +15,15 @@ import stripe
 
 
 class StripeFailure(Exception):
-    """Base of every Stripe failure climate-bot handles."""
+    """Base of every Stripe failure climate-bot handles; `http_status`: Stripe's answer's, when
+    there was one."""
 
-    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, request_id: str | None = None, http_status: int | None = None
+    ) -> None:
         self.message = message
         self.request_id = request_id
+        self.http_status = http_status
         super().__init__(message)
 
 
@@ -162,13 +166,16 @@ class StripeGateway:
             obj = request(options)
         except stripe.IdempotencyError as exc:
             raise IdempotencyConflict(
-                exc.user_message or str(exc), request_id=exc.request_id
+                exc.user_message or str(exc), request_id=exc.request_id, http_status=exc.http_status
             ) from None
         except stripe.InvalidRequestError as exc:
             message = exc.user_message or str(exc)
+            known = {"request_id": exc.request_id, "http_status": exc.http_status}
             if exc.http_status == 404:
-                raise NotFound(message, request_id=exc.request_id) from None
-            raise Refused(message, request_id=exc.request_id) from None
+                raise NotFound(message, **known) from None
+            raise Refused(message, **known) from None
         except stripe.StripeError as exc:
-            raise Unavailable(exc.user_message or str(exc), request_id=exc.request_id) from None
+            raise Unavailable(
+                exc.user_message or str(exc), request_id=exc.request_id, http_status=exc.http_status
+            ) from None
         return StripeResult(dict(obj.last_response.data), obj.last_response.request_id)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from urllib.parse import quote
 
-from bot.ingest import receive_event, thin_created
+from bot.ingest import MalformedEvent, parse_event, plausible_timestamp, receive_event, thin_created
 from bot.routing import Routing
 from bot.storage import OutboxRow, Storage
 from bot.stripe_api import NotFound, StripeGateway
@@ -70,10 +70,21 @@ class ThinEvents:
         }
         if account:
             snapshot["account"] = account
+        raw = json.dumps(snapshot)
+        try:
+            # Checked as a webhook's body is: Stripe's answer is no more trusted than its events.
+            parse_event(raw.encode("utf-8"))
+        except MalformedEvent as exc:
+            # Asking again would fetch the same object: not retried (as for an object Stripe
+            # does not know), and nothing is recorded.
+            log.warning(
+                "thin event %s names %s, which cannot be kept: %s", thin["id"], object_id, exc
+            )
+            return
         received = receive_event(
             self.storage,
             snapshot,
-            json.dumps(snapshot),
+            raw,
             channel=self.routing.default_channel,
             routing=self.routing,
         )
@@ -93,9 +104,10 @@ _ORDER_STAMPS = (
 
 
 def latest_stamp(obj: dict) -> int:
-    """The latest of an object's own unix timestamps (a product has only `created`)."""
+    """The latest of an object's own unix timestamps (a product has only `created`); one out of
+    range is left to the check of the snapshot, which names it."""
     stamps = [obj.get(name) for name in _ORDER_STAMPS]
-    return max((s for s in stamps if isinstance(s, int) and not isinstance(s, bool)), default=0)
+    return max((s for s in stamps if plausible_timestamp(s)), default=0)
 
 
 def related_url(kind: str, object_id: str) -> str:

@@ -325,7 +325,10 @@ CODE_SPAN = re.compile(r"`[^`\n]*`")
 # Slack's style characters where they can open or close a span: every *, ~ and backtick, an
 # underscore unless it sits inside an ASCII word, and a quote at the start of a line.
 SPAN_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
-STRIPE_STYLE = re.compile(r"[*_~`]Ж|Ж[*_~`]")
+# An asterisk next to Ж is ours only where a bold span of ours opens or closes around a Stripe
+# string that begins or ends with it (`*Ж… → …*`): after a space or at a line's start, before a
+# space, punctuation or the line's end.
+STRIPE_STYLE = re.compile(r"[_~`]Ж|Ж[_~`]|(?<=\S)\*Ж|Ж\*(?=[^\s.,:;!?)])")
 DATE_FALLBACK = re.compile(r"<!date\^\d+\^[^|<>]*\|([^|<>]*)>")
 
 

@@ -1161,3 +1161,33 @@ def test_limit_problems_finds_what_slack_would_reject():
 
     assert limit_problems(Message("", [])) != []
     assert limit_problems(Message("hi", [{"type": "no_such_block"}])) != []
+
+
+def test_an_error_text_from_stripe_or_slack_is_quoted_one_line_bounded_and_inert():
+    quoted = formatting.quoted_error("<!here> *Card*\n> declined: `_x_` ~y~ <@U0BOB>")
+    assert quoted == "“&lt;!here&gt; ∗Card∗ &gt; declined: ˋˍxˍˋ ∼y∼ &lt;@U0BOB&gt;”"
+    long = formatting.quoted_error("é" * 1000)
+    assert len(long) == formatting.ERROR_LIMIT + 2 and long.endswith("…”")  # the quotes
+    assert formatting.quoted_error("") == formatting.quoted_error(None) == "no explanation"
+    assert formatting.quoted_error("\u200b\x00  ") == "no explanation"
+    # Slack's own markup in an error of ours is no HTML page: shown escaped.
+    assert formatting.quoted_error("closed <!date^1790000000^{date}|x>").startswith("“closed &lt;")
+
+
+def test_an_error_text_never_shows_an_html_page():
+    page = "Received a response in a non-JSON format: <HTML><HEAD><TITLE>502 Bad Gateway</TITLE>"
+    assert formatting.quoted_error(page, http_status=502) == "an error page (HTTP 502)"
+    assert formatting.quoted_error(page) == "an error page"
+    stripe_sdk = (
+        "Invalid response body from API: <!DOCTYPE html><p>oops (HTTP response code was 503)"
+    )
+    assert formatting.quoted_error(stripe_sdk, http_status=503) == "an error page (HTTP 503)"
+    assert formatting.quoted_error("<body>", http_status=7) == "an error page"
+
+
+def test_an_error_text_is_masked_as_log_lines_are():
+    text = "key sk_live_abcdefghijklmnop, token xoxb-123456-abcdef, https://hooks.slack.com/actions/T/1/x"
+    assert formatting.quoted_error(text) == "“key [redacted], token [redacted], [redacted]”"
+    # Masked before the cut: a secret past the limit leaves no visible prefix either.
+    late = "x" * 190 + " sk_live_abcdefghijklmnop"
+    assert "sk_" not in formatting.quoted_error(late)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import urllib.parse
@@ -378,3 +379,45 @@ def test_ten_commands_and_clicks_at_once_are_acknowledged_in_time_while_slack_is
         "unknown",
         "bad filter",
     }
+
+
+def test_a_next_button_with_a_huge_or_malformed_cursor_is_told_to_run_the_command_again(
+    running, fake_slack, caplog
+):
+    """A Next button's value comes back from Slack: one that names no page of ours is answered
+    with a sentence, and the listener neither crashes nor shows some other page."""
+    order = so.order(created=1_800_000_000)
+    running.send_event(so.event("climate.order.created", order, created=1_800_000_000))
+    caplog.set_level(logging.ERROR)
+    for value in (
+        f"|{10**30}|{order['id']}",  # past SQLite's 64 bits: the listener crashed
+        f"|{-(2**63) - 1}|{order['id']}",
+        f"|{'9' * 5000}|{order['id']}",  # more digits than Python reads
+        f"|abc|{order['id']}",  # not a number: answered with the first page instead
+        f"| 1800000000|{order['id']}",
+        f"|1_800_000_000|{order['id']}",
+        f"delayed|١٨٠٠|{order['id']}",
+        "|1800000000",
+        "sideways|1800000000|climorder_x",
+        "",
+    ):
+        url = fake_slack.new_response_url()
+        body = block_actions_body(action_id=ORDERS_NEXT_ACTION, value=value, response_url=url)
+        assert post(running, body).status_code == 200
+        hook = url.rsplit("/", 1)[1]
+        fake_slack.wait_for(
+            lambda c, h=hook: c.method == RESPONSE_URL_METHOD and c.path.endswith(h)
+        )
+        [answer] = fake_slack.responses(url)
+        assert answer["text"] == (
+            "That page link is no longer valid. Run `/climate orders` again."
+        ), value
+        assert order["id"] not in json.dumps(answer.get("blocks") or [])
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # A cursor of ours still pages: 64-bit values at either end are valid keys.
+    url = fake_slack.new_response_url()
+    value = f"|{2**63 - 1}|climorder_zzzz"
+    post(running, block_actions_body(action_id=ORDERS_NEXT_ACTION, value=value, response_url=url))
+    hook = url.rsplit("/", 1)[1]
+    fake_slack.wait_for(lambda c: c.method == RESPONSE_URL_METHOD and c.path.endswith(hook))
+    assert order["id"] in json.dumps(fake_slack.responses(url)[0]["blocks"])

@@ -624,3 +624,91 @@ def test_an_idempotency_error_is_reported_as_what_it_is(running, fake_slack, fak
     [row] = running.bot.storage.audit_rows(order["id"])
     assert row["outcome"] == "failed" and row["error"].startswith("idempotency:")
     assert running.bot.storage.order_row(order["id"])["decision"] is None  # click again: safe
+
+
+# -- what Stripe and Slack say, as the clicker is shown it -----------------------------------
+
+BAD_GATEWAY_PAGE = (
+    "<html><head><title>502 Bad Gateway</title></head>"
+    "<body><center><h1>502 Bad Gateway</h1></center></body></html>"
+)
+
+
+def _only_ours(text: str) -> None:
+    """No HTML, no Slack markup and no styling from anyone but us in an answer."""
+    assert "<" not in text and ">" not in text and "html" not in text.lower()
+    for styling in ("*", "~", "_x_"):
+        assert styling not in text
+
+
+def test_a_user_group_lookup_answered_with_an_html_page_names_the_page_and_shows_none_of_it(
+    guarded, fake_slack, fake_stripe
+):
+    order = delayed_order(guarded, fake_stripe)
+    fake_slack.fail_next("usergroups.users.list", status=502)
+    answer = click(guarded, fake_slack, ACCEPT_ACTION, order["id"], user="U0CAROL")
+    assert answer == (
+        "climate-bot could not check who may decide: Slack answered with an error page "
+        "(HTTP 502). Try again."
+    )
+    # The record keeps Slack's words; /climate history shows them as the answer did.
+    [row] = guarded.bot.storage.audit_rows(order["id"])
+    assert row["outcome"] == "failed" and "<html>" in row["error"]
+    history = slash(guarded, fake_slack, f"history {order['id']}")
+    assert "tried to decide; it failed: an error page" in history
+    assert "html" not in history.lower() and "Bad Gateway" not in history
+
+
+def test_a_cancel_dialog_slack_would_not_open_names_its_error_page(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    fake_slack.fail_next("views.open", status=502)
+    url, _trigger = press(running, fake_slack, CANCEL_ACTION, order["id"])
+    assert first_answer(fake_slack, url) == (
+        "Slack did not open the cancel dialog: it answered with an error page (HTTP 502). "
+        "Nothing was changed; click Cancel again."
+    )
+
+
+def test_stripes_refusal_is_quoted_bounded_inert_and_masked_like_the_logs(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    hostile = (
+        "<!channel> *Refused* ~now~ _x_ `rm -rf` <@U0BOB> > quoted; key sk_test_fake, token "
+        "xoxb-test-token, secret slack-signing-secret; " + "and more " * 60
+    )
+    fake_stripe.refuse_cancel(order["id"], message=hostile)
+    click(running, fake_slack, CANCEL_ACTION, order["id"])
+    running.deliver()
+    [answer] = [t for t in answers(fake_slack) if t.startswith("Stripe did not cancel")]
+    prefix = f"Stripe did not cancel order `{order['id']}`: “"
+    assert answer.startswith(prefix) and answer.endswith("…”")
+    quoted = answer[len(prefix) : -1]
+    assert len(quoted) <= 200
+    assert quoted.startswith("&lt;!channel&gt; ∗Refused∗ ∼now∼ ˍxˍ ˋrm -rfˋ &lt;@U0BOB&gt; &gt;")
+    _only_ours(quoted.replace("&lt;", "").replace("&gt;", ""))
+    # This bot's own secrets (known from its settings) and anything shaped like one: masked.
+    for secret in ("sk_test_fake", "xoxb-test-token", "slack-signing-secret"):
+        assert secret not in answer
+    assert quoted.count("[redacted]") == 3
+    # The audit keeps Stripe's message as it came.
+    [row] = running.bot.storage.audit_rows(order["id"])
+    assert row["error"] == hostile
+
+
+def test_stripe_answering_a_cancel_with_an_html_page_is_named_not_shown(
+    running, fake_slack, fake_stripe
+):
+    order = delayed_order(running, fake_stripe)
+    # Three times: the worker's client retries a 5xx twice.
+    fake_stripe.fail_next("/v1/climate/orders/", status=502, times=3, html=BAD_GATEWAY_PAGE)
+    click(running, fake_slack, CANCEL_ACTION, order["id"])
+    running.deliver()
+    [answer] = [t for t in answers(fake_slack) if "could not be reached" in t]
+    assert answer == (
+        f"Stripe could not be reached to cancel order `{order['id']}`: an error page (HTTP 502). "
+        "Nothing changed; you can click Cancel again."
+    )
+    assert running.bot.storage.order_row(order["id"])["decision"] is None

@@ -21,6 +21,7 @@ import hmac
 import itertools
 import json
 import logging
+import math
 import time
 import urllib.parse
 from concurrent.futures import Executor, Future, wait
@@ -460,6 +461,117 @@ def test_deeply_nested_signed_webhook_body_gets_a_400(running, log, outer):
     assert post_webhook(running, log, body, "right").status_code == 400
 
 
+# Numbers climate-bot cannot keep: past SQLite's signed 64 bits, or not finite (Python's json
+# reads NaN, Infinity and 1e400). Each such value anywhere in an event is a 400 naming its field.
+INT64 = (-(2**63), 2**63 - 1)
+beyond_64_bits = st.one_of(
+    st.integers(min_value=INT64[1] + 1),
+    st.integers(max_value=INT64[0] - 1),
+    st.sampled_from([10**19, -(10**19), 10**30, 2**63, -(2**63) - 1]),
+    st.sampled_from([math.inf, -math.inf, math.nan]),
+)
+# Within 64 bits, at either end of it or of the spans of timestamps and years: kept (200), or a
+# 400 naming the field when it is a timestamp or year no moment Stripe stamps can be.
+within_64_bits = st.one_of(
+    st.integers(*INT64),
+    st.sampled_from([*INT64, -1, 0, 1969, 2101, 4_133_980_799, 4_133_980_800, 10**15]),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+def is_beyond_64_bits(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return not INT64[0] <= value <= INT64[1]
+
+
+def numeric_paths(document: Any) -> list[tuple]:
+    return [
+        p
+        for p in paths_in(document)
+        if isinstance(value_at(document, p), int | float)
+        and not isinstance(value_at(document, p), bool)
+    ]
+
+
+def dotted(path: tuple) -> str:
+    """A path as the 400 names it: `data.object.delivery_details[0].delivered_at`."""
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return out
+
+
+@st.composite
+def events_with_hostile_numbers(draw) -> tuple[dict[str, Any], list[tuple], bool]:
+    """A valid Climate event with one to three of its numbers replaced; returns it, the paths
+    replaced, and whether one of them now holds a number beyond 64 bits or not finite."""
+    event = copy.deepcopy(draw(st.sampled_from(CLIMATE_EVENTS)))
+    event["id"] = f"evt_number{next(fresh_ids)}"
+    paths = draw(
+        st.lists(st.sampled_from(numeric_paths(event)), min_size=1, max_size=3, unique=True)
+    )
+    beyond = False
+    for path in paths:
+        value = draw(st.one_of(beyond_64_bits, within_64_bits))
+        replace_at(event, path, value)
+        beyond = beyond or is_beyond_64_bits(value)
+    return event, paths, beyond
+
+
+def _at(event_index: int, path: tuple, value: Any) -> tuple[dict[str, Any], list[tuple], bool]:
+    event = copy.deepcopy(CLIMATE_EVENTS[event_index])
+    event["id"] = f"evt_number_example{event_index}{dotted(path)}{value!r}"[:200]
+    replace_at(event, path, value)
+    return event, [path], is_beyond_64_bits(value)
+
+
+def _stored(storage) -> tuple:
+    return tuple(
+        storage.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        for table in ("events", "orders", "products", "outbox")
+    )
+
+
+@settings(FUZZ, max_examples=150)
+@given(case=events_with_hostile_numbers(), indent=st.sampled_from([None, 2]))
+@example(case=_at(0, ("created",), 10**30), indent=None)
+@example(case=_at(1, ("data", "object", "delayed_at"), 10**19), indent=None)
+@example(case=_at(1, ("data", "object", "delayed_at"), -(10**19)), indent=2)
+@example(
+    case=_at(
+        6, ("data", "object", "current_prices_per_metric_ton", "usd", "amount_total"), math.nan
+    ),
+    indent=None,
+)
+@example(
+    case=_at(3, ("data", "object", "delivery_details", 0, "delivered_at"), math.inf), indent=None
+)
+def test_numbers_sqlite_cannot_hold_anywhere_in_a_climate_event_are_a_400_naming_the_field(
+    running, log, case, indent
+):
+    event, paths, beyond = case
+    storage = running.bot.storage
+    before = _stored(storage)
+    response = post_webhook(running, log, json.dumps(event, indent=indent).encode(), "right")
+    assert response.status_code in (200, 400), response.text[:300]
+    if beyond:
+        assert response.status_code == 400
+    if response.status_code == 400:
+        named = response.json()["error"]
+        floated = isinstance(event.get("created"), float)  # a float is no integer, finite or not
+        assert named.startswith(tuple(f"{dotted(p)}: " for p in paths)) or (
+            floated and named == "malformed event: event has no integer created"
+        ), (named, paths)
+        assert _stored(storage) == before, "a refused event wrote something"
+        return
+    # What was kept reaches Slack: the worker neither crashes nor parks it.
+    running.deliver()
+    assert storage.outbox_counts().get("pending", 0) == 0, storage.outbox_counts()
+    assert [f.last_error for f in storage.failures()] == []
+    assert errors_logged(log) == []
+
+
 # -- /slack/events ---------------------------------------------------------------------------
 
 
@@ -599,6 +711,36 @@ def test_random_slack_signature_headers_never_get_a_5xx(
     body = b"command=%2Fclimate&text=help"
     response = post_slack(running, listeners, log, body, "none", **headers)
     assert response.status_code == 401
+
+
+# What a Next button of `/climate orders` carries back: "filter|created|order id", as we wrote it
+# or tampered with (a number past 64 bits, no number, a number Python will not even read).
+hostile_cursors = st.tuples(
+    st.one_of(st.sampled_from(["", "delayed", "open", "canceled"]), hostile_text),
+    st.one_of(
+        st.integers().map(str),
+        beyond_64_bits.map(str),
+        st.sampled_from(["9" * 5000, " 1", "+1", "1_0", "١٢", "1e3", "nan", ""]),
+        hostile_text,
+    ),
+    st.one_of(st.just("climorder_fuzz"), hostile_text),
+).map("|".join)
+
+
+@FUZZ
+@given(cursor=st.one_of(hostile_cursors, hostile_text))
+@example(cursor=f"|{10**30}|climorder_fuzz")
+@example(cursor=f"delayed|{-(2**63) - 1}|climorder_fuzz")
+@example(cursor="|" + "9" * 5000 + "|climorder_fuzz")
+def test_next_page_clicks_with_hostile_cursors_are_answered_never_crash(
+    running, listeners, log, fake_slack, delayed_order, cursor
+):
+    url = fake_slack.new_response_url()
+    payload = click_payload(url, ORDERS_NEXT_ACTION, cursor, "U0ALICE")
+    if post_slack(running, listeners, log, as_form(payload), "right").status_code == 413:
+        return  # over the 1 MB limit: Slack sends no such click
+    [answer] = fake_slack.responses(url)  # a page, or the sentence that the link is stale
+    assert answer["text"]
 
 
 def test_home_tab_that_slack_fails_to_publish_logs_no_error_traceback(

@@ -385,6 +385,22 @@ def record_answers() -> Iterator[tuple[str, Callable[[], Message]]]:
     yield "history", lambda: history_answer("climorder_1", events, audit)
     yield "long history", lambda: history_answer("climorder_1", events * 20, audit * 20)
     yield "empty history", lambda: history_answer("climorder_1", [], [])
+    # What Stripe and Slack answered, as people are shown it: quoted, or an HTML page named.
+    page = "Received a response in a non-JSON format: <html><title>502 Bad Gateway</title>"
+    failures = [
+        {"at": DELAYED_AT, "slack_user": "U0ALICE", "outcome": "failed", "error": error}
+        for error in (page, " ", "Orders can only be canceled within 30 days.")
+    ]
+    yield "history of failures", lambda: history_answer("climorder_1", [], failures)
+    yield (
+        "error texts",
+        lambda: Message(
+            " · ".join(
+                formatting.quoted_error(text, http_status=status)
+                for text, status in ((page, 502), (page, None), ("", None), ("boom", 500))
+            )
+        ),
+    )
     rows = [
         {"id": f"climorder_{i}", "decision_deadline": DEADLINE + i, "change": change}
         for i, change in enumerate([{"kind": "delayed"}, {"kind": "product_substituted"}] * 30)

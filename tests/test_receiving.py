@@ -6,6 +6,7 @@ import json
 import sqlite3
 import time
 
+import pytest
 import requests
 import stripe
 
@@ -212,3 +213,131 @@ def test_an_event_signed_with_any_of_several_secrets_is_accepted(tmp_path, fake_
         assert (second.status_code, first.status_code) == (200, 200)
         assert (neither.status_code, stale.status_code) == (400, 400)
         assert count(bot.bot, "SELECT count(*) FROM events") == 2
+
+
+def _nothing_written(bot) -> bool:
+    return all(
+        count(bot, f"SELECT count(*) FROM {table}") == 0
+        for table in ("events", "orders", "products", "outbox")
+    )
+
+
+def _hostile(path: str, value) -> dict:
+    """A delayed order's event (its product expanded, one delivery) with `value` at `path`
+    (dotted, as the 400 names a field: `data.object.delivery_details[0].delivered_at`)."""
+    product = so.product()
+    order = so.delayed(
+        so.order(product=product, delivery_details=[so.delivery()]), 2030, at=1_900_000_000
+    )
+    event = so.event("climate.order.delayed", order, created=1_900_000_000)
+    steps = [
+        int(s) if s.isdigit() else s for s in path.replace("[", ".").replace("]", "").split(".")
+    ]
+    parent = event
+    for step in steps[:-1]:
+        parent = parent[step]
+    parent[steps[-1]] = value
+    return event
+
+
+PRICE = "data.object.product.current_prices_per_metric_ton.usd"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        ("created", 10**30, "integer out of range"),
+        ("data.object.delayed_at", 10**19, "integer out of range"),
+        ("data.object.delayed_at", -(10**19), "integer out of range"),
+        ("data.object.amount_total", 2**63, "integer out of range"),
+        ("data.object.amount_fees", -(2**63) - 1, "integer out of range"),
+        (f"{PRICE}.amount_total", 10**25, "integer out of range"),
+        ("data.object.delivery_details[0].delivered_at", 2**64, "integer out of range"),
+        ("data.object.amount_subtotal", float("inf"), "number is not finite"),
+        ("data.object.metric_tons", float("nan"), "number is not finite"),
+        (
+            "data.object.product.suppliers[0].locations[0].latitude",
+            -float("inf"),
+            "number is not finite",
+        ),
+        # Within 64 bits, but no moment or year Stripe stamps.
+        ("created", -1, "timestamp out of range"),
+        ("data.object.delayed_at", 10**15, "timestamp out of range"),
+        ("data.object.expected_delivery_year", 10**12, "year out of range"),
+        ("data.object.product.delivery_year", -2027, "year out of range"),
+    ],
+)
+def test_a_number_climate_bot_cannot_keep_is_a_400_naming_it_with_nothing_written(
+    running, path, value, problem
+):
+    response = running.send_event(_hostile(path, value), hostile=True)
+    assert response.status_code == 400
+    assert response.json() == {"error": f"{path}: {problem}"}
+    assert _nothing_written(running.bot)
+
+
+@pytest.mark.parametrize(
+    ("literal", "problem"),
+    [
+        ("1" * 5000, "integer out of range"),  # more digits than Python even reads
+        ("-" + "9" * 30, "integer out of range"),
+        ("1e400", "number is not finite"),
+        ("Infinity", "number is not finite"),
+        ("NaN", "number is not finite"),
+    ],
+)
+def test_numbers_written_beyond_what_json_allows_are_a_400_too(running, literal, problem):
+    body = json.dumps(_hostile("data.object.amount_total", 123456789), indent=2)
+    body = body.replace('"amount_total": 123456789', f'"amount_total": {literal}')
+    assert literal in body
+    response = running.send_event(body)
+    assert response.status_code == 400
+    assert response.json() == {"error": f"data.object.amount_total: {problem}"}
+    assert _nothing_written(running.bot)
+
+
+def test_the_bounds_take_every_moment_and_year_stripe_can_send_and_nothing_past_them(
+    running, fake_slack
+):
+    """Stripe's own fixture values, the edges of the span, and the largest amounts SQLite holds
+    are kept; one second, one year or one unit past them is not."""
+    fixture_like = so.order(created=1234567890, expected_delivery_year=2027)
+    assert running.send_event(so.event("climate.order.created", fixture_like)).status_code == 200
+    edge = so.order(
+        created=0,
+        expected_delivery_year=2099,
+        amount_total=2**63 - 1,
+        amount_subtotal=2**63 - 1,
+        amount_fees=0,
+    )
+    edges = so.event("climate.order.delayed", so.delayed(edge, 2100, at=4_133_980_799))
+    assert edges["created"] == 4_133_980_799
+    assert running.send_event(edges).status_code == 200
+    # Metadata is not read: a number there is held to 64 bits only, not to the date rules.
+    tagged = so.event("climate.order.created", so.order())
+    tagged["data"]["object"]["metadata"] = {"renew_at": -5}
+    assert running.send_event(tagged, hostile=True).status_code == 200
+    running.deliver()
+    assert len(fake_slack.messages("C0CLIMATE")) == 3
+    assert running.bot.storage.failures() == []
+    for path, past in (
+        ("created", -1),
+        ("created", 4_133_980_800),
+        ("data.object.delayed_at", 4_133_980_800),
+        ("data.object.expected_delivery_year", 2101),
+        ("data.object.expected_delivery_year", 1969),
+        ("data.object.amount_total", 2**63),
+        ("data.object.amount_total", -(2**63) - 1),
+    ):
+        response = running.send_event(_hostile(path, past), hostile=True)
+        assert response.status_code == 400 and response.json()["error"].startswith(path), past
+
+
+def test_an_unhandled_event_type_is_held_to_the_same_bounds(running):
+    plan = so.event("plan.created", {"id": "plan_1", "object": "plan", "amount": 10**20})
+    response = running.send_event(plan)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "data.object.amount: integer out of range"},
+    )
+    assert _nothing_written(running.bot)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+
+import pytest
 
 from bot.fakes import stripe_objects as so
 from tests.conftest import CHANNEL
@@ -135,3 +138,30 @@ def test_unknown_thin_types_and_bad_thin_bodies(running, fake_slack):
     )
     running.deliver()
     assert fake_slack.messages(CHANNEL) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("delayed_at", 10**19, "integer out of range"),
+        ("amount_total", -(10**30), "integer out of range"),
+        ("amount_fees", float("nan"), "number is not finite"),
+        ("expected_delivery_year", 10**6, "year out of range"),
+    ],
+)
+def test_an_object_stripe_returns_with_numbers_out_of_range_is_logged_once_not_retried(
+    running, fake_slack, fake_stripe, caplog, field, value, problem
+):
+    order = so.delayed(so.order(), 2030, at=1_900_000_000)
+    fake_stripe.add_order({**order, field: value})
+    response = running.send_event(thin("climate.order.delayed", order))
+    assert response.json()["outcome"] == "queued"
+    caplog.set_level(logging.WARNING)
+    running.deliver()
+    assert len(fake_stripe.calls_to(f"/v1/climate/orders/{order['id']}")) == 1  # asked once
+    storage = running.bot.storage
+    assert storage.outbox_counts() == {"done": 1}  # the fetch: done, neither retried nor parked
+    assert storage.order_row(order["id"]) is None and storage.count_events() == 1  # the thin one
+    assert fake_slack.messages(CHANNEL) == []
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f"data.object.{field}: {problem}" in warning

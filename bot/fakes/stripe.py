@@ -209,6 +209,17 @@ class _Failure:
     method: str | None
     should_retry: bool | None
     error: dict[str, Any] | None
+    html: str | None = None
+
+
+class _HtmlPage(Exception):
+    """An error answered as an HTML page, as a proxy or load balancer in front of the API does."""
+
+    def __init__(self, status: int, html: str, headers: Mapping[str, str]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.html = html
+        self.headers = {**headers, "Content-Type": "text/html; charset=utf-8"}
 
 
 @dataclass
@@ -563,11 +574,14 @@ class FakeStripe:
         method: str | None = None,
         should_retry: bool | None = None,
         error: Mapping[str, Any] | None = None,
+        html: str | None = None,
     ) -> None:
         """Answer the next ``times`` requests under ``path_prefix`` with HTTP ``status``.
 
         Bodies are Stripe-shaped: 429 → ``invalid_request_error``/``rate_limit``, others
-        ``api_error``; ``error`` replaces the fields of ``{"error": …}``. ``should_retry`` sets the
+        ``api_error``; ``error`` replaces the fields of ``{"error": …}``. ``html`` answers that
+        page instead, as ``text/html`` (what a proxy or load balancer in front of Stripe sends
+        with a 502; stripe-python reads no JSON in it). ``should_retry`` sets the
         ``Stripe-Should-Retry`` header stripe-python obeys when its retries are on. Injected
         failures are answered before authentication and the idempotency layer (as an overloaded
         front end would), so they are never replayed and a retry with the same key executes.
@@ -581,6 +595,7 @@ class FakeStripe:
                     method.upper() if method else None,
                     should_retry,
                     dict(error) if error is not None else None,
+                    html,
                 )
             )
 
@@ -677,7 +692,7 @@ class FakeStripe:
             self._calls.append(call)
             try:
                 admission = self._admit(call, parse_error)
-            except _ApiError as err:
+            except (_ApiError, _HtmlPage) as err:
                 admission = err
             except Exception:
                 admission = self._internal_error()
@@ -688,7 +703,10 @@ class FakeStripe:
             self._answered(call, None, None, request_id)
             return
         try:
-            if isinstance(admission, _ApiError):
+            if isinstance(admission, _HtmlPage):
+                status, extra = admission.status, admission.headers
+                payload = admission.html.encode("utf-8")
+            elif isinstance(admission, _ApiError):
                 status, extra = admission.status, admission.headers
                 payload = self._error_payload(admission, request_id)
             elif isinstance(admission, _Replay):
@@ -727,7 +745,10 @@ class FakeStripe:
     ) -> None:
         with self._changed:
             call.status = status
-            call.response = json.loads(payload) if payload else None
+            try:
+                call.response = json.loads(payload) if payload else None
+            except ValueError:  # an HTML page (fail_next(html=...)): no JSON to show
+                call.response = None
             call.request_id = request_id if status is not None else None
             call.answered_at = time.time()
             self._changed.notify_all()
@@ -816,6 +837,8 @@ class FakeStripe:
         headers = {}
         if failure.should_retry is not None:
             headers["Stripe-Should-Retry"] = "true" if failure.should_retry else "false"
+        if failure.html is not None:
+            raise _HtmlPage(failure.status, failure.html, headers)
         if failure.status == 429:
             err = _ApiError(
                 429,
