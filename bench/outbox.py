@@ -4,7 +4,7 @@ What it measures
 ----------------
 In process, on fresh SQLite files, with the bot's own code (no HTTP):
 
-- ``receive_event`` (bot/ingest.py: record, apply the snapshot, queue the card, one transaction)
+- ``record_event`` (bot/recording.py: record, apply the snapshot, queue the card, one transaction)
   for new-order ``climate.order.created`` events, on a database whose outbox already holds N
   delivered rows (``status = 'done'``; rows are never deleted, so N is every message the bot
   has ever sent). The rows are inserted with SQL, as the worker leaves them: queuing 100,000
@@ -43,7 +43,7 @@ from typing import Any
 from harness import CHANNEL, machine
 
 from bot.fakes import stripe_objects
-from bot.ingest import parse_event, receive_event
+from bot.recording import parse_event, record_event
 from bot.storage import Storage
 
 BASELINE = 1_000
@@ -84,14 +84,14 @@ def new_order_events(count: int, tag: str) -> list[tuple[dict[str, Any], str]]:
 
 
 def time_receive(workdir: Path, size: int, repeat: int) -> list[float]:
-    """Milliseconds per `receive_event` with `size` delivered rows in the outbox."""
+    """Milliseconds per `record_event` with `size` delivered rows in the outbox."""
     storage = Storage(workdir / f"receive-{size}.db")
     try:
         fill_outbox(storage, size, status="done", channel=CHANNEL)
         samples = []
         for n, (event, raw) in enumerate(new_order_events(WARMUP + repeat, f"r{size}x")):
             started = time.perf_counter()
-            receive_event(storage, event, raw, channel=CHANNEL)
+            record_event(storage, event, raw, channel=CHANNEL)
             if n >= WARMUP:
                 samples.append((time.perf_counter() - started) * 1000)
         return samples
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     labels = {
-        "receive": "receive_event, new order   (N delivered rows in the outbox)",
+        "receive": "record_event, new order   (N delivered rows in the outbox)",
         "wake": "worker wake-up, nothing due (N pending rows, one paced channel)",
     }
     print(f"  {'operation':<64} {'rows':>8} {'median ms':>10} {'ratio':>7}")

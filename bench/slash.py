@@ -70,9 +70,9 @@ from bot.fakes.slack import (
 from bot.fakes.stripe import FakeStripe
 from bot.i18n import use_locale
 from bot.settings import Settings, load_settings
-from bot.slack_api import SlackGateway
+from bot.slack_gateway import SlackGateway
 from bot.storage import Storage, card_key
-from bot.stripe_api import StripeGateway
+from bot.stripe_gateway import StripeGateway
 from bot.web import create_app
 
 WEBHOOK_SECRET = "whsec_bench_secret"

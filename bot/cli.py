@@ -19,7 +19,7 @@ import stripe
 from bot import logs
 from bot.model import HANDLED_EVENTS
 from bot.settings import Settings, SettingsError, load_settings, webhook_secrets
-from bot.slack_api import SlackError, SlackGateway
+from bot.slack_gateway import SlackError, SlackGateway
 from bot.storage import StorageUnavailable
 
 
@@ -110,7 +110,7 @@ def serve_forever(settings: Settings, *, host: str = "0.0.0.0", port: int | None
 @main.command()
 def worker() -> None:
     """Run only the delivery worker and scheduler (beside a web tier that does not)."""
-    from bot.web import build_bot
+    from bot.wiring import build_bot
 
     bot = build_bot(settings_or_exit())
     signal.signal(signal.SIGTERM, lambda *_: bot.stop_background())
@@ -304,7 +304,7 @@ def replay_command(since: str, until: str | None, dry_run: bool, accounts: tuple
     its worker posts them."""
     from bot.replay import replay, replay_accounts, retention_warning
     from bot.storage import Storage
-    from bot.stripe_api import StripeFailure, StripeGateway
+    from bot.stripe_gateway import StripeFailure, StripeGateway
 
     for account in accounts:
         if not re.fullmatch(r"acct_[A-Za-z0-9]+", account):

@@ -21,11 +21,11 @@ from bot import cards
 from bot.delivery import order_state_of
 from bot.formatting import escape_mrkdwn
 from bot.i18n import N_, _
-from bot.ingest import INT64_MAX, INT64_MIN
 from bot.model import ORDER_ID, Message, OrderState
-from bot.slack_api import SlackGateway
+from bot.recording import INT64_MAX, INT64_MIN
+from bot.slack_gateway import SlackGateway
 from bot.storage import Storage, card_key
-from bot.stripe_api import NotFound, StripeFailure, StripeGateway
+from bot.stripe_gateway import NotFound, StripeFailure, StripeGateway
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from bot import cards, metrics
 from bot.formatting import escape_mrkdwn, quoted_error, slack_date, slack_mention
 from bot.i18n import _
-from bot.ingest import queue_decision_alerts
 from bot.model import FINAL_STATUSES, ORDER_ID, Change, Message, OrderState, expected_refund
-from bot.slack_api import SlackError, SlackGateway
+from bot.recording import queue_decision_alerts
+from bot.slack_gateway import SlackError, SlackGateway
 from bot.storage import OutboxRow, Storage, card_key
-from bot.stripe_api import (
+from bot.stripe_gateway import (
     IdempotencyConflict,
     NotFound,
     Refused,

@@ -32,7 +32,7 @@ from bot.model import (
     ProductState,
     ProductUpdate,
 )
-from bot.slack_api import NotInChannel, Permanent, RateLimited, SlackGateway, Transient
+from bot.slack_gateway import NotInChannel, Permanent, RateLimited, SlackGateway, Transient
 from bot.storage import OutboxRow, Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from bot import cards
 from bot.model import FINAL_STATUSES, OrderState
-from bot.slack_api import NotInChannel, Permanent, SlackGateway
+from bot.slack_gateway import NotInChannel, Permanent, SlackGateway
 from bot.storage import OutboxRow, Storage, card_key
 
 log = logging.getLogger(__name__)

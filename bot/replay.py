@@ -3,7 +3,7 @@ exactly as webhooks are received.
 
 Every page is fetched before anything is written, so an outage half-way leaves the database as it
 was. Events are then fed oldest first (the order they happened, so an order's card is born from
-its first event) through `parse_event` and `receive_event`, each in its own transaction: an id
+its first event) through `parse_event` and `record_event`, each in its own transaction: an id
 already recorded is a no-op, and the running bot's delivery worker posts what was queued. SQLite's
 write lock makes this safe beside a serving bot.
 """
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from bot.ingest import MalformedEvent, Outcome, parse_event, receive_event
 from bot.model import HANDLED_EVENTS
+from bot.recording import MalformedEvent, Outcome, parse_event, record_event
 from bot.settings import Settings
 from bot.storage import Storage
 
@@ -249,7 +249,7 @@ def _receive(
         seen = storage is not None and storage.event(parsed["id"]) is not None
         return _listed(parsed, "skipped" if seen else "new")
     try:
-        received = receive_event(
+        received = record_event(
             storage,
             parsed,
             raw,

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from bot.ingest import direct_message_key
+from bot.recording import direct_message_key
 from bot.storage import Storage, card_key
 
 log = logging.getLogger(__name__)

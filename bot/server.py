@@ -24,7 +24,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
-from bot.receiving import MAX_BODY_BYTES
+from bot.stripe_webhook import MAX_BODY_BYTES
 
 # Headers and body of one request must arrive within this many seconds; Stripe and Slack send a
 # few kilobytes at once.

@@ -14,10 +14,16 @@ import logging
 from collections.abc import Callable
 from urllib.parse import quote
 
-from bot.ingest import MalformedEvent, parse_event, plausible_timestamp, receive_event, thin_created
+from bot.recording import (
+    MalformedEvent,
+    parse_event,
+    plausible_timestamp,
+    record_event,
+    thin_created,
+)
 from bot.routing import Routing
 from bot.storage import OutboxRow, Storage
-from bot.stripe_api import NotFound, StripeGateway
+from bot.stripe_gateway import NotFound, StripeGateway
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +87,7 @@ class ThinEvents:
                 "thin event %s names %s, which cannot be kept: %s", thin["id"], object_id, exc
             )
             return
-        received = receive_event(
+        received = record_event(
             self.storage,
             snapshot,
             raw,

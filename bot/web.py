@@ -1,139 +1,15 @@
-"""The Flask application factory: one app serving Stripe, Slack and health checks."""
+"""The Flask application factory: one app serving Stripe, Slack and the operator's endpoints,
+each a blueprint (`bot.stripe_webhook`, `bot.slack_listeners`, `bot.operator_routes`)."""
 
 from __future__ import annotations
 
-import logging
-import sqlite3
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
-from flask import Flask, Response, jsonify, request
-from slack_bolt import App
+from flask import Flask, jsonify
 
-from bot import logs, metrics, receiving
-from bot.commands import Commands
-from bot.decisions import Deciders, Decisions
-from bot.delivery import Deliverer, start_worker_thread
-from bot.direct_messages import DirectMessages
-from bot.scheduler import Scheduler, start_scheduler_thread
+from bot import operator_routes, slack_listeners, stripe_webhook
 from bot.settings import Settings, load_settings
-from bot.slack_api import SlackGateway
-from bot.slack_app import build_bolt_app, dispatch
-from bot.storage import Storage, StorageUnavailable
-from bot.stripe_api import StripeGateway
-from bot.thin_events import ThinEvents
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class ClimateBot:
-    """The resources one app holds: settings, storage, the Bolt app, the worker and scheduler."""
-
-    settings: Settings
-    storage: Storage
-    bolt: App
-    deliverer: Deliverer
-    scheduler: Scheduler
-    threads: list[Any] = field(default_factory=list)
-
-    def start_background(self) -> None:
-        """Run the delivery worker and the scheduler as threads of this process."""
-        if not self.threads:
-            self.threads = [
-                start_worker_thread(self.deliverer),
-                start_scheduler_thread(self.scheduler),
-            ]
-
-    def stop_background(self) -> None:
-        self.deliverer.stop()
-        self.scheduler.stop()
-        for thread in self.threads:
-            thread.join(timeout=5)
-        self.threads = []
-
-    def health(self) -> dict[str, Any]:
-        try:
-            self.storage.check_file()
-        except StorageUnavailable as exc:  # what the file now holds is not ours to report
-            return {
-                "status": "degraded",
-                "reasons": [f"database: {exc}"],
-                "checked_at": time.time(),
-            }
-        failures = self.storage.failures()
-        reasons = [f"delivery {f.id} ({f.card_key}) failed: {f.last_error}" for f in failures[:10]]
-        if len(failures) > 10:
-            reasons.append(f"and {len(failures) - 10} more failed deliveries")
-        # A channel whose posts wait more than a minute: a Slack rate limit, not our pacing.
-        now = time.time()
-        held = sorted(self.storage.long_holds(now).items())
-        reasons += [
-            f"channel {channel} is held by a Slack rate limit until {_utc(until)}"
-            f" ({until - now:.0f} s from now); `climate-bot retry` releases it"
-            for channel, until in held[:10]
-        ]
-        if len(held) > 10:
-            reasons.append(f"and {len(held) - 10} more held channels")
-        if self.storage.write_failure is not None:
-            reasons.insert(0, f"database: {self.storage.write_failure}")
-        return {
-            "status": "degraded" if reasons else "ok",
-            "reasons": reasons,
-            "outbox": self.storage.outbox_counts(),
-            "last_event_received_at": self.storage.last_event_received_at(),
-            "checked_at": time.time(),
-        }
-
-
-def _utc(at: float) -> str:
-    """A unix time as an ISO date and time in UTC; one too far out to be a date, as seconds."""
-    try:
-        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return f"unix time {at:g}"
-
-
-def build_bot(settings: Settings) -> ClimateBot:
-    # Whoever configured logging, this app's secrets are masked in its log lines and in the
-    # error texts of Stripe and Slack it shows people (bot.formatting.quoted_error).
-    logs.add_secrets(settings.secrets())
-    storage = Storage(settings.database_path)
-    slack = SlackGateway(settings.SLACK_BOT_TOKEN, settings.SLACK_API_URL)
-    stripe = StripeGateway(settings.STRIPE_API_KEY, settings.STRIPE_API_BASE)
-    deciders = Deciders(settings.allowed_deciders, slack)
-    decisions = Decisions(storage, slack, stripe, deciders, channel=settings.SLACK_CHANNEL)
-    thin_events = ThinEvents(storage, stripe, settings.routing)
-    deliverer = Deliverer(
-        storage,
-        slack,
-        locale_for=settings.locale_for,
-        mentions=settings.allowed_deciders,
-    )
-    direct_messages = DirectMessages(storage, slack, deciders.users(), deliverer.order_state)
-    deliverer.jobs = {
-        "cancel": decisions.carry_out_cancel,
-        "fetch": thin_events.carry_out_fetch,
-        "direct_message": direct_messages.carry_out,
-    }
-    decisions.wake = thin_events.wake = deliverer.wake.set
-    decisions.state_of = deliverer.order_state
-    scheduler = Scheduler(
-        storage,
-        settings.SLACK_CHANNEL,
-        reminder_days=settings.reminder_days,
-        wake=deliverer.wake.set,
-    )
-    # A person waits for /climate answers: ask Stripe briefly, then fall back to the database.
-    quick_stripe = StripeGateway(
-        settings.STRIPE_API_KEY, settings.STRIPE_API_BASE, timeout=2.0, retries=0
-    )
-    commands = Commands(storage, slack, quick_stripe)
-    bolt = build_bolt_app(settings, decisions, commands, storage, slack)
-    return ClimateBot(settings, storage, bolt, deliverer, scheduler)
+from bot.wiring import build_bot
 
 
 def create_app(
@@ -146,40 +22,15 @@ def create_app(
     settings = config if isinstance(config, Settings) else load_settings(config)
     bot = build_bot(settings)
     app = Flask("climate-bot")
-    app.config["MAX_CONTENT_LENGTH"] = receiving.MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = stripe_webhook.MAX_BODY_BYTES
     app.extensions["climate-bot"] = bot
-    app.register_blueprint(receiving.blueprint)
-
-    @app.post("/slack/events")
-    def slack_events():
-        return dispatch(bot.bolt, request, signing_secret=settings.SLACK_SIGNING_SECRET)
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify(bot.health())
-
-    @app.get("/readyz")
-    def readyz():
-        # Ready means the database answers; parked deliveries are reported, not fatal, or one
-        # archived channel would take the receiver out of rotation and lose Stripe's webhooks.
-        try:
-            problem = bot.storage.readiness()
-            health = bot.health()
-        except (sqlite3.Error, OSError, StorageUnavailable) as exc:
-            problem = str(exc)
-        if problem is not None:
-            # Every webhook would get a 503 (or worse, be written where no restart finds it).
-            return jsonify(status="unavailable", reasons=[f"database: {problem}"]), 503
-        return jsonify(status=health["status"], reasons=health["reasons"])
-
-    @app.get("/metrics")
-    def metrics_endpoint():
-        body, content_type = metrics.render(bot.storage)
-        return Response(body, mimetype=content_type.split(";")[0], content_type=content_type)
+    app.register_blueprint(stripe_webhook.blueprint)
+    app.register_blueprint(slack_listeners.blueprint)
+    app.register_blueprint(operator_routes.blueprint)
 
     @app.errorhandler(413)
     def too_large(_exc):
-        return jsonify(error=f"body larger than {receiving.MAX_BODY_BYTES} bytes"), 413
+        return jsonify(error=f"body larger than {stripe_webhook.MAX_BODY_BYTES} bytes"), 413
 
     if start_background:
         bot.start_background()

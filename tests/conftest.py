@@ -18,7 +18,8 @@ from bot.fakes import stripe_objects
 from bot.fakes.slack import FakeSlack
 from bot.fakes.stripe import FakeStripe
 from bot.settings import Settings, load_settings
-from bot.web import ClimateBot, create_app
+from bot.web import create_app
+from bot.wiring import ClimateBot
 from tests.stripe_schema import validate_event
 
 WEBHOOK_SECRET = "whsec_test_secret"

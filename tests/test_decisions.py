@@ -19,7 +19,7 @@ from bot.fakes.slack import (
 )
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION, DECISION_WINDOW_SECONDS
 from bot.settings import load_settings
-from bot.stripe_api import StripeGateway, cancel_idempotency_key
+from bot.stripe_gateway import StripeGateway, cancel_idempotency_key
 from tests.conftest import CHANNEL, SIGNING_SECRET, STRIPE_KEY, env_for, serve_bot
 
 

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from bot.delivery import Deliverer
 from bot.fakes import stripe_objects as so
-from bot.slack_api import SlackGateway
+from bot.slack_gateway import SlackGateway
 from bot.storage import Storage
 from tests.conftest import BOT_TOKEN, CHANNEL, wait_until
 

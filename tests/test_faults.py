@@ -35,7 +35,7 @@ import time_machine
 from bot import delivery, server
 from bot.fakes import stripe_objects as so
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION, MAX_RETRY_AFTER_SECONDS
-from bot.stripe_api import cancel_idempotency_key
+from bot.stripe_gateway import cancel_idempotency_key
 from tests.conftest import CHANNEL, WEBHOOK_SECRET, env_for
 from tests.test_crash import free_port, post, start_bot, wait_until
 from tests.test_decisions import answers, click, delayed_order

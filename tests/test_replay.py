@@ -22,7 +22,7 @@ from bot.model import HANDLED_EVENTS
 from bot.replay import parse_when, replay, retention_warning
 from bot.settings import load_settings
 from bot.storage import Storage
-from bot.stripe_api import StripeGateway, Unavailable
+from bot.stripe_gateway import StripeGateway, Unavailable
 from tests import stripe_schema
 from tests.conftest import CHANNEL, STRIPE_KEY, env_for, serve_bot
 

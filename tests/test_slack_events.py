@@ -20,7 +20,7 @@ from bot.fakes.slack import (
     slash_command_body,
 )
 from bot.model import CANCEL_ACTION
-from bot.slack_api import url_origin
+from bot.slack_gateway import url_origin
 from tests.conftest import SIGNING_SECRET, wait_until
 
 
@@ -102,7 +102,7 @@ def elsewhere() -> Iterator[tuple[str, list[str]]]:
 
 def test_a_response_url_on_another_server_is_never_answered(running, fake_slack, caplog, elsewhere):
     origin, received = elsewhere
-    caplog.set_level(logging.DEBUG, logger="bot.slack_api")
+    caplog.set_level(logging.DEBUG, logger="bot.slack_gateway")
     secret = "/commands/T0TEST/1234/SECRETxPATHxOFxTHExHOOK"
     command = slash_command_body(text="pending", response_url=origin + secret)
     click = block_actions_body(

@@ -11,8 +11,8 @@ import sqlite_utils
 import time_machine
 
 from bot.fakes import stripe_objects as so
-from bot.ingest import receive_event
 from bot.model import MAX_RETRY_AFTER_SECONDS
+from bot.recording import record_event
 from bot.storage import (
     CHECKPOINT_EVERY_WRITES,
     LONG_HOLD_SECONDS,
@@ -89,7 +89,7 @@ def test_worker_sleep_accounts_for_pacing_and_for_replies_that_cannot_go_yet(tmp
 
 
 def _receive(storage: Storage, event: dict) -> None:
-    receive_event(storage, event, json.dumps(event), channel="C1")
+    record_event(storage, event, json.dumps(event), channel="C1")
 
 
 def query_plans(storage: Storage, call) -> list[list[str]]:

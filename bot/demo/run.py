@@ -27,7 +27,8 @@ from bot.demo.webhooks import WebhookSender
 from bot.fakes.slack import FakeSlack
 from bot.fakes.stripe import FakeStripe
 from bot.settings import load_settings
-from bot.web import ClimateBot, create_app
+from bot.web import create_app
+from bot.wiring import ClimateBot
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from flask import Request, Response
+from flask import Blueprint, Request, Response, current_app, request
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context import BoltContext
@@ -26,7 +26,7 @@ from bot.decisions import ACCEPT, CANCEL, Click, Decisions
 from bot.i18n import _, use_locale
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION, Message
 from bot.settings import Settings
-from bot.slack_api import SlackError, SlackGateway
+from bot.slack_gateway import SlackError, SlackGateway
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,15 @@ def build_bolt_app(
             log.warning("Home tab for %s not published: %s", user, exc)
 
     return app
+
+
+blueprint = Blueprint("slack_listeners", __name__)
+
+
+@blueprint.post("/slack/events")
+def slack_events() -> Response:
+    bot = current_app.extensions["climate-bot"]
+    return dispatch(bot.bolt, request, signing_secret=bot.settings.SLACK_SIGNING_SECRET)
 
 
 def dispatch(app: App, request: Request, *, signing_secret: str) -> Response:

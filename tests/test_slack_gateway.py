@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.model import MAX_RETRY_AFTER_SECONDS, Message
-from bot.slack_api import DEFAULT_RETRY_AFTER_SECONDS, RateLimited, SlackGateway
+from bot.slack_gateway import DEFAULT_RETRY_AFTER_SECONDS, RateLimited, SlackGateway
 from tests.conftest import BOT_TOKEN, CHANNEL
 
 

@@ -280,7 +280,7 @@ def change_key(event_type: str, obj: dict[str, Any], created: int) -> str | None
     return None
 
 
-def receive_thin_event(
+def record_thin_event(
     storage: Storage, event: dict[str, Any], raw: str, *, channel: str, routing: Routing | None
 ) -> Received:
     """Record a thin event and queue the fetch of its object (the worker asks Stripe, then
@@ -325,7 +325,7 @@ def receive_thin_event(
     return storage.batched(record)
 
 
-def receive_event(
+def record_event(
     storage: Storage,
     event: dict[str, Any],
     raw: str,

@@ -15,14 +15,14 @@ import stripe
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from bot import metrics
-from bot.ingest import (
+from bot.recording import (
     MalformedEvent,
     Outcome,
     OutOfRange,
     is_thin,
     parse_event,
-    receive_event,
-    receive_thin_event,
+    record_event,
+    record_thin_event,
 )
 from bot.storage import StorageUnavailable
 
@@ -53,7 +53,7 @@ def stripe_webhook():
         return _refuse(str(exc))
     except (UnicodeDecodeError, MalformedEvent) as exc:
         return _refuse(f"malformed event: {exc}")
-    receive = receive_thin_event if is_thin(event) else receive_event
+    receive = record_thin_event if is_thin(event) else record_event
     try:
         received = receive(
             bot.storage,
