@@ -1,0 +1,1 @@
+"""climate-bot: Stripe Climate (Frontier) orders in Slack; the README's Layout maps its modules."""

@@ -11,17 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot import cards
+from bot.demo.modals import modal_html
 from bot.demo.render import (
     Names,
     ShownMessage,
     block_html,
     blocks_html,
     message_html,
-    modal_html,
     mrkdwn_html,
     plain_html,
-    stripe_page_html,
 )
+from bot.demo.stripe_page import stripe_page_html
 from bot.fakes import stripe_objects as so
 from bot.model import Change, OrderState
 

@@ -29,7 +29,7 @@ from typing import Any
 import requests
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
 
-from bot.demo import render
+from bot.demo import modals, render
 from bot.fakes.slack import (
     PERMALINK_BASE,
     FakeSlack,
@@ -422,7 +422,7 @@ class SlackSandbox:
             if modal is None:
                 return {"version": version, "view_id": None, "html": ""}
             shown = modal.top
-            html = render.modal_html(
+            html = modals.modal_html(
                 shown.view,
                 self.names(),
                 values=shown.values,
@@ -667,15 +667,15 @@ def _text_inputs(view: dict[str, Any]) -> list[tuple[str, str]]:
         if not isinstance(block, dict) or block.get("type") != "input":
             continue
         element = block.get("element")
-        if isinstance(element, dict) and element.get("type") in render.TEXT_INPUTS:
-            found.append(render.input_ids(block, index))
+        if isinstance(element, dict) and element.get("type") in modals.TEXT_INPUTS:
+            found.append(modals.input_ids(block, index))
     return found
 
 
 def _input_block_ids(view: dict[str, Any]) -> set[str]:
     blocks = view.get("blocks")
     return {
-        render.input_ids(block, index)[0]
+        modals.input_ids(block, index)[0]
         for index, block in enumerate(blocks if isinstance(blocks, list) else [])
         if isinstance(block, dict) and block.get("type") == "input"
     }
@@ -712,11 +712,11 @@ def _form_errors(view: dict[str, Any], typed: dict[str, dict[str, str]]) -> dict
         if not isinstance(block, dict) or block.get("type") != "input":
             continue
         element = block.get("element")
-        if not isinstance(element, dict) or element.get("type") not in render.TEXT_INPUTS:
+        if not isinstance(element, dict) or element.get("type") not in modals.TEXT_INPUTS:
             continue  # not shown here: nothing to check
-        block_id, action_id = render.input_ids(block, index)
+        block_id, action_id = modals.input_ids(block, index)
         value = typed.get(block_id, {}).get(action_id, "")
-        minimum, maximum = render.input_limits(element)
+        minimum, maximum = modals.input_limits(element)
         if not value.strip():
             if block.get("optional") is not True:
                 errors[block_id] = REQUIRED
@@ -852,7 +852,7 @@ def create_sandbox_app(sandbox: SlackSandbox, stripe: FakeStripe | None = None) 
     def stripe_page():
         if stripe is None:
             abort(404)
-        body = render.stripe_page_html(stripe.orders(), stripe.products())
+        body = stripe_page.stripe_page_html(stripe.orders(), stripe.products())
         return Response(STRIPE_PAGE.replace("{body}", body), mimetype="text/html")
 
     return app
