@@ -30,6 +30,7 @@ import requests
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
 
 from bot.demo import modals, render
+from bot.demo.stripe_page import stripe_page_html
 from bot.fakes.slack import (
     PERMALINK_BASE,
     FakeSlack,
@@ -852,7 +853,7 @@ def create_sandbox_app(sandbox: SlackSandbox, stripe: FakeStripe | None = None) 
     def stripe_page():
         if stripe is None:
             abort(404)
-        body = stripe_page.stripe_page_html(stripe.orders(), stripe.products())
+        body = stripe_page_html(stripe.orders(), stripe.products())
         return Response(STRIPE_PAGE.replace("{body}", body), mimetype="text/html")
 
     return app
