@@ -1,1 +1,1 @@
-"""Fake Slack and Stripe servers and Stripe object factories: the sandbox of the demo and the tests."""
+"""Fake Slack and Stripe servers and Stripe object factories: the sandbox of the demo and tests."""
