@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run demo packages test lint format messages clean
+.PHONY: install run demo packages test test-fast lint format messages clean
 
 $(BIN)/climate-bot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: install
 
 test: lint packages
 	$(BIN)/pytest
+
+# The tests that start no process and no browser (`slow` ones left out): a minute or two.
+test-fast: lint
+	$(BIN)/pytest -m "not slow"
 
 format: install
 	$(BIN)/ruff format .

@@ -29,6 +29,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from bot.fakes import stripe_objects
+from bot.fakes.bot_env import (  # noqa: F401  (the benches import them from here)
+    BOT_TOKEN,
+    CHANNEL,
+    SIGNING_SECRET,
+    STRIPE_KEY,
+    WEBHOOK_SECRET,
+    fake_bot_env,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -36,11 +44,6 @@ VENV_BIN = REPO / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 GUNICORN = str(VENV_BIN / "gunicorn")
 
-WEBHOOK_SECRET = "whsec_bench_secret"
-SIGNING_SECRET = "bench-signing-secret"
-STRIPE_KEY = "sk_test_bench"
-BOT_TOKEN = "xoxb-bench-token"
-CHANNEL = "C0CLIMATE"  # FakeSlack's default channel
 WEBHOOK_PATH = "/stripe/webhook"
 
 # The bot's own settings, which a developer's shell must not leak into a bench run.
@@ -135,14 +138,7 @@ def bot_environment(
     env = {k: v for k, v in os.environ.items() if k not in BOT_VARIABLES}
     env.update(
         {
-            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "STRIPE_API_KEY": STRIPE_KEY,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_CHANNEL": CHANNEL,
-            "DATABASE_PATH": str(database),
-            "SLACK_API_URL": slack_api_url,
-            "STRIPE_API_BASE": stripe_api_base,
+            **fake_bot_env(database, slack_api_url, stripe_api_base),
             "PORT": str(port),
             "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(workdir / f"metrics-{port}")),
             # gunicorn.conf.py calls mkdtemp() even when the variable above is set (the argument

@@ -61,6 +61,13 @@ from werkzeug.serving import make_server
 
 from bot.commands import Commands
 from bot.fakes import stripe_objects
+from bot.fakes.bot_env import (
+    BOT_TOKEN,
+    CHANNEL,
+    SIGNING_SECRET,
+    STRIPE_KEY,
+    fake_bot_env,
+)
 from bot.fakes.slack import (
     RESPONSE_URL_METHOD,
     FakeSlack,
@@ -69,17 +76,12 @@ from bot.fakes.slack import (
 )
 from bot.fakes.stripe import FakeStripe
 from bot.i18n import use_locale
+from bot.jobs import CardJob
 from bot.settings import Settings, load_settings
 from bot.slack_gateway import SlackGateway
 from bot.storage import Storage, card_key
 from bot.stripe_gateway import StripeGateway
 from bot.web import create_app
-
-WEBHOOK_SECRET = "whsec_bench_secret"
-SIGNING_SECRET = "bench-signing-secret"
-STRIPE_KEY = "sk_test_bench"
-BOT_TOKEN = "xoxb-bench-token"
-CHANNEL = "C0CLIMATE"
 
 DAY = 86_400
 DECISION_WINDOW = 30 * DAY
@@ -96,7 +98,7 @@ PAST_DELAY_SHARE = 0.05  # of all orders: a delay whose window closed long ago
 COMMANDS = ("orders", "orders delivered", "pending", "help")
 GOAL_COMMANDS = ("orders", "orders delivered", "pending")
 
-# Equivalents of the SQL in bot/storage.py (list_orders, pending_decisions), for EXPLAIN only.
+# Equivalents of the SQL in bot/storage/orders.py (list_orders, pending_decisions), EXPLAIN only.
 PLANS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "orders  (Storage.list_orders())": (
         "SELECT * FROM orders ORDER BY created DESC, id DESC LIMIT ?",
@@ -253,7 +255,7 @@ def fill(path: Path, size: int, *, now: int, seed: int) -> Dataset:
     started = time.perf_counter()
     with storage.transaction():
         for i in shown:
-            storage.enqueue(card_key("order", ids[i]), "card", channel=CHANNEL)
+            storage.enqueue(card_key("order", ids[i]), CardJob(), channel=CHANNEL)
     posted = 0
     while (row := storage.lease_next("bench", pace_seconds=0)) is not None:
         posted += 1
@@ -278,18 +280,7 @@ def fill(path: Path, size: int, *, now: int, seed: int) -> Dataset:
 def serve(database: Path) -> Iterator[tuple[str, FakeSlack, Settings]]:
     """The real app for `database` on a loopback port, with fake Slack and Stripe behind it."""
     with FakeSlack(bot_token=BOT_TOKEN) as fake_slack, FakeStripe(api_key=STRIPE_KEY) as fake:
-        settings = load_settings(
-            {
-                "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                "STRIPE_API_KEY": STRIPE_KEY,
-                "SLACK_BOT_TOKEN": BOT_TOKEN,
-                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "SLACK_CHANNEL": CHANNEL,
-                "DATABASE_PATH": str(database),
-                "SLACK_API_URL": fake_slack.api_url,
-                "STRIPE_API_BASE": fake.url,
-            }
-        )
+        settings = load_settings(fake_bot_env(database, fake_slack.api_url, fake.url))
         app = create_app(settings)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)

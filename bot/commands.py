@@ -18,11 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import cards
-from bot.delivery import order_state_of
+from bot.event_numbers import INT64_MAX, INT64_MIN
 from bot.formatting import escape_mrkdwn
 from bot.i18n import N_, _
-from bot.model import ORDER_ID, Message, OrderState
-from bot.recording import INT64_MAX, INT64_MIN
+from bot.model import ORDER_ID, Message
 from bot.slack_gateway import SlackGateway
 from bot.storage import Storage, card_key
 from bot.stripe_gateway import NotFound, StripeFailure, StripeGateway
@@ -109,15 +108,7 @@ class Commands:
                     ).format(order_id=escape_mrkdwn(order_id[:100]))
                 )
             order, as_of = row["snapshot"], row["updated_at"]
-        product = order.get("product")
-        if isinstance(product, str):
-            product_row = self.storage.product_row(product)
-            product = product_row["snapshot"] if product_row else None
-        product = product if isinstance(product, dict) else None
-        if row is not None:
-            state = order_state_of(row, product, order=order)
-        else:
-            state = OrderState(order=order, product=product, headline_event="climate.order.created")
+        state = self.storage.order_state(order_id, order=order)
         card = self.storage.card(card_key("order", order_id))
         link = self.slack.permalink(card["channel"], card["ts"]) if card else None
         return cards.status_answer(state, int(self.now()), as_of=as_of, card_link=link)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from bot import cards, metrics
 from bot.formatting import escape_mrkdwn, quoted_error, slack_date, slack_mention
 from bot.i18n import _
+from bot.jobs import CancelJob, CardJob, NoticeJob
 from bot.model import FINAL_STATUSES, ORDER_ID, Change, Message, OrderState, expected_refund
 from bot.recording import queue_decision_alerts
 from bot.slack_gateway import SlackError, SlackGateway
@@ -288,12 +289,11 @@ class Decisions:
             if won:
                 self.storage.enqueue(
                     card_key("order", click.order_id),
-                    "cancel",
+                    CancelJob(user=click.user, response_url=click.response_url),
                     channel=self.channel,
-                    facts={"user": click.user, "response_url": click.response_url},
                 )
                 self.storage.enqueue(
-                    card_key("order", click.order_id), "card", channel=self.channel
+                    card_key("order", click.order_id), CardJob(), channel=self.channel
                 )
         if not won:
             return self._already_decided(click)
@@ -329,15 +329,14 @@ class Decisions:
     def _tell_thread(self, order_id: str) -> None:
         """Queue the decision's reply in the card's thread and the card's re-render."""
         key = card_key("order", order_id)
-        self.storage.enqueue(key, "reply", channel=self.channel, facts={"notice": "decision"})
-        self.storage.enqueue(key, "card", channel=self.channel)
+        self.storage.enqueue(key, NoticeJob("decision"), channel=self.channel)
+        self.storage.enqueue(key, CardJob(), channel=self.channel)
 
     # -- in the worker: the Stripe side of a cancel ------------------------------------------
 
-    def carry_out_cancel(self, row: OutboxRow) -> None:
+    def carry_out_cancel(self, row: OutboxRow, job: CancelJob) -> None:
         """Re-read the order at Stripe, cancel it unless already final, record and answer."""
         order_id = row.card_key.split(":", 1)[1]
-        user = row.facts.get("user")
         local = self.storage.order_row(order_id)
         account = local["account"] if local else None
         attempt = self.storage.cancel_attempts(order_id)
@@ -345,7 +344,7 @@ class Decisions:
             fresh = self.stripe.retrieve_order(order_id, account=account)
             if fresh.data.get("status") in FINAL_STATUSES:
                 if not _maybe_ours(fresh.data):
-                    self._already_final(order_id, user, fresh.data, fresh.request_id, row)
+                    self._already_final(order_id, job, fresh.data, fresh.request_id)
                     return
                 # Cancelled as a cancel asks for: perhaps by this very attempt, whose answer
                 # was lost (the worker died after the call). The same Idempotency-Key replays
@@ -353,33 +352,31 @@ class Decisions:
                 try:
                     result = self.stripe.cancel_order(order_id, attempt=attempt, account=account)
                 except (Refused, IdempotencyConflict):
-                    self._already_final(order_id, user, fresh.data, fresh.request_id, row)
+                    self._already_final(order_id, job, fresh.data, fresh.request_id)
                     return
             else:
                 result = self.stripe.cancel_order(order_id, attempt=attempt, account=account)
         except (Refused, NotFound) as exc:
             answer = _("Stripe did not cancel order {order_id}: {message}")
-            self._cancel_failed(row, user, "refused", exc, answer)
+            self._cancel_failed(order_id, job, "refused", exc, answer)
             return
         except IdempotencyConflict as exc:
             answer = _(
                 "Stripe turned this cancel of order {order_id} down as a repeat of another "
                 "request ({message}). Nothing changed; you can click Cancel again."
             )
-            self._cancel_failed(row, user, "failed", exc, answer, error=f"idempotency: {exc}")
+            self._cancel_failed(order_id, job, "failed", exc, answer, error=f"idempotency: {exc}")
             return
         except Unavailable as exc:
             answer = _(
                 "Stripe could not be reached to cancel order {order_id}: {message}. Nothing "
                 "changed; you can click Cancel again."
             )
-            self._cancel_failed(row, user, "failed", exc, answer)
+            self._cancel_failed(order_id, job, "failed", exc, answer)
             return
-        self._cancelled(order_id, user, result, local or {}, row)
+        self._cancelled(order_id, job, result, local or {})
 
-    def _cancelled(
-        self, order_id: str, user: str | None, result: StripeResult, local: dict, row: OutboxRow
-    ) -> None:
+    def _cancelled(self, order_id: str, job: CancelJob, result: StripeResult, local: dict) -> None:
         """Stripe cancelled the order: record who decided, the refund rule, and answer."""
         order = result.data
         change = Change(**local["change"]) if local.get("change") else None
@@ -409,20 +406,20 @@ class Decisions:
                 order_id,
                 CANCEL,
                 "cancelled",
-                user=user,
+                user=job.user,
                 stripe_request_id=result.request_id,
                 detail={**detail, "reason": reason} if reason else detail,
             )
             self._tell_thread(order_id)
         self.wake()
         self._answer(
-            row,
+            job,
             _("Order {order_id} is cancelled. {refund}").format(
                 order_id=_code(order_id), refund=cards.refund_sentence(refund, order)
             ),
         )
 
-    def _already_final(self, order_id, user, order, request_id, row: OutboxRow) -> None:
+    def _already_final(self, order_id, job: CancelJob, order, request_id) -> None:
         status = order.get("status")
         headline = "climate.order.canceled" if status == "canceled" else "climate.order.delivered"
         with self.storage.transaction():
@@ -433,14 +430,14 @@ class Decisions:
                 order_id,
                 CANCEL,
                 "already_final",
-                user=user,
+                user=job.user,
                 stripe_request_id=request_id,
                 error=f"order already {status} at Stripe; cancel not sent",
             )
-            self.storage.enqueue(card_key("order", order_id), "card", channel=self.channel)
+            self.storage.enqueue(card_key("order", order_id), CardJob(), channel=self.channel)
         self.wake()
         self._answer(
-            row,
+            job,
             _(
                 "Order {order_id} is already {status} at Stripe, so nothing was cancelled. "
                 "The card now shows it."
@@ -449,8 +446,8 @@ class Decisions:
 
     def _cancel_failed(
         self,
-        row: OutboxRow,
-        user: str | None,
+        order_id: str,
+        job: CancelJob,
         outcome: str,
         exc: StripeFailure,
         answer: str,
@@ -460,7 +457,6 @@ class Decisions:
         """Stripe did not cancel: undo the decision under way, record why (`error`, default
         Stripe's message, in full), re-render the card, and tell the clicker `answer` (a sentence
         with `{order_id}` and `{message}`, Stripe's message as a person may see it)."""
-        order_id = row.card_key.split(":", 1)[1]
         before = self.storage.order_row(order_id) or {}
         with self.storage.transaction():
             undone = self.storage.settle_decision(order_id, expected="cancelling", decision=None)
@@ -470,7 +466,7 @@ class Decisions:
                 order_id,
                 CANCEL,
                 outcome,
-                user=user,
+                user=job.user,
                 stripe_request_id=exc.request_id,
                 error=error or exc.message,
             )
@@ -485,13 +481,13 @@ class Decisions:
                     thread_notice=True,
                     broadcast=True,
                 )
-            self.storage.enqueue(key, "card", channel=self.channel)
+            self.storage.enqueue(key, CardJob(), channel=self.channel)
         self.wake()
         message = quoted_error(exc.message, http_status=exc.http_status)
-        self._answer(row, answer.format(order_id=_code(order_id), message=message))
+        self._answer(job, answer.format(order_id=_code(order_id), message=message))
 
-    def _answer(self, row: OutboxRow, text: str) -> None:
-        self.slack.respond(row.facts.get("response_url"), Message(text=text))
+    def _answer(self, job: CancelJob, text: str) -> None:
+        self.slack.respond(job.response_url, Message(text=text))
 
 
 def _maybe_ours(order: dict) -> bool:

@@ -10,6 +10,7 @@ looking for the message it may have left: every post carries our outbox id in it
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -18,13 +19,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import TypeVar
 
 from bot import cards, metrics
 from bot.i18n import DEFAULT_LOCALE, use_locale
+from bot.jobs import (
+    CARD_JOBS,
+    REPLY_JOBS,
+    CardJob,
+    Job,
+    NoticeJob,
+    OrderReplyJob,
+    ProductReplyJob,
+    UnreadableJob,
+    UpdateJob,
+    job_of,
+)
 from bot.model import (
     Change,
-    Decision,
-    ExpectedRefund,
     Message,
     Notice,
     OrderState,
@@ -43,15 +55,17 @@ MAX_PAUSE_SECONDS = 0.25
 # rides out a Slack or Stripe outage (Stripe itself retries webhooks for three days).
 GIVE_UP_AFTER_SECONDS = 24 * 60 * 60
 
+J = TypeVar("J", bound=Job)
 
-def backoff(attempts: int) -> float:
-    """Seconds to wait before retry number `attempts`: exponential, capped, with jitter.
+
+def backoff(attempts: int, rng: random.Random) -> float:
+    """Seconds to wait before retry number `attempts`: exponential, capped, with jitter (`rng`'s).
 
     Retries are persisted in the outbox (they survive restarts), so this is computed from the
     stored attempt count rather than by an in-process retry loop.
     """
     base = min(MAX_BACKOFF_SECONDS, 2.0 ** min(attempts, 16))
-    return base / 2 + random.uniform(0, base / 2)
+    return base / 2 + rng.uniform(0, base / 2)
 
 
 class Deliverer:
@@ -63,18 +77,27 @@ class Deliverer:
         slack: SlackGateway,
         *,
         locale_for: Callable[[str], str] = lambda channel: DEFAULT_LOCALE,
-        jobs: dict[str, Callable[[OutboxRow], None]] | None = None,
         mentions: tuple[str, ...] = (),
         pace_seconds: float = 1.0,
         now: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.storage = storage
         self.slack = slack
         self.locale_for = locale_for  # the language of each channel
-        self.jobs = jobs or {}  # outbox kinds that are work, not messages (e.g. "cancel")
         self.mentions = mentions  # the deciders, pinged by what is sent to the channel
         self.pace_seconds = pace_seconds  # Slack allows about one message per second per channel
         self.now = now
+        self.rng = rng if rng is not None else random.Random()  # the jitter of retries' back-off
+        # Which function carries out which job: the card's own messages here, the work (a
+        # cancel at Stripe, a thin event's fetch, direct messages) as `register`ed.
+        self.handlers: dict[type[Job], Callable[[OutboxRow, Job], None]] = {
+            CardJob: self._send_message,
+            UpdateJob: self._send_message,
+            OrderReplyJob: self._send_message,
+            ProductReplyJob: self._send_message,
+            NoticeJob: self._send_message,
+        }
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -165,16 +188,31 @@ class Deliverer:
         while time.monotonic() < deadline and self.run_once():
             pass
 
+    def register(self, job_type: type[J], carry_out: Callable[[OutboxRow, J], None]) -> None:
+        """Have jobs of `job_type` (work, not a message of the card's) carried out by `carry_out`,
+        which records its own outcome: only a crash is retried (`_run_job`)."""
+        self.handlers[job_type] = functools.partial(self._run_job, carry_out)
+
     # -- one row ---------------------------------------------------------------------------
 
     def deliver(self, row: OutboxRow) -> None:
-        job = self.jobs.get(row.kind)
-        if job is not None:
-            self._run_job(job, row)
+        """Carry out one leased row with the handler of its job; park a row no handler takes."""
+        try:
+            job = job_of(row)
+        except UnreadableJob as exc:
+            self._park(row, str(exc))
             return
+        handler = self.handlers.get(type(job))
+        if handler is None:
+            self._park(row, f"no handler for {row.kind} jobs in this worker")
+            return
+        handler(row, job)
+
+    def _send_message(self, row: OutboxRow, job: Job) -> None:
+        """Post or update the card, or post a reply in its thread, as Slack's answer allows."""
         try:
             with use_locale(self.locale_for(row.channel)):
-                channel, ts = self._send(row)
+                channel, ts = self._send(row, job)
         except RateLimited as exc:
             self.storage.hold_channel(row.channel, exc.retry_after)
             self.storage.reschedule(row, delay=exc.retry_after, error=str(exc))
@@ -186,10 +224,10 @@ class Deliverer:
             if self._gave_up(row):
                 self._park(row, f"gave up after {row.attempts} attempts over a day: {exc}")
             else:
-                self.storage.reschedule(row, delay=backoff(row.attempts), error=str(exc))
+                self.storage.reschedule(row, delay=self._backoff(row), error=str(exc))
         else:
             self.storage.complete(row, card_channel=channel, ts=ts)
-            if row.kind == "reply" or (row.kind == "card" and row.card_ts is None):
+            if isinstance(job, REPLY_JOBS) or (isinstance(job, CARD_JOBS) and row.card_ts is None):
                 # The next post's slot counts from Slack's answer, not from our lease: a slow
                 # answer or a reconcile call would otherwise land posts under a second apart.
                 self.storage.hold_channel(row.channel, self.pace_seconds)
@@ -204,19 +242,22 @@ class Deliverer:
                 ts or row.card_ts,
             )
 
-    def _run_job(self, job: Callable[[OutboxRow], None], row: OutboxRow) -> None:
+    def _run_job(self, carry_out: Callable[[OutboxRow, J], None], row: OutboxRow, job: J) -> None:
         """Carry out a queued job; it records its own outcome, so only a crash is retried."""
         try:
             with use_locale(self.locale_for(row.channel)):
-                job(row)
+                carry_out(row, job)
         except Exception as exc:
             log.exception("job %s for %s failed", row.kind, row.card_key)
             if self._gave_up(row):
                 self._park(row, f"gave up after {row.attempts} attempts over a day: {exc!r}")
             else:
-                self.storage.reschedule(row, delay=backoff(row.attempts), error=repr(exc))
+                self.storage.reschedule(row, delay=self._backoff(row), error=repr(exc))
             return
         self.storage.complete(row)
+
+    def _backoff(self, row: OutboxRow) -> float:
+        return backoff(row.attempts, self.rng)
 
     def _gave_up(self, row: OutboxRow) -> bool:
         started = row.first_attempt_at or self.now()
@@ -229,7 +270,7 @@ class Deliverer:
             self._park(row, f"not_in_channel, and joining failed: {exc}")
             return
         except (Transient, RateLimited) as exc:
-            self.storage.reschedule(row, delay=backoff(row.attempts), error=str(exc))
+            self.storage.reschedule(row, delay=self._backoff(row), error=str(exc))
             return
         self.storage.reschedule(row, delay=0, error="joined the channel")
 
@@ -237,12 +278,12 @@ class Deliverer:
         log.error("delivery %s for %s parked: %s", row.id, row.card_key, error)
         self.storage.fail(row, error)
 
-    def _send(self, row: OutboxRow) -> tuple[str | None, str | None]:
+    def _send(self, row: OutboxRow, job: Job) -> tuple[str | None, str | None]:
         marker = {"db": self.storage.instance_id, "outbox": row.id}
-        if row.kind == "card" and row.card_ts:
+        if isinstance(job, CARD_JOBS) and row.card_ts:
             self.slack.update_message(row.channel, row.card_ts, self.render_card(row.card_key))
             return None, None
-        thread_ts = row.card_ts if row.kind == "reply" else None
+        thread_ts = row.card_ts if isinstance(job, REPLY_JOBS) else None
         if row.attempts > 1 and row.first_attempt_at is not None:
             found = self.slack.find_marked(
                 row.channel, marker, oldest=row.first_attempt_at - 5, thread_ts=thread_ts
@@ -250,15 +291,15 @@ class Deliverer:
             if found:
                 log.info("outbox %s was already posted as %s; not posting again", row.id, found)
                 return row.channel, found
-        if row.kind == "card":
+        if isinstance(job, CARD_JOBS):
             return self.slack.post_message(
                 row.channel, self.render_card(row.card_key), marker=marker
             )
         return self.slack.post_message(
             row.channel,
-            self.render_reply(row),
+            self.render_reply(row, job),
             thread_ts=thread_ts,
-            broadcast=bool(row.facts.get("broadcast")),
+            broadcast=bool(job.broadcast),
             marker=marker,
         )
 
@@ -270,19 +311,21 @@ class Deliverer:
             return cards.order_card(self.order_state(object_id), int(self.now()))
         return cards.product_card(self.product_state(object_id))
 
-    def render_reply(self, row: OutboxRow) -> Message:
-        if row.facts.get("notice"):
-            return self.render_notice(row)
+    def render_reply(
+        self, row: OutboxRow, job: OrderReplyJob | ProductReplyJob | NoticeJob
+    ) -> Message:
+        if isinstance(job, NoticeJob):
+            return self.render_notice(row, job)
         event = self.storage.event(row.event_id or "")
         if event is None:
             raise Permanent("event_missing", f"event {row.event_id} is not recorded")
         obj = event["data"]["object"]
-        late = bool(row.facts.get("late"))
-        if row.card_key.startswith("order:"):
-            change = row.facts.get("change")
+        late = bool(job.late)
+        if isinstance(job, OrderReplyJob):  # a row of an order's card (`job_of`)
+            change = job.change
             cancelled_by = None
             if event["type"] == "climate.order.canceled" and not late:
-                decision = decision_of(self.storage.order_row(obj["id"]) or {})
+                decision = self.storage.decision(obj["id"])
                 if decision is not None and decision.kind == "cancelled":
                     cancelled_by = decision.by
             return cards.order_reply(
@@ -290,11 +333,11 @@ class Deliverer:
                     event_type=event["type"],
                     event_created=event["created"],
                     order=obj,
-                    product=self._product_of(obj),
+                    product=self.storage.order_product(obj),
                     change=Change(**change) if change else None,
                     late=late,
-                    broadcast=bool(row.facts.get("broadcast")),
-                    mentions=self.mentions if row.facts.get("broadcast") else (),
+                    broadcast=bool(job.broadcast),
+                    mentions=self.mentions if job.broadcast else (),
                     cancelled_by=cancelled_by,
                 )
             )
@@ -303,82 +346,37 @@ class Deliverer:
                 event_type=event["type"],
                 event_created=event["created"],
                 product=obj,
-                old_prices=row.facts.get("old_prices"),
+                old_prices=job.old_prices,
                 late=late,
             )
         )
 
-    def render_notice(self, row: OutboxRow) -> Message:
+    def render_notice(self, row: OutboxRow, job: NoticeJob) -> Message:
         state = self.order_state(row.card_key.split(":", 1)[1])
-        kind = row.facts["notice"]
+        kind = job.notice
         return cards.order_notice(
             Notice(
                 kind=kind,
                 order=state.order,
                 change=state.change,
                 decision=state.decision,
-                days_left=row.facts.get("days"),
+                days_left=job.days,
                 # Everything but a decision's own record calls the deciders.
                 mentions=self.mentions if kind != "decision" else (),
             )
         )
 
     def order_state(self, order_id: str) -> OrderState:
-        row = self.storage.order_row(order_id)
-        if row is None:
+        state = self.storage.order_state(order_id)
+        if state is None:
             raise Permanent("order_missing", f"no snapshot of {order_id}")
-        return order_state_of(row, self._product_of(row["snapshot"]))
+        return state
 
     def product_state(self, product_id: str) -> ProductState:
-        row = self.storage.product_row(product_id)
-        if row is None:
+        state = self.storage.product_state(product_id)
+        if state is None:
             raise Permanent("product_missing", f"no snapshot of {product_id}")
-        return ProductState(
-            product=row["snapshot"],
-            headline_event=row["headline_event"],
-            account=row["account"],
-            old_prices=row.get("old_prices"),
-        )
-
-    def _product_of(self, order: dict) -> dict | None:
-        product = order.get("product")
-        if isinstance(product, dict):
-            return product
-        if isinstance(product, str):
-            row = self.storage.product_row(product)
-            return row["snapshot"] if row else None
-        return None
-
-
-def decision_of(row: dict) -> Decision | None:
-    """The decision recorded on an order row, if any."""
-    if not row.get("decision"):
-        return None
-    detail = row.get("decision_detail") or {}
-    refund = None
-    if detail.get("refund_rule"):
-        refund = ExpectedRefund(detail.get("refund"), detail["refund_rule"])
-    return Decision(
-        kind=row["decision"],
-        by=row["decided_by"],
-        at=int(row["decided_at"]),
-        refund=refund,
-        reason=detail.get("reason") if isinstance(detail.get("reason"), str) else None,
-    )
-
-
-def order_state_of(row: dict, product: dict | None, *, order: dict | None = None) -> OrderState:
-    """An order row as the state its card shows; `order` replaces the stored snapshot (an order
-    just read from Stripe)."""
-    return OrderState(
-        order=order if order is not None else row["snapshot"],
-        product=product,
-        headline_event=row["headline_event"],
-        change=Change(**row["change"]) if row["change"] else None,
-        account=row["account"],
-        decision=decision_of(row),
-        next_change=Change(**row["next_change"]) if row.get("next_change") else None,
-    )
+        return state
 
 
 def start_worker_thread(deliverer: Deliverer) -> threading.Thread:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from bot import cards
+from bot.jobs import DirectMessageJob
 from bot.model import FINAL_STATUSES, OrderState
 from bot.slack_gateway import NotInChannel, Permanent, SlackGateway
 from bot.storage import OutboxRow, Storage, card_key
@@ -39,13 +40,13 @@ class DirectMessages:
         self.users = users  # the deciders named as users
         self.state_of = state_of
 
-    def carry_out(self, row: OutboxRow) -> None:
+    def carry_out(self, row: OutboxRow, job: DirectMessageJob) -> None:
         """DM every decider not yet told of this occasion; a transient failure raises, so the
         job is retried for those left (the ones told are recorded)."""
         if not self.users:
             return
         order_id = row.card_key.split(":", 1)[1]
-        occasion = str(row.facts.get("occasion") or "")
+        occasion = str(job.occasion or "")
         state = self.state_of(order_id)
         if not self._still_to_decide(state, occasion):
             log.info("direct messages for %s (%s) not needed any more", order_id, occasion)
@@ -54,7 +55,7 @@ class DirectMessages:
         if card is None:
             raise CardNotPosted(order_id)
         link = self.slack.permalink(card["channel"], card["ts"])
-        days = row.facts.get("days")
+        days = job.days
         message = cards.decision_direct_message(
             state, link, days_left=days if isinstance(days, int) else None
         )

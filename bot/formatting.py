@@ -147,7 +147,9 @@ def inert_mrkdwn(text: str) -> str:
 def truncate(text: str, limit: int) -> str:
     """Return ``text`` cut to at most ``limit`` characters, ending with "…" when it was cut.
 
-    Safe on escaped text: a cut never splits an ``&amp;``/``&lt;``/``&gt;`` entity.
+    Safe on escaped text: a cut never splits an ``&amp;``/``&lt;``/``&gt;`` entity, nor one of
+    our code spans (Stripe's backticks are look-alikes by then, so every backtick is ours: a cut
+    that leaves one open goes back to before it, or the rest would show as code).
     """
     if len(text) <= limit:
         return text
@@ -157,6 +159,8 @@ def truncate(text: str, limit: int) -> str:
     amp = cut.rfind("&", max(0, len(cut) - _LONGEST_ENTITY + 1))
     if amp != -1 and text.startswith(_ENTITIES, amp) and ";" not in cut[amp:]:
         cut = cut[:amp]
+    if cut.count("`") % 2:
+        cut = cut[: cut.rfind("`")]
     return cut.rstrip() + ELLIPSIS
 
 

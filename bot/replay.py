@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
+from bot.event_numbers import MalformedEvent
 from bot.model import HANDLED_EVENTS
-from bot.recording import MalformedEvent, Outcome, parse_event, record_event
+from bot.recording import Outcome, parse_event, record_event
 from bot.settings import Settings
 from bot.storage import Storage
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from bot.jobs import CardJob, DirectMessageJob, NoticeJob
 from bot.recording import direct_message_key
 from bot.storage import Storage, card_key
 
@@ -63,9 +64,8 @@ class Scheduler:
                 final = days == last
                 self.storage.enqueue(
                     card_key("order", order_id),
-                    "reply",
+                    NoticeJob("reminder", days=days, broadcast=final),
                     channel=self.channel,
-                    facts={"notice": "reminder", "days": days, "broadcast": final},
                 )
                 if final:
                     self._queue_direct_messages(order_id, days)
@@ -82,13 +82,12 @@ class Scheduler:
             return
         self.storage.enqueue(
             direct_message_key(order_id),
-            "direct_message",
+            DirectMessageJob(
+                occasion=f"{change['kind']}:{change['at']}:reminder:{days}",
+                why="reminder",
+                days=days,
+            ),
             channel=self.channel,
-            facts={
-                "occasion": f"{change['kind']}:{change['at']}:reminder:{days}",
-                "why": "reminder",
-                "days": days,
-            },
         )
 
     def close_expired_windows(self, now: float) -> list[str]:
@@ -107,12 +106,9 @@ class Scheduler:
                     and (row.get("decision_deadline") or 0) > now - ANNOUNCE_CLOSED_WITHIN
                 ):
                     self.storage.enqueue(
-                        key,
-                        "reply",
-                        channel=self.channel,
-                        facts={"notice": "closed", "broadcast": True},
+                        key, NoticeJob("closed", broadcast=True), channel=self.channel
                     )
-                self.storage.enqueue(key, "card", channel=self.channel)
+                self.storage.enqueue(key, CardJob(), channel=self.channel)
         if closed:
             log.info("decision window closed for %s", ", ".join(closed))
             self.wake()

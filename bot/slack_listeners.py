@@ -175,7 +175,7 @@ def build_bolt_app(
     @app.event("app_home_opened")
     def home_opened(body, event):
         # Slack retries an event it thinks we missed; the view is published once per delivery id.
-        if not storage.first_sight_of_slack_event(str(body.get("event_id") or "")):
+        if not storage.record_slack_event(str(body.get("event_id") or "")):
             return
         user = event.get("user")
         if event.get("tab", "home") != "home" or not isinstance(user, str):

@@ -15,15 +15,8 @@ import stripe
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from bot import metrics
-from bot.recording import (
-    MalformedEvent,
-    Outcome,
-    OutOfRange,
-    is_thin,
-    parse_event,
-    record_event,
-    record_thin_event,
-)
+from bot.event_numbers import MalformedEvent, OutOfRange
+from bot.recording import Outcome, is_thin, parse_event, record_event, record_thin_event
 from bot.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)

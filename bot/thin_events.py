@@ -14,13 +14,9 @@ import logging
 from collections.abc import Callable
 from urllib.parse import quote
 
-from bot.recording import (
-    MalformedEvent,
-    parse_event,
-    plausible_timestamp,
-    record_event,
-    thin_created,
-)
+from bot.event_numbers import MalformedEvent, plausible_timestamp
+from bot.jobs import FetchJob
+from bot.recording import parse_event, record_event, thin_created
 from bot.routing import Routing
 from bot.storage import OutboxRow, Storage
 from bot.stripe_gateway import NotFound, StripeGateway
@@ -44,7 +40,7 @@ class ThinEvents:
         self.routing = routing
         self.wake = wake
 
-    def carry_out_fetch(self, row: OutboxRow) -> None:
+    def carry_out_fetch(self, row: OutboxRow, job: FetchJob) -> None:
         """Fetch the object of the thin event behind `row` and ingest it as a snapshot event.
 
         Stripe being unreachable raises, so the worker retries the job with backoff.
@@ -54,7 +50,7 @@ class ThinEvents:
             log.error("thin event %s is not recorded; nothing to fetch", row.event_id)
             return
         kind, object_id = row.card_key.split(":", 1)
-        account = row.facts.get("account")
+        account = job.account
         try:
             obj = self.stripe.fetch_related_object(
                 related_url(kind, object_id), context=account, event_id=thin["id"]
@@ -63,9 +59,9 @@ class ThinEvents:
             log.warning("thin event %s names %s, which Stripe does not know", thin["id"], object_id)
             return
         snapshot = {
-            "id": row.facts.get("snapshot_event") or f"{thin['id']}-snapshot",
+            "id": job.snapshot_event or f"{thin['id']}-snapshot",
             "object": "event",
-            "type": row.facts["type"],
+            "type": job.type,
             # The object was read now, so it may be fresher than the event that asked for it:
             # it is ordered by its own timestamps, or a later event's data would count as late.
             "created": max(thin_created(thin), latest_stamp(obj)),

@@ -18,6 +18,7 @@ from bot.commands import Commands
 from bot.decisions import Deciders, Decisions
 from bot.delivery import Deliverer, start_worker_thread
 from bot.direct_messages import DirectMessages
+from bot.jobs import CancelJob, DirectMessageJob, FetchJob
 from bot.scheduler import Scheduler, start_scheduler_thread
 from bot.settings import Settings
 from bot.slack_gateway import SlackGateway
@@ -114,11 +115,9 @@ def build_bot(settings: Settings) -> ClimateBot:
         mentions=settings.allowed_deciders,
     )
     direct_messages = DirectMessages(storage, slack, deciders.users(), deliverer.order_state)
-    deliverer.jobs = {
-        "cancel": decisions.carry_out_cancel,
-        "fetch": thin_events.carry_out_fetch,
-        "direct_message": direct_messages.carry_out,
-    }
+    deliverer.register(CancelJob, decisions.carry_out_cancel)
+    deliverer.register(FetchJob, thin_events.carry_out_fetch)
+    deliverer.register(DirectMessageJob, direct_messages.carry_out)
     decisions.wake = thin_events.wake = deliverer.wake.set
     decisions.state_of = deliverer.order_state
     scheduler = Scheduler(

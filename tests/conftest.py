@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -15,18 +16,20 @@ from hypothesis import settings as hypothesis_settings
 from werkzeug.serving import make_server
 
 from bot.fakes import stripe_objects
+from bot.fakes.bot_env import (  # noqa: F401  (tests import them from here)
+    BOT_TOKEN,
+    CHANNEL,
+    SIGNING_SECRET,
+    STRIPE_KEY,
+    WEBHOOK_SECRET,
+    fake_bot_env,
+)
 from bot.fakes.slack import FakeSlack
 from bot.fakes.stripe import FakeStripe
 from bot.settings import Settings, load_settings
 from bot.web import create_app
 from bot.wiring import ClimateBot
 from tests.stripe_schema import validate_event
-
-WEBHOOK_SECRET = "whsec_test_secret"
-SIGNING_SECRET = "slack-signing-secret"
-STRIPE_KEY = "sk_test_fake"
-BOT_TOKEN = "xoxb-test-token"
-CHANNEL = "C0CLIMATE"
 
 # Property tests explore new examples on developers' machines; CI replays a fixed set, so that a
 # rare example cannot turn a submission red by luck (failures found locally become @example).
@@ -60,16 +63,7 @@ def fake_stripe() -> Iterator[FakeStripe]:
 
 
 def env_for(tmp_path, fake_slack: FakeSlack, fake_stripe: FakeStripe) -> dict[str, str]:
-    return {
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "STRIPE_API_KEY": STRIPE_KEY,
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_CHANNEL": CHANNEL,
-        "DATABASE_PATH": str(tmp_path / "climate-bot.db"),
-        "SLACK_API_URL": fake_slack.api_url,
-        "STRIPE_API_BASE": fake_stripe.url,
-    }
+    return fake_bot_env(tmp_path / "climate-bot.db", fake_slack.api_url, fake_stripe.url)
 
 
 @pytest.fixture
@@ -115,14 +109,18 @@ class RunningBot:
 
 
 @contextmanager
-def serve_bot(settings: Settings) -> Iterator[RunningBot]:
-    """The bot's app on a loopback port, without background threads (tests drive the worker)."""
+def serve_bot(settings: Settings, *, rng: random.Random | None = None) -> Iterator[RunningBot]:
+    """The bot's app on a loopback port, without background threads (tests drive the worker).
+
+    `rng`: the worker's randomness (its back-off jitter), seeded to replay a run."""
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     bot = app.extensions["climate-bot"]
     bot.deliverer.pace_seconds = 0  # pacing has its own test; here it would only slow drains
+    if rng is not None:
+        bot.deliverer.rng = rng
     try:
         yield RunningBot(f"http://127.0.0.1:{server.server_port}", bot)
     finally:

@@ -11,13 +11,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import cards, i18n
+from bot import i18n
 from bot.cards import (
     ORDER_FILTERS,
     ORDERS_PER_PAGE,
+    blocks,
     cancel_modal,
     decision_direct_message,
     limit_problems,
+    limits,
     order_card,
     order_notice,
     order_reply,
@@ -538,20 +540,20 @@ LOOKALIKES = {"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02cb", ">": "
 def test_no_stripe_string_can_open_or_close_a_style_span(text, limit):
     """Each Stripe string as a card shows it reads as sent (each style character becomes its
     look-alike, nothing else changes) and can neither open nor close a style span nor quote."""
-    shown = cards._text(text, limit)
+    shown = blocks._text(text, limit)
     assert "*" not in shown and "~" not in shown and "`" not in shown
     assert not SPAN_UNDERSCORE.search(shown)
     assert not shown.startswith(("&gt;", ">"))
     # Faithful: character for character the escaped text, but for look-alikes of style ones.
     sent = single_line(text)
     escaped = sent[:1] + escape_mrkdwn(sent[1:]) if sent.startswith(">") else escape_mrkdwn(sent)
-    inert = cards._text(text, 10**6)
+    inert = blocks._text(text, 10**6)
     assert len(inert) == len(escaped)
     assert all(a == b or LOOKALIKES.get(b) == a for a, b in zip(inert, escaped, strict=True))
     # An id keeps everything but a backtick, inside one code span of ours.
-    code = cards._code(text)
+    code = blocks._code(text)
     if sent:
-        expected = truncate(escape_mrkdwn(sent), cards.ID_LIMIT).replace("`", "\u02cb")
+        expected = truncate(escape_mrkdwn(sent), limits.ID_LIMIT).replace("`", "\u02cb")
         assert code == f"`{expected}`"
 
 
@@ -633,3 +635,12 @@ def test_the_cancel_dialog_stays_within_slacks_modal_limits(the_state, metadata,
     assert_safe_and_within_limits(Message(text=view["title"]["text"], blocks=blocks))
     [reason] = [b for b in view["blocks"] if b["type"] == "input"]
     assert reason["element"]["max_length"] <= 3000 and reason["optional"] is True
+
+
+def test_a_cut_never_leaves_one_of_our_code_spans_open():
+    # Found by the direct-message property: a notification text cut inside `…` showed the rest
+    # of the text as code.
+    text = "Order `climorder_1` → `" + "x" * 50 + "` and more"
+    cut = truncate(text, 30)
+    assert cut == "Order `climorder_1` →…"
+    assert cut.count("`") % 2 == 0

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.fakes import stripe_objects as so
+from bot.jobs import CardJob
 from bot.model import HANDLED_EVENTS
 from bot.storage import Storage
 from tests.conftest import env_for
@@ -99,7 +100,7 @@ def test_retry_queues_parked_deliveries_again_and_releases_channels_held_past_a_
     with time_machine.travel(1_900_000_000, tick=False):
         storage = Storage(env["DATABASE_PATH"])
         with storage.transaction():
-            storage.enqueue("order:a", "card", channel="C_ARCHIVED")
+            storage.enqueue("order:a", CardJob(), channel="C_ARCHIVED")
         storage.fail(storage.lease_next("w", pace_seconds=0), "is_archived")
         storage.hold_channel("C_LIMITED", 90)  # a long Retry-After
         storage.hold_channel("C_PACED", 1)  # pacing after a post: left alone

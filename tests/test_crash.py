@@ -18,6 +18,9 @@ import requests
 from bot.fakes import stripe_objects as so
 from tests.conftest import CHANNEL, WEBHOOK_SECRET, env_for, wait_until
 
+# Starts processes (or a browser): left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

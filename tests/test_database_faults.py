@@ -28,6 +28,9 @@ from tests.processes import BIN, REPO, gunicorn_command, process_env
 from tests.test_crash import start_bot
 from tests.test_faults import bot_env, stop
 
+# Starts processes (or a browser): left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def post(base: str, event: dict) -> requests.Response:
     body, headers = so.webhook_request(event, WEBHOOK_SECRET)

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from bot.delivery import Deliverer
 from bot.fakes import stripe_objects as so
+from bot.jobs import CardJob
 from bot.slack_gateway import SlackGateway
 from bot.storage import Storage
 from tests.conftest import BOT_TOKEN, CHANNEL, wait_until
@@ -323,7 +324,7 @@ def test_webhooks_into_a_paced_channel_do_not_wake_the_worker_for_nothing(runnin
         wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 10, "no card was posted")
         with running.bot.storage.transaction():  # a backlog: each look now takes a while
             for n in range(3000):
-                running.bot.storage.enqueue(f"order:backlog{n}", "card", channel=CHANNEL)
+                running.bot.storage.enqueue(f"order:backlog{n}", CardJob(), channel=CHANNEL)
         deliverer.poke()
         wait_until(asleep, 10, "the worker never slept")
         before = looks("no")

@@ -58,6 +58,9 @@ HOSTILE_REASON = (
     '<script>window.__xss = 1</script> <img src=x onerror="window.__xss = 2"> <!channel>'
 )
 
+# Starts processes (or a browser): left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def demo_url(tmp_path) -> Iterator[str]:

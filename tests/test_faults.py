@@ -32,11 +32,11 @@ import pytest
 import requests
 import time_machine
 
-from bot import delivery, server
+from bot import server
 from bot.fakes import stripe_objects as so
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION, MAX_RETRY_AFTER_SECONDS
 from bot.stripe_gateway import cancel_idempotency_key
-from tests.conftest import CHANNEL, WEBHOOK_SECRET, env_for
+from tests.conftest import CHANNEL, WEBHOOK_SECRET, env_for, serve_bot
 from tests.test_crash import free_port, post, start_bot, wait_until
 from tests.test_decisions import answers, click, delayed_order
 
@@ -134,32 +134,34 @@ def test_slack_down_for_twenty_minutes_then_back_delivers_every_acknowledged_eve
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_slack_failing_30_percent_of_calls_at_random_delivers_everything_exactly_once(
-    running, fake_slack, monkeypatch, seed
+    settings, fake_slack, seed
 ):
     # Both the fake's failures and the worker's backoff jitter are seeded: a failure replays.
-    monkeypatch.setattr(delivery, "random", random.Random(seed))
-    fake_slack.set_random_failures(0.3, seed=seed)
-    orders = [so.order() for _ in range(10)]
-    every_order_delayed = [
-        event
-        for order in orders
-        for event in (
-            so.event("climate.order.created", order, created=T0 - 600),
-            so.event("climate.order.delayed", so.delayed(order, 2030, at=T0 - 60), created=T0 - 60),
-        )
-    ]
-    with time_machine.travel(T0, tick=False) as clock:
-        for event in every_order_delayed:
-            assert running.send_event(event).json()["outcome"] == "queued"
-        run_worker(running.bot, clock)
+    with serve_bot(settings, rng=random.Random(seed)) as running:
+        fake_slack.set_random_failures(0.3, seed=seed)
+        orders = [so.order() for _ in range(10)]
+        every_order_delayed = [
+            event
+            for order in orders
+            for event in (
+                so.event("climate.order.created", order, created=T0 - 600),
+                so.event(
+                    "climate.order.delayed", so.delayed(order, 2030, at=T0 - 60), created=T0 - 60
+                ),
+            )
+        ]
+        with time_machine.travel(T0, tick=False) as clock:
+            for event in every_order_delayed:
+                assert running.send_event(event).json()["outcome"] == "queued"
+            run_worker(running.bot, clock)
 
-    statuses = [c.status for c in fake_slack.calls]
-    assert statuses.count(429) > 0 and statuses.count(500) > 0, "no fault was injected"
-    assert_delivered_exactly_once(
-        running.bot, fake_slack, orders, delayed={o["id"] for o in orders}
-    )
-    posted = [c for c in fake_slack.calls_to("chat.postMessage") if c.ok]
-    assert len(posted) == 2 * len(orders), "Slack accepted a post twice"
+        statuses = [c.status for c in fake_slack.calls]
+        assert statuses.count(429) > 0 and statuses.count(500) > 0, "no fault was injected"
+        assert_delivered_exactly_once(
+            running.bot, fake_slack, orders, delayed={o["id"] for o in orders}
+        )
+        posted = [c for c in fake_slack.calls_to("chat.postMessage") if c.ok]
+        assert len(posted) == 2 * len(orders), "Slack accepted a post twice"
 
 
 @pytest.mark.parametrize(

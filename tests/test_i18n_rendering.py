@@ -23,6 +23,7 @@ from babel.messages.pofile import read_po
 from bot import cards, formatting, i18n
 from bot.cards import (
     ORDER_FILTERS,
+    answers,
     cancel_modal,
     decision_direct_message,
     history_answer,
@@ -377,7 +378,7 @@ def record_answers() -> Iterator[tuple[str, Callable[[], Message]]]:
         {"type": event, "created": DELAYED_AT + i, "late": i % 2}
         for i, event in enumerate((*ORDER_EVENTS, "climate.order.from_the_future"))
     ]
-    outcomes = [*cards._AUDIT_OUTCOMES, "something_new"]
+    outcomes = [*answers._AUDIT_OUTCOMES, "something_new"]
     audit = [
         {"at": DELAYED_AT + i, "slack_user": "U0ALICE", "outcome": outcome, "error": "boom"}
         for i, outcome in enumerate(outcomes)
@@ -510,9 +511,9 @@ def english_fragments() -> tuple[str, ...]:
 def renderer_msgids() -> set[str]:
     """Every string `bot.cards` and `bot.formatting` mark for translation (singular forms)."""
     found = set()
-    for module in (cards, formatting):
+    for path in (*sorted(Path(cards.__file__).parent.glob("*.py")), Path(formatting.__file__)):
         for _line, msgid, _comments, _context in extract_from_file(
-            "python", Path(module.__file__), keywords=KEYWORDS
+            "python", path, keywords=KEYWORDS
         ):
             found.add(msgid[0] if isinstance(msgid, tuple) else msgid)
     return found

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 import time_machine
 from prometheus_client.parser import text_string_to_metric_families
@@ -130,6 +131,7 @@ def test_a_channel_held_past_a_minute_degrades_healthz_and_shows_in_metrics(runn
     assert not [key for key in samples if key[0] == "climate_bot_channel_held_seconds"]
 
 
+@pytest.mark.slow
 def test_logs_are_json_lines_and_never_carry_a_secret_url_or_body(
     tmp_path, fake_slack, fake_stripe
 ):
@@ -194,6 +196,7 @@ def test_logs_are_json_lines_and_never_carry_a_secret_url_or_body(
     assert "delivered card" in text  # one line per thing that happened
 
 
+@pytest.mark.slow
 def test_app_py_metrics_under_one_process(tmp_path, fake_slack, fake_stripe):
     env = {
         **env_for(tmp_path, fake_slack, fake_stripe),
@@ -221,6 +224,7 @@ def created_series(body: str) -> list[str]:
     return re.findall(r"^\w+_created\b.*$", body, re.MULTILINE)
 
 
+@pytest.mark.slow
 def test_gunicorn_metrics_add_up_every_worker_without_created_series(
     tmp_path, fake_slack, fake_stripe
 ):
@@ -288,6 +292,7 @@ log.info("last info line")
 """
 
 
+@pytest.mark.slow
 def test_log_lines_are_buffered_briefly_but_warnings_and_exit_write_everything(tmp_path):
     """Lines go out through a buffer (a write per line cost 15% under load): an INFO line
     within a fraction of a second, a warning at once with everything before it, and all at

@@ -7,10 +7,15 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from bot.fakes import stripe_objects as so
 from tests.conftest import CHANNEL, env_for
 from tests.processes import BIN, free_port, gunicorn_command, process_env, start_gunicorn
 from tests.test_crash import post, wait_until
+
+# Starts processes (or a browser): left out by `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 def bot_env(tmp_path, fake_slack, fake_stripe) -> dict[str, str]:

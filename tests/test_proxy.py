@@ -28,6 +28,9 @@ from tests.test_faults import (
     half_sent_requests,
 )
 
+# Starts processes (or a browser): left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 EXAMPLE = REPO / "deploy" / "nginx.conf"
 
 

@@ -11,6 +11,7 @@ import sqlite_utils
 import time_machine
 
 from bot.fakes import stripe_objects as so
+from bot.jobs import CancelJob, CardJob, OrderReplyJob
 from bot.model import MAX_RETRY_AFTER_SECONDS
 from bot.recording import record_event
 from bot.storage import (
@@ -54,9 +55,11 @@ def test_reopening_keeps_the_instance_id_and_applies_nothing_twice(tmp_path):
 def test_rows_of_one_card_are_leased_in_order_and_replies_wait_for_the_card(tmp_path):
     storage = Storage(tmp_path / "bot.db")
     with storage.transaction():
-        storage.enqueue("order:a", "card", channel="C1", event_id="evt_1")
-        storage.enqueue("order:a", "reply", channel="C1", event_id="evt_2")
-        storage.enqueue("order:b", "card", channel="C1", event_id="evt_3")
+        storage.enqueue("order:a", CardJob(), channel="C1", event_id="evt_1")
+        storage.enqueue(
+            "order:a", OrderReplyJob(late=False, change=None), channel="C1", event_id="evt_2"
+        )
+        storage.enqueue("order:b", CardJob(), channel="C1", event_id="evt_3")
     first = storage.lease_next("w1", pace_seconds=0)
     second = storage.lease_next("w2", pace_seconds=0)
     assert (first.card_key, first.kind) == ("order:a", "card")
@@ -72,9 +75,11 @@ def test_worker_sleep_accounts_for_pacing_and_for_replies_that_cannot_go_yet(tmp
     """Regression: the worker spun at 100 Hz on rows it could not lease (pacing, failed card)."""
     storage = Storage(tmp_path / "bot.db")
     with storage.transaction():
-        storage.enqueue("order:a", "card", channel="C1", event_id="evt_1")
-        storage.enqueue("order:a", "reply", channel="C1", event_id="evt_2")
-        storage.enqueue("order:b", "card", channel="C1", event_id="evt_3")
+        storage.enqueue("order:a", CardJob(), channel="C1", event_id="evt_1")
+        storage.enqueue(
+            "order:a", OrderReplyJob(late=False, change=None), channel="C1", event_id="evt_2"
+        )
+        storage.enqueue("order:b", CardJob(), channel="C1", event_id="evt_3")
     card_a = storage.lease_next("w", pace_seconds=30)
     storage.fail(card_a, "channel_not_found")
     # order:b's card waits for the channel's pacing slot; a's reply waits for a's card.
@@ -94,7 +99,7 @@ def _receive(storage: Storage, event: dict) -> None:
 
 def query_plans(storage: Storage, call) -> list[list[str]]:
     """EXPLAIN QUERY PLAN of each SELECT or UPDATE that `call` really runs on this thread's
-    connection (traced, not copied from bot/storage.py)."""
+    connection (traced, not copied from bot/storage/)."""
     statements: list[str] = []
     storage.conn.set_trace_callback(statements.append)
     try:
@@ -202,13 +207,13 @@ def test_the_wal_is_copied_back_and_started_over_as_webhooks_come_in(tmp_path):
 def test_a_paced_channel_holds_new_messages_but_not_updates_or_jobs(tmp_path):
     storage = Storage(tmp_path / "bot.db")
     with storage.transaction():
-        storage.enqueue("order:a", "card", channel="C1", event_id="evt_1")
+        storage.enqueue("order:a", CardJob(), channel="C1", event_id="evt_1")
     card_a = storage.lease_next("w", pace_seconds=30)  # posts: C1's next slot is 30 s away
     storage.complete(card_a, card_channel="C1", ts="1.000100")
     with storage.transaction():
-        storage.enqueue("order:b", "card", channel="C1", event_id="evt_2")  # a new card
-        storage.enqueue("order:a", "card", channel="C1")  # an update of the posted card
-        storage.enqueue("order:c", "cancel", channel="C1")  # a job: Stripe, not Slack
+        storage.enqueue("order:b", CardJob(), channel="C1", event_id="evt_2")  # a new card
+        storage.enqueue("order:a", CardJob(), channel="C1")  # an update of the posted card
+        storage.enqueue("order:c", CancelJob(None, None), channel="C1")  # a job: Stripe, not Slack
     update = storage.lease_next("w", pace_seconds=30)
     assert (update.card_key, update.kind, update.card_ts) == ("order:a", "card", "1.000100")
     storage.complete(update)
@@ -217,8 +222,8 @@ def test_a_paced_channel_holds_new_messages_but_not_updates_or_jobs(tmp_path):
     assert storage.lease_next("w", pace_seconds=30) is None  # the new card waits for the slot
     assert storage.next_delivery_at() >= card_a.first_attempt_at + 29
     with storage.transaction():
-        storage.enqueue("order:a", "card", channel="C1")
-        assert storage.enqueue("order:a", "card", channel="C1") is None  # one update waits
+        storage.enqueue("order:a", CardJob(), channel="C1")
+        assert storage.enqueue("order:a", CardJob(), channel="C1") is None  # one update waits
     assert storage.lease_next("w", pace_seconds=30).card_key == "order:a"
     storage.conn.execute("UPDATE pacing SET next_post_at = 0")  # the slot comes round
     assert storage.lease_next("w", pace_seconds=30).card_key == "order:b"
@@ -243,7 +248,7 @@ def test_health_counts_the_outbox_on_indexes_and_gets_every_status_right(tmp_pat
     storage = Storage(tmp_path / "bot.db")
     with storage.transaction():
         for n in range(4):
-            storage.enqueue(f"order:{n}", "card", channel="C1", event_id=f"evt_{n}")
+            storage.enqueue(f"order:{n}", CardJob(), channel="C1", event_id=f"evt_{n}")
     done = storage.lease_next("w", pace_seconds=0)
     storage.complete(done, card_channel="C1", ts="1.000100")
     failed = storage.lease_next("w", pace_seconds=0)

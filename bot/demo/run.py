@@ -24,6 +24,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from bot.demo.sandbox import SlackSandbox, create_sandbox_app
 from bot.demo.story import Story, inventory
 from bot.demo.webhooks import WebhookSender
+from bot.fakes.bot_env import fake_bot_env
 from bot.fakes.slack import FakeSlack
 from bot.fakes.stripe import FakeStripe
 from bot.settings import load_settings
@@ -95,14 +96,14 @@ def start_demo(*, port: int = 3000, fast: bool = False, events: int = 0) -> Runn
     for product in inventory(int(time.time())):
         stripe.add_product(product)
     settings = load_settings(
-        {
+        fake_bot_env(
+            workdir / "climate-bot.db",
+            slack.api_url,
+            stripe.url,
             **secrets_,
-            "SLACK_CHANNEL": CHANNEL,
-            "SLACK_ALLOWED_DECIDERS": DECIDER,
-            "DATABASE_PATH": str(workdir / "climate-bot.db"),
-            "SLACK_API_URL": slack.api_url,
-            "STRIPE_API_BASE": stripe.url,
-        }
+            SLACK_CHANNEL=CHANNEL,
+            SLACK_ALLOWED_DECIDERS=DECIDER,
+        )
     )
     app = create_app(settings, start_background=True)
     bot: ClimateBot = app.extensions["climate-bot"]

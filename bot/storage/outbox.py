@@ -1,0 +1,304 @@
+"""Storage verbs about the outbox: what Slack must be told, leased, paced, held, retried, parked."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bot.jobs import CARD_JOBS, CardJob, Job, UpdateJob, to_facts
+from bot.model import MAX_RETRY_AFTER_SECONDS
+
+
+@dataclass
+class OutboxRow:
+    """One thing Slack must be told, as leased by a delivery worker."""
+
+    id: int
+    card_key: str
+    # The job's kind (bot/jobs.py; `job_of` reads the job): "card" posts or updates the card
+    # (queued as "update" when the card was already posted), "reply" is a reply in the card's
+    # thread, anything else is work for a registered function (`Deliverer.handlers`)
+    kind: str
+    event_id: str | None
+    facts: dict[str, Any]
+    channel: str
+    attempts: int
+    first_attempt_at: float | None
+    card_ts: str | None  # the card's ts when the card exists
+    lease_owner: str
+    created_at: float = 0.0  # when the row was queued (the event's arrival, for latency)
+
+
+@dataclass
+class Failure:
+    """A delivery parked after a permanent error."""
+
+    id: int
+    card_key: str
+    kind: str
+    last_error: str
+    created_at: float
+
+
+# The oldest deliverable row: its card's earlier rows are done, a reply's card exists, and a row
+# that may post a message ("card" or "reply") waits for its channel's pacing slot; updates of a
+# posted card ("update") and jobs do not.
+# Rows of paced channels are turned down on the outbox_queue index alone, without reading them:
+# a burst into one channel made every look read the whole backlog (bench/outbox.py).
+_LEASABLE = """
+    SELECT o.*, c.ts AS card_ts FROM outbox o INDEXED BY outbox_queue
+    LEFT JOIN cards c ON c.key = o.card_key
+    WHERE o.status = 'pending'
+      AND (o.kind NOT IN ('card', 'reply')
+           OR o.channel NOT IN (SELECT channel FROM pacing WHERE next_post_at > :now))
+      AND o.available_at <= :now
+      AND (o.lease_until IS NULL OR o.lease_until < :now)
+      AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.card_key = o.card_key
+                      AND p.status = 'pending' AND p.id < o.id)
+      AND (o.kind <> 'reply' OR c.ts IS NOT NULL)
+    ORDER BY o.id LIMIT 1
+"""
+
+
+# A channel held longer than this from now is held by a Slack rate limit, not by our pacing (a
+# second after each post): /healthz and /metrics report it, `climate-bot retry` releases it.
+LONG_HOLD_SECONDS = 60.0
+
+
+class OutboxVerbs:
+    """The queue of Slack work and the channels' pacing (a part of `Storage`)."""
+
+    def enqueue(
+        self,
+        key: str,
+        job: Job,
+        *,
+        channel: str,
+        event_id: str | None = None,
+        new_card: bool = False,
+    ) -> int | None:
+        """Queue `job` (what Slack must be told, or work for the worker) under the card `key`.
+
+        `channel`: where the row goes when the card `key` is neither posted nor queued (a new
+        card, or a key of no card, like a direct message's). A card never moves: once it is
+        posted or queued, every row of its key goes to its channel and `channel` is not used.
+        `event_id`: the event the row tells or was queued for (a reply renders it, a fetch reads
+        it, a card's delivery latency counts from its arrival).
+        `new_card`: the caller found, in this transaction, that the card has no channel yet (so
+        nothing of it is posted or queued).
+
+        A `CardJob` is skipped when an untouched one is already queued for the same card: it will
+        render the state current at delivery time, which includes this change. One for a card
+        already posted is stored as an `UpdateJob`.
+        """
+        now = time.time()
+        if not new_card:
+            posted, queued = self._card_channels(key)
+            channel = posted or queued or channel
+            if isinstance(job, CardJob) and posted:
+                job = UpdateJob()  # a chat.update, which the channel's pacing does not hold
+        if isinstance(job, CARD_JOBS) and not new_card:
+            waiting = self.conn.execute(
+                "SELECT 1 FROM outbox WHERE card_key = ? AND kind IN ('card', 'update')"
+                " AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL",
+                (key,),
+            ).fetchone()
+            if waiting:
+                return None
+        cur = self.conn.execute(
+            "INSERT INTO outbox (card_key, kind, event_id, facts, channel, available_at,"
+            " created_at) VALUES (?,?,?,?,?,?,?)",
+            (key, job.kind, event_id, json.dumps(to_facts(job)), channel, now, now),
+        )
+        return cur.lastrowid
+
+    def lease_next(
+        self, owner: str, *, lease_seconds: float = 60.0, pace_seconds: float = 1.0
+    ) -> OutboxRow | None:
+        """Lease the oldest deliverable row, or None.
+
+        Rows of one card go strictly in order; a reply waits for its card; a row that posts a new
+        message waits for its channel's pacing slot (Slack allows about one message per second
+        per channel). The search reads outside the write lock (it can scan a long backlog);
+        the claim is a compare-and-set under it, so two workers never take the same row.
+        """
+        for _ in range(3):  # another worker may claim the row first: look again
+            now = time.time()
+            row = self.conn.execute(_LEASABLE, {"now": now}).fetchone()
+            if row is None:
+                return None
+            posts = row["kind"] == "reply" or (row["kind"] == "card" and row["card_ts"] is None)
+            with self.transaction() as conn:
+                if posts and self._next_post_at(row["channel"]) > now:
+                    continue
+                claimed = conn.execute(
+                    "UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
+                    " first_attempt_at = coalesce(first_attempt_at, ?) WHERE id = ?"
+                    " AND status = 'pending' AND (lease_until IS NULL OR lease_until < ?)",
+                    (owner, now + lease_seconds, now, row["id"], now),
+                ).rowcount
+                if not claimed:
+                    continue
+                if posts:
+                    conn.execute(
+                        "INSERT INTO pacing (channel, next_post_at) VALUES (?, ?) ON CONFLICT"
+                        " (channel) DO UPDATE SET next_post_at = excluded.next_post_at",
+                        (row["channel"], now + pace_seconds),
+                    )
+            break
+        else:
+            return None
+        return OutboxRow(
+            id=row["id"],
+            card_key=row["card_key"],
+            kind="card" if row["kind"] == "update" else row["kind"],  # delivered alike
+            event_id=row["event_id"],
+            facts=json.loads(row["facts"] or "{}"),
+            channel=row["channel"],
+            attempts=row["attempts"] + 1,
+            first_attempt_at=row["first_attempt_at"] or now,
+            card_ts=row["card_ts"],
+            lease_owner=owner,
+            created_at=row["created_at"],
+        )
+
+    def _next_post_at(self, channel: str) -> float:
+        row = self.conn.execute(
+            "SELECT next_post_at FROM pacing WHERE channel = ?", (channel,)
+        ).fetchone()
+        return row[0] if row else 0.0
+
+    def paced_channels(self, now: float) -> dict[str, float]:
+        """Channels whose next post must wait, and until when (one row per channel ever used)."""
+        rows = self.conn.execute(
+            "SELECT channel, next_post_at FROM pacing WHERE next_post_at > ?", (now,)
+        ).fetchall()
+        return {channel: at for channel, at in rows}
+
+    def next_delivery_at(self) -> float | None:
+        """When the worker should look again after a look that found nothing; None if nothing
+        is due by time.
+
+        Called right after an empty look, so nothing is due now: what comes due is a paced
+        channel with messages waiting getting its slot back, or a row that was tried before
+        coming off its back-off or its lease. Rows waiting behind their card are not due by
+        time. A few index searches, however long the backlog (bench/outbox.py).
+        """
+        return self.conn.execute(
+            """
+            SELECT min(due) FROM (
+                SELECT min(p.next_post_at) AS due FROM pacing p
+                WHERE p.next_post_at > :now AND EXISTS (
+                    SELECT 1 FROM outbox o INDEXED BY outbox_queue WHERE o.status = 'pending'
+                    AND o.channel = p.channel AND o.kind IN ('card', 'reply'))
+                UNION ALL
+                SELECT min(max(o.available_at, coalesce(o.lease_until, 0))) FROM outbox o
+                INDEXED BY outbox_retry WHERE o.status = 'pending' AND o.attempts > 0
+                AND max(o.available_at, coalesce(o.lease_until, 0)) > :now
+            )
+            """,
+            {"now": time.time()},
+        ).fetchone()[0]
+
+    def complete(self, row: OutboxRow, *, card_channel: str | None = None, ts: str | None = None):
+        """Mark a row delivered; for a newly posted card, remember where it is — atomically."""
+        with self.transaction() as conn:
+            if row.kind == "card" and row.card_ts is None and ts:
+                conn.execute(
+                    "INSERT OR IGNORE INTO cards (key, channel, ts, posted_at) VALUES (?,?,?,?)",
+                    (row.card_key, card_channel or row.channel, ts, time.time()),
+                )
+            conn.execute(
+                "UPDATE outbox SET status = 'done', done_at = ?, posted_ts = ?,"
+                " lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                (time.time(), ts, row.id, row.lease_owner),
+            )
+
+    def reschedule(self, row: OutboxRow, *, delay: float, error: str) -> None:
+        """Give a row back to be tried again after `delay` seconds."""
+        self.conn.execute(
+            "UPDATE outbox SET available_at = ?, last_error = ?, lease_owner = NULL,"
+            " lease_until = NULL WHERE id = ? AND lease_owner = ?",
+            (time.time() + delay, error, row.id, row.lease_owner),
+        )
+
+    def hold_channel(self, channel: str, seconds: float) -> None:
+        """Keep every worker from posting to `channel` for `seconds` (Slack said Retry-After).
+
+        Never longer than MAX_RETRY_AFTER_SECONDS from now, whatever `seconds` is (`inf` and
+        `nan` hold for the cap), even when the channel is already held longer: a stored hold
+        outlives the process, so one wrong value must not silence the channel for good.
+        """
+        if not math.isfinite(seconds):
+            seconds = MAX_RETRY_AFTER_SECONDS
+        now = time.time()
+        until = now + min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+        self.conn.execute(
+            "INSERT INTO pacing (channel, next_post_at) VALUES (?, ?) ON CONFLICT (channel)"
+            " DO UPDATE SET next_post_at = min(max(next_post_at, excluded.next_post_at), ?)",
+            (channel, until, now + MAX_RETRY_AFTER_SECONDS),
+        )
+
+    def long_holds(self, now: float) -> dict[str, float]:
+        """Channels held more than LONG_HOLD_SECONDS past `now` (by a Slack rate limit, not
+        our pacing), and until when. Read on every /healthz probe and /metrics scrape: the pacing
+        table has a row per channel ever posted to, a few."""
+        return self.paced_channels(now + LONG_HOLD_SECONDS)
+
+    def release_long_holds(self) -> int:
+        """Let every channel held more than LONG_HOLD_SECONDS from now post again; how many.
+
+        Ordinary pacing (a second after each post) is left alone. Should Slack still be
+        limiting, the next post gets a 429 and a new, bounded, hold.
+        """
+        cur = self.conn.execute(
+            "DELETE FROM pacing WHERE next_post_at > ?", (time.time() + LONG_HOLD_SECONDS,)
+        )
+        return cur.rowcount
+
+    def fail(self, row: OutboxRow, error: str) -> None:
+        """Park a row after a permanent error; it stays visible until replayed."""
+        self.conn.execute(
+            "UPDATE outbox SET status = 'failed', last_error = ?, lease_owner = NULL,"
+            " lease_until = NULL WHERE id = ? AND lease_owner = ?",
+            (error, row.id, row.lease_owner),
+        )
+
+    def failures(self) -> list[Failure]:
+        rows = self.conn.execute(
+            "SELECT id, card_key, kind, last_error, created_at FROM outbox"
+            " WHERE status = 'failed' ORDER BY id"
+        ).fetchall()
+        return [Failure(**dict(r)) for r in rows]
+
+    def retry_failed(self) -> int:
+        """Put every parked row back in the queue (after an operator fixed the cause)."""
+        cur = self.conn.execute(
+            "UPDATE outbox SET status = 'pending', available_at = ?, attempts = 0"
+            " WHERE status = 'failed'",
+            (time.time(),),
+        )
+        return cur.rowcount
+
+    def outbox_backlog(self) -> tuple[int, float | None]:
+        """How many rows wait for delivery, and when the oldest of them was queued."""
+        row = self.conn.execute(
+            "SELECT count(*), min(created_at) FROM outbox WHERE status = 'pending'"
+        ).fetchone()
+        return row[0], row[1]
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Rows by status (pending, failed, done), leaving out those with none.
+
+        Counted on indexes, never the table: it runs on every /healthz probe and /metrics scrape.
+        """
+        total, pending, failed = self.conn.execute(
+            "SELECT (SELECT count(*) FROM outbox),"
+            " (SELECT count(*) FROM outbox WHERE status = 'pending'),"
+            " (SELECT count(*) FROM outbox WHERE status = 'failed')"
+        ).fetchone()
+        counts = {"pending": pending, "failed": failed, "done": total - pending - failed}
+        return {status: n for status, n in counts.items() if n}
