@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import os
-import random
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import pytest
-import requests
 from hypothesis import settings as hypothesis_settings
-from werkzeug.serving import make_server
 
-from bot.fakes import stripe_objects
-from bot.fakes.bot_env import (  # noqa: F401  (tests import them from here)
-    BOT_TOKEN,
-    CHANNEL,
-    SIGNING_SECRET,
-    STRIPE_KEY,
-    WEBHOOK_SECRET,
-    fake_bot_env,
-)
 from bot.fakes.slack import FakeSlack
 from bot.fakes.stripe import FakeStripe
 from bot.settings import Settings, load_settings
-from bot.web import create_app
-from bot.wiring import ClimateBot
-from tests.stripe_schema import validate_event
+from bot.storage import Storage
+from tests.support.bot import BOT_TOKEN, STRIPE_KEY, RunningBot, env_for, serve_bot
 
 # Property tests explore new examples on developers' machines; CI replays a fixed set, so that a
 # rare example cannot turn a submission red by luck (failures found locally become @example).
@@ -62,74 +45,20 @@ def fake_stripe() -> Iterator[FakeStripe]:
         yield fake
 
 
-def env_for(tmp_path, fake_slack: FakeSlack, fake_stripe: FakeStripe) -> dict[str, str]:
-    return fake_bot_env(tmp_path / "climate-bot.db", fake_slack.api_url, fake_stripe.url)
-
-
 @pytest.fixture
 def settings(tmp_path, fake_slack, fake_stripe) -> Settings:
     return load_settings(env_for(tmp_path, fake_slack, fake_stripe))
-
-
-def wait_until(predicate, timeout: float, message: str) -> None:
-    """Poll `predicate` until it holds; fail with `message` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(message)
-
-
-@dataclass
-class RunningBot:
-    """The bot's Flask app served over real HTTP on loopback, with its worker driven by hand."""
-
-    url: str
-    bot: ClimateBot
-
-    def send_event(
-        self,
-        event: dict | str,
-        *,
-        timestamp: int | None = None,
-        secret: str = WEBHOOK_SECRET,
-        hostile: bool = False,
-    ):
-        """POST a signed event; unless `hostile`, Climate events must match Stripe's schemas."""
-        climate = isinstance(event, dict) and str(event.get("type", "")).startswith("climate.")
-        if climate and not hostile:
-            assert validate_event(event) == []
-        body, headers = stripe_objects.webhook_request(event, secret, timestamp=timestamp)
-        return requests.post(self.url + "/stripe/webhook", data=body, headers=headers, timeout=10)
-
-    def deliver(self) -> None:
-        """Drain the outbox once, as the worker would, and wait for nothing else."""
-        self.bot.deliverer.drain()
-
-
-@contextmanager
-def serve_bot(settings: Settings, *, rng: random.Random | None = None) -> Iterator[RunningBot]:
-    """The bot's app on a loopback port, without background threads (tests drive the worker).
-
-    `rng`: the worker's randomness (its back-off jitter), seeded to replay a run."""
-    app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    bot = app.extensions["climate-bot"]
-    bot.deliverer.pace_seconds = 0  # pacing has its own test; here it would only slow drains
-    if rng is not None:
-        bot.deliverer.rng = rng
-    try:
-        yield RunningBot(f"http://127.0.0.1:{server.server_port}", bot)
-    finally:
-        server.shutdown()
-        bot.stop_background()
-        bot.storage.close()
 
 
 @pytest.fixture
 def running(settings) -> Iterator[RunningBot]:
     with serve_bot(settings) as bot:
         yield bot
+
+
+@pytest.fixture
+def storage(tmp_path) -> Iterator[Storage]:
+    """A `Storage` on a fresh database in the test's own directory, closed after the test."""
+    store = Storage(tmp_path / "climate-bot.db")
+    yield store
+    store.close()

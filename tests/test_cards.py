@@ -5,12 +5,9 @@ Tests run in the default locale, English, unless they say otherwise with ``use_l
 
 from __future__ import annotations
 
-import copy
-import json
 import re
 from datetime import date
 from decimal import Decimal
-from importlib import resources
 from typing import Any
 
 import pytest
@@ -41,7 +38,6 @@ from bot.i18n import use_locale
 from bot.model import (
     ACCEPT_ACTION,
     CANCEL_ACTION,
-    DECISION_WINDOW_SECONDS,
     Change,
     Decision,
     Message,
@@ -51,44 +47,15 @@ from bot.model import (
     ProductState,
     ProductUpdate,
 )
-
-FIXTURES = json.loads(
-    resources.files("bot.fakes")
-    .joinpath("stripe_data/climate-fixtures.json")
-    .read_text(encoding="utf-8")
+from tests.support.cards import (
+    DEADLINE,
+    DELAYED_AT,
+    delay,
+    make_order,
+    make_product,
+    make_supplier,
+    texts,
 )
-DELAYED_AT = 1_790_000_000
-DEADLINE = DELAYED_AT + DECISION_WINDOW_SECONDS
-
-
-def make_order(**changes: Any) -> dict[str, Any]:
-    """A confirmed order built from Stripe's fixture, with the fields a test cares about."""
-    order = copy.deepcopy(FIXTURES["resources"]["climate.order"])
-    order.update(
-        status="confirmed",
-        canceled_at=None,
-        delayed_at=None,
-        delivered_at=None,
-        product_substituted_at=None,
-    )
-    order.update(changes)
-    return order
-
-
-def make_product(**changes: Any) -> dict[str, Any]:
-    product = copy.deepcopy(FIXTURES["resources"]["climate.product"])
-    product.update(changes)
-    return product
-
-
-def make_supplier(**changes: Any) -> dict[str, Any]:
-    supplier = copy.deepcopy(FIXTURES["resources"]["climate.supplier"])
-    supplier.update(changes)
-    return supplier
-
-
-def delay(old_year: int | None = 2027, new_year: int = 2028) -> Change:
-    return Change(kind="delayed", at=DELAYED_AT, old_year=old_year, new_year=new_year)
 
 
 def card(
@@ -109,24 +76,6 @@ def card(
     message = order_card(state, now)
     assert limit_problems(message) == []
     return message
-
-
-def texts(message: Message) -> list[str]:
-    """Every piece of text in the message: the fallback and each text object in the blocks."""
-    found = [message.text]
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if isinstance(value.get("text"), str):
-                found.append(value["text"])
-            for child in value.values():
-                walk(child)
-        elif isinstance(value, list):
-            for child in value:
-                walk(child)
-
-    walk(message.blocks)
-    return found
 
 
 def all_text(message: Message) -> str:

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from bot.cli import CHECK_ORDER_ID, STRIPE_ACCESS, main
 from bot.fakes.stripe import EVENT_READ, ORDER_READ, ORDER_WRITE, PRODUCT_READ
-from tests.conftest import CHANNEL, env_for
-from tests.processes import BIN, REPO, process_env
+from tests.support.bot import CHANNEL, env_for
+from tests.support.processes import BIN, REPO, process_env
 
 # What the README tells an operator to grant a restricted key.
 README_ACCESS = [ORDER_WRITE, PRODUCT_READ, EVENT_READ]

@@ -14,8 +14,8 @@ from bot.fakes import stripe_objects as so
 from bot.jobs import CardJob
 from bot.model import HANDLED_EVENTS
 from bot.storage import Storage
-from tests.conftest import env_for
-from tests.processes import REPO
+from tests.support.bot import env_for
+from tests.support.processes import REPO
 
 
 def words(text: str) -> str:

@@ -21,7 +21,7 @@ from bot.fakes.slack import (
     slash_command_body,
 )
 from bot.model import DECISION_WINDOW_SECONDS, Message
-from tests.conftest import CHANNEL, SIGNING_SECRET
+from tests.support.bot import CHANNEL, SIGNING_SECRET
 
 
 def post(bot, body: str, headers: dict | None = None) -> requests.Response:
@@ -201,7 +201,7 @@ def test_home_tab_shows_pending_events_and_health_once_per_event(running, fake_s
 
 def test_every_answer_respects_the_channel_language(tmp_path, fake_slack, fake_stripe):
     from bot.settings import load_settings
-    from tests.conftest import env_for, serve_bot
+    from tests.support.bot import env_for, serve_bot
 
     env = {**env_for(tmp_path, fake_slack, fake_stripe), "BOT_LOCALE_CHANNELS": f"{CHANNEL}:ja"}
     with serve_bot(load_settings(env)) as bot:

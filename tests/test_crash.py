@@ -5,53 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from bot.fakes import stripe_objects as so
-from tests.conftest import CHANNEL, WEBHOOK_SECRET, env_for, wait_until
+from tests.support.bot import CHANNEL, env_for, wait_until
+from tests.support.processes import free_port, post, start_bot
 
 # Starts processes (or a browser): left out by `make test-fast`.
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_bot(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
-    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py")], cwd=cwd, env=env, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{env['PORT']}/healthz"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return proc
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)  # polling for start-up, not waiting for behaviour
-    raise AssertionError("bot did not start:\n" + log.read_text())
-
-
-def post(env: dict[str, str], event: dict) -> int:
-    body, headers = so.webhook_request(event, WEBHOOK_SECRET)
-    url = f"http://127.0.0.1:{env['PORT']}/stripe/webhook"
-    return requests.post(url, data=body, headers=headers, timeout=10).status_code
 
 
 @pytest.mark.timeout(240)

@@ -23,10 +23,16 @@ import pytest
 import requests
 
 from bot.fakes import stripe_objects as so
-from tests.conftest import CHANNEL, WEBHOOK_SECRET, wait_until
-from tests.processes import BIN, REPO, gunicorn_command, process_env
-from tests.test_crash import start_bot
-from tests.test_faults import bot_env, stop
+from tests.support.bot import CHANNEL, WEBHOOK_SECRET, wait_until
+from tests.support.processes import (
+    BIN,
+    REPO,
+    bot_env,
+    gunicorn_command,
+    process_env,
+    start_bot,
+    stop,
+)
 
 # Starts processes (or a browser): left out by `make test-fast`.
 pytestmark = pytest.mark.slow

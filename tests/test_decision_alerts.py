@@ -13,7 +13,7 @@ import time_machine
 from bot.fakes import stripe_objects as so
 from bot.model import DECISION_WINDOW_SECONDS
 from bot.settings import load_settings
-from tests.conftest import CHANNEL, env_for, serve_bot
+from tests.support.bot import CHANNEL, env_for, serve_bot
 
 START = 1_900_000_000
 WEEKS = 6 * 7 * 86400

@@ -15,7 +15,7 @@ from bot.fakes import stripe_objects as so
 from bot.jobs import CardJob
 from bot.slack_gateway import SlackGateway
 from bot.storage import Storage
-from tests.conftest import BOT_TOKEN, CHANNEL, wait_until
+from tests.support.bot import BOT_TOKEN, CHANNEL, wait_until
 
 
 def card_of(fake_slack, order_id: str):

@@ -4,8 +4,8 @@ The demo runs as its own process, exactly as `make demo` starts it (with `--fast
 browser is the `chromium` package that `make test` installs (its `packages` target); Playwright's
 own browser downloads are never used. Screenshots land in tests/artifacts/ (git-ignored).
 
-The sandbox's modals are also driven against a stand-in app (tests/form_bot.py), and one test
-measures the delayed order's card against the layout goal (`-k card_layout -s` prints it).
+The sandbox's modals are also driven against a stand-in app (tests/support/form_bot.py), and one
+test measures the delayed order's card against the layout goal (`-k card_layout -s` prints it).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from bot.demo.sandbox import SlackSandbox, create_sandbox_app
 from bot.fakes import stripe_objects as so
 from bot.fakes.slack import FakeSlack
 from bot.model import Change, OrderState
-from tests.form_bot import FormBot, post_form_card
-from tests.processes import process_env
+from tests.support.form_bot import FormBot, post_form_card
+from tests.support.processes import process_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -323,7 +323,8 @@ def test_a_thousand_cards_load_and_an_update_sends_only_that_card(busy_sandbox, 
 
 @pytest.fixture
 def form_sandbox() -> Iterator[tuple[str, FakeSlack, FormBot]]:
-    """A sandbox page with the stand-in app of tests/form_bot.py behind it (no climate-bot)."""
+    """A sandbox page with the stand-in app of tests/support/form_bot.py behind it (no
+    climate-bot)."""
     with FakeSlack() as fake:
         bot = FormBot(fake, "form-secret").start()
         sandbox = SlackSandbox(fake, app_url=bot.url, signing_secret="form-secret")

@@ -1,5 +1,6 @@
 """A developer's `.env` in the working tree does not change the suite's outcome: every test that
-starts a process gives it an environment and a working directory of its own (tests/processes.py).
+starts a process gives it an environment and a working directory of its own
+(tests/support/processes.py).
 
 The `.env` goes into a copy of the repo, never into the repo itself, so a failure or a kill
 cannot leave it behind for the next run or for someone else's.
@@ -14,7 +15,7 @@ import sys
 import pytest
 
 from bot.settings import load_settings
-from tests.processes import REPO, process_env
+from tests.support.processes import REPO, process_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

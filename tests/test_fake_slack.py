@@ -24,7 +24,7 @@ from bot.fakes.slack import (
     sign_slack_request,
     slash_command_body,
 )
-from tests.conftest import wait_until
+from tests.support.bot import wait_until
 
 CHANNEL = "C0CLIMATE"
 

@@ -18,7 +18,7 @@ import stripe
 
 from bot.fakes import stripe_objects
 from bot.fakes.stripe import FakeStripe
-from tests import stripe_schema
+from tests.support import stripe_schema
 
 ORDERS = "/v1/climate/orders"
 CONNECTED = "acct_1ConnectedShop000000000"

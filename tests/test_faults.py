@@ -19,7 +19,6 @@ worker thread's own timing matters (the database lock), the test runs the real `
 from __future__ import annotations
 
 import json
-import os
 import random
 import resource
 import socket
@@ -36,9 +35,15 @@ from bot import server
 from bot.fakes import stripe_objects as so
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION, MAX_RETRY_AFTER_SECONDS
 from bot.stripe_gateway import cancel_idempotency_key
-from tests.conftest import CHANNEL, WEBHOOK_SECRET, env_for, serve_bot
-from tests.test_crash import free_port, post, start_bot, wait_until
-from tests.test_decisions import answers, click, delayed_order
+from tests.support.bot import CHANNEL, serve_bot, wait_until
+from tests.support.decisions import answers, click, delayed_order
+from tests.support.processes import bot_env, post, start_bot, stop
+from tests.support.slow_clients import (
+    SLOW_CLIENTS,
+    assert_still_serving,
+    closed_by_server,
+    half_sent_requests,
+)
 
 T0 = 1_900_000_000  # the frozen "now" of the in-process tests
 
@@ -277,20 +282,6 @@ def test_stripe_down_midway_through_several_cancels_cancels_each_order_at_most_o
 # -- the database and the process (real `python app.py`) -------------------------------------
 
 
-def bot_env(tmp_path, fake_slack, fake_stripe) -> dict[str, str]:
-    return {
-        **env_for(tmp_path, fake_slack, fake_stripe),
-        "PORT": str(free_port()),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-
-
-def stop(proc) -> None:
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 LOCK_SECONDS = 3.0
 
 
@@ -394,49 +385,6 @@ def test_hundreds_of_webhooks_under_a_256_file_descriptor_limit_are_all_acknowle
 
 
 # -- slow clients -------------------------------------------------------------------------------
-
-SLOW_CLIENTS = 40
-
-
-def half_sent_requests(port: int, count: int) -> list[socket.socket]:
-    """`count` connections that stop mid-request: half after part of the headers, half after the
-    headers and one byte of a 100-byte body (what a slow or hostile client does)."""
-    sockets = []
-    for i in range(count):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        if i % 2:
-            sock.sendall(b"POST /stripe/webhook HTTP/1.1\r\nHost: bot\r\nContent-Ty")
-        else:
-            sock.sendall(
-                b"POST /stripe/webhook HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json"
-                b"\r\nContent-Length: 100\r\n\r\n{"
-            )
-        sockets.append(sock)
-    return sockets
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    """Whether the server closed `sock` (an answer, if any, then end of stream) by its timeout."""
-    try:
-        while data := sock.recv(4096):
-            assert data.startswith(b"HTTP/") or data, data
-        return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        sock.close()
-
-
-def assert_still_serving(base: str, env: dict[str, str], order: dict) -> None:
-    """Within Slack's 3 seconds: a webhook is acknowledged, /healthz and a Slack request answer."""
-    body, headers = so.webhook_request(so.event("climate.order.created", order), WEBHOOK_SECRET)
-    answer = requests.post(base + "/stripe/webhook", data=body, headers=headers, timeout=3)
-    assert answer.status_code == 200, answer.text
-    assert requests.get(base + "/healthz", timeout=3).status_code == 200
-    # An unsigned Slack request is refused at once: the Slack route is reachable too.
-    assert requests.post(base + "/slack/events", data=b"x", timeout=3).status_code == 401
 
 
 def test_forty_half_sent_requests_do_not_stop_the_embedded_server(

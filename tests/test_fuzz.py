@@ -49,7 +49,7 @@ from bot.fakes.slack import (
     view_submission_body,
 )
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION
-from tests.conftest import SIGNING_SECRET, WEBHOOK_SECRET
+from tests.support.bot import SIGNING_SECRET, WEBHOOK_SECRET
 
 FUZZ = settings(
     max_examples=100,

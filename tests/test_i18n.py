@@ -18,7 +18,7 @@ from bot.fakes import stripe_objects as so
 from bot.fakes.slack import sign_slack_request, slash_command_body
 from bot.i18n import LOCALES_DIR, SUPPORTED_LOCALES
 from bot.settings import load_settings
-from tests.conftest import CHANNEL, SIGNING_SECRET, env_for, serve_bot
+from tests.support.bot import CHANNEL, SIGNING_SECRET, env_for, serve_bot
 
 REPO = Path(__file__).resolve().parents[1]
 PLACEHOLDER = re.compile(r"\{[a-z_]+\}")

@@ -54,7 +54,7 @@ from bot.model import (
     ProductState,
     ProductUpdate,
 )
-from tests.test_cards import (
+from tests.support.cards import (
     DEADLINE,
     DELAYED_AT,
     delay,

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from bot.model import HANDLED_EVENTS
-from tests.conftest import WEBHOOK_SECRET
-from tests.processes import REPO, LineReader, process_env
+from tests.support.bot import WEBHOOK_SECRET
+from tests.support.processes import REPO, LineReader, process_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

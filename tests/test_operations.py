@@ -24,16 +24,16 @@ from bot.fakes.slack import (
     slash_command_body,
 )
 from bot.model import CANCEL_ACTION
-from tests.conftest import (
+from tests.support.bot import (
     BOT_TOKEN,
     CHANNEL,
     SIGNING_SECRET,
     STRIPE_KEY,
     WEBHOOK_SECRET,
     env_for,
+    wait_until,
 )
-from tests.processes import process_env, start_gunicorn
-from tests.test_crash import free_port, post, start_bot, wait_until
+from tests.support.processes import free_port, post, process_env, start_bot, start_gunicorn
 
 REPO = Path(__file__).resolve().parents[1]
 

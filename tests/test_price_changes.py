@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from bot.fakes import stripe_objects as so
-from tests.conftest import CHANNEL
-from tests.test_thin_events import thin
+from tests.support.bot import CHANNEL
+from tests.support.thin_events import thin
 
 
 def priced(product: dict, **prices: int) -> dict:

@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 
 from bot.fakes import stripe_objects as so
-from tests.conftest import CHANNEL, env_for
-from tests.processes import BIN, free_port, gunicorn_command, process_env, start_gunicorn
-from tests.test_crash import post, wait_until
+from tests.support.bot import CHANNEL, env_for, wait_until
+from tests.support.processes import (
+    BIN,
+    free_port,
+    gunicorn_command,
+    post,
+    process_env,
+    start_gunicorn,
+)
 
 # Starts processes (or a browser): left out by `make test-fast`.
 pytestmark = pytest.mark.slow

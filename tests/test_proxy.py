@@ -18,10 +18,9 @@ import pytest
 import requests
 
 from bot.fakes import stripe_objects as so
-from tests.conftest import CHANNEL, WEBHOOK_SECRET, env_for, wait_until
-from tests.processes import REPO, process_env, start_gunicorn
-from tests.test_crash import free_port
-from tests.test_faults import (
+from tests.support.bot import CHANNEL, WEBHOOK_SECRET, env_for, wait_until
+from tests.support.processes import REPO, free_port, process_env, start_gunicorn
+from tests.support.slow_clients import (
     SLOW_CLIENTS,
     assert_still_serving,
     closed_by_server,

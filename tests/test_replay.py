@@ -23,8 +23,9 @@ from bot.replay import parse_when, replay, retention_warning
 from bot.settings import load_settings
 from bot.storage import Storage
 from bot.stripe_gateway import StripeGateway, Unavailable
-from tests import stripe_schema
-from tests.conftest import CHANNEL, STRIPE_KEY, env_for, serve_bot
+from tests.support import stripe_schema
+from tests.support.bot import CHANNEL, STRIPE_KEY, env_for, serve_bot
+from tests.support.routing import ROUTES
 
 DAY = 24 * 60 * 60
 EVENTS = "/v1/events"
@@ -412,8 +413,6 @@ def test_restricted_key_without_event_read_cannot_list_events(fake_stripe):
 
 def test_replay_follows_routing_and_reaches_connected_accounts(tmp_path, fake_slack, fake_stripe):
     """A replayed event goes where its webhook would have gone, for every account known."""
-    from tests.test_routing import ROUTES
-
     for channel, name in (("C0PRODUCTS", "products"), ("C0PARTNER", "partner"), ("C0ALERTS", "a")):
         fake_slack.add_channel(channel, name)
     (tmp_path / "routing.toml").write_text(ROUTES)

@@ -8,25 +8,8 @@ import pytest
 
 from bot.fakes import stripe_objects as so
 from bot.settings import SettingsError, load_settings
-from tests.conftest import CHANNEL, env_for, serve_bot
-
-ROUTES = """
-# products to their own channel; a Connect partner to theirs, in Japanese
-[[route]]
-events = ["climate.product.*"]
-channel = "C0PRODUCTS"
-
-[[route]]
-accounts = ["acct_partner1"]
-channel = "C0PARTNER"
-
-[[route]]
-events = ["climate.order.delayed"]
-channel = "C0ALERTS"
-
-[channels.C0PARTNER]
-locale = "ja"
-"""
+from tests.support.bot import CHANNEL, env_for, serve_bot
+from tests.support.routing import ROUTES
 
 
 @pytest.fixture

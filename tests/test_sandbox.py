@@ -2,7 +2,7 @@
 
 Clicks, commands and modal submissions made on the sandbox page must reach the bot exactly as
 Slack sends them, and the bot's answers must show up as Slack would show them, to the person who
-acted only. Modals are also tried against a stand-in app (tests/form_bot.py) that answers a
+acted only. Modals are also tried against a stand-in app (tests/support/form_bot.py) that answers a
 submission with each of Slack's response_actions.
 """
 
@@ -25,7 +25,7 @@ from bot.fakes import stripe_objects as so
 from bot.fakes.slack import RESPONSE_URL_METHOD, FakeSlack, view_submission_body
 from bot.model import CANCEL_ACTION
 from bot.settings import load_settings
-from tests.conftest import (
+from tests.support.bot import (
     CHANNEL,
     SIGNING_SECRET,
     WEBHOOK_SECRET,
@@ -34,8 +34,8 @@ from tests.conftest import (
     serve_bot,
     wait_until,
 )
-from tests.form_bot import HOSTILE_ERROR, FormBot, form_view, post_form_card
-from tests.stripe_schema import validate_event
+from tests.support.form_bot import HOSTILE_ERROR, FormBot, form_view, post_form_card
+from tests.support.stripe_schema import validate_event
 
 ALICE, BOB = "U0ALICE", "U0BOB"
 
@@ -339,7 +339,7 @@ def test_the_story_tells_every_event_to_the_bot_and_stripe_agrees(running, fake_
     assert running.bot.storage.failures() == []
 
 
-# --- modals, against a stand-in app (tests/form_bot.py) ------------------------------------------
+# --- modals, against a stand-in app (tests/support/form_bot.py) ----------------------------------
 
 
 @pytest.fixture

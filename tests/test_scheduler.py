@@ -11,7 +11,7 @@ from bot.fakes import stripe_objects as so
 from bot.model import DECISION_WINDOW_SECONDS
 from bot.scheduler import Scheduler
 from bot.storage import Storage
-from tests.conftest import CHANNEL
+from tests.support.bot import CHANNEL
 
 
 def test_card_loses_its_buttons_when_the_window_closes(running, fake_slack, settings):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.settings import SettingsError, load_settings
-from tests.processes import gunicorn_command, process_env
+from tests.support.processes import gunicorn_command, process_env
 
 REPO = Path(__file__).resolve().parents[1]
 

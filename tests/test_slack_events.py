@@ -21,7 +21,7 @@ from bot.fakes.slack import (
 )
 from bot.model import CANCEL_ACTION
 from bot.slack_gateway import url_origin
-from tests.conftest import SIGNING_SECRET, wait_until
+from tests.support.bot import SIGNING_SECRET, wait_until
 
 
 def post_slack(running, body: str, *, timestamp: int | None = None, secret=SIGNING_SECRET):

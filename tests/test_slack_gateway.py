@@ -6,7 +6,7 @@ import pytest
 
 from bot.model import MAX_RETRY_AFTER_SECONDS, Message
 from bot.slack_gateway import DEFAULT_RETRY_AFTER_SECONDS, RateLimited, SlackGateway
-from tests.conftest import BOT_TOKEN, CHANNEL
+from tests.support.bot import BOT_TOKEN, CHANNEL
 
 
 def test_the_cap_is_two_minutes_and_the_default_one_second():

@@ -21,7 +21,7 @@ from bot.storage import (
     Storage,
     migrations,
 )
-from tests.conftest import wait_until
+from tests.support.bot import wait_until
 
 T0 = 1_900_000_000  # the frozen "now" of the tests of holds
 
@@ -52,8 +52,7 @@ def test_reopening_keeps_the_instance_id_and_applies_nothing_twice(tmp_path):
     second.close()
 
 
-def test_rows_of_one_card_are_leased_in_order_and_replies_wait_for_the_card(tmp_path):
-    storage = Storage(tmp_path / "bot.db")
+def test_rows_of_one_card_are_leased_in_order_and_replies_wait_for_the_card(storage):
     with storage.transaction():
         storage.enqueue("order:a", CardJob(), channel="C1", event_id="evt_1")
         storage.enqueue(
@@ -68,12 +67,10 @@ def test_rows_of_one_card_are_leased_in_order_and_replies_wait_for_the_card(tmp_
     storage.complete(first, card_channel="C1", ts="1.000100")
     reply = storage.lease_next("w3", pace_seconds=0)
     assert (reply.card_key, reply.kind, reply.card_ts) == ("order:a", "reply", "1.000100")
-    storage.close()
 
 
-def test_worker_sleep_accounts_for_pacing_and_for_replies_that_cannot_go_yet(tmp_path):
+def test_worker_sleep_accounts_for_pacing_and_for_replies_that_cannot_go_yet(storage):
     """Regression: the worker spun at 100 Hz on rows it could not lease (pacing, failed card)."""
-    storage = Storage(tmp_path / "bot.db")
     with storage.transaction():
         storage.enqueue("order:a", CardJob(), channel="C1", event_id="evt_1")
         storage.enqueue(
@@ -90,7 +87,6 @@ def test_worker_sleep_accounts_for_pacing_and_for_replies_that_cannot_go_yet(tmp
     assert card_b.card_key == "order:b"
     storage.complete(card_b, card_channel="C1", ts="2.000100")
     assert storage.next_delivery_at() is None  # only a's reply is left, and it cannot go yet
-    storage.close()
 
 
 def _receive(storage: Storage, event: dict) -> None:
@@ -113,10 +109,9 @@ def query_plans(storage: Storage, call) -> list[list[str]]:
     ]
 
 
-def test_the_queries_that_need_the_partial_indexes_still_search_them(tmp_path):
+def test_the_queries_that_need_the_partial_indexes_still_search_them(storage):
     """Only orders with a decision window or a change enter three indexes now; the queries that
     need those must still use them. EXPLAIN each statement the methods really run."""
-    storage = Storage(tmp_path / "bot.db")
     for _ in range(3):
         order = so.order()
         _receive(storage, so.event("climate.order.created", order, created=1000))
@@ -146,11 +141,9 @@ def test_the_queries_that_need_the_partial_indexes_still_search_them(tmp_path):
     for call in (storage.recent_events, storage.last_event_received_at):
         plan = plan_of(call)  # the newest rows by rowid: a backwards walk that stops early
         assert "TEMP B-TREE" not in plan, plan
-    storage.close()
 
 
-def test_group_commit_runs_queued_works_together_and_a_failing_one_alone_rolls_back(tmp_path):
-    storage = Storage(tmp_path / "bot.db")
+def test_group_commit_runs_queued_works_together_and_a_failing_one_alone_rolls_back(storage):
     storage.conn  # noqa: B018 — migrated and open before the threads start
     release = threading.Event()
     ran_on: dict[int, str] = {}
@@ -190,7 +183,6 @@ def test_group_commit_runs_queued_works_together_and_a_failing_one_alone_rolls_b
     # The five queued works ran together, on the thread of the first of them (promoted).
     assert len({ran_on[n] for n in range(1, 6)}) == 1
     assert ran_on[1] in {f"t{n}" for n in range(1, 6)}
-    storage.close()
 
 
 def test_the_wal_is_copied_back_and_started_over_as_webhooks_come_in(tmp_path):
@@ -204,8 +196,7 @@ def test_the_wal_is_copied_back_and_started_over_as_webhooks_come_in(tmp_path):
     storage.close()
 
 
-def test_a_paced_channel_holds_new_messages_but_not_updates_or_jobs(tmp_path):
-    storage = Storage(tmp_path / "bot.db")
+def test_a_paced_channel_holds_new_messages_but_not_updates_or_jobs(storage):
     with storage.transaction():
         storage.enqueue("order:a", CardJob(), channel="C1", event_id="evt_1")
     card_a = storage.lease_next("w", pace_seconds=30)  # posts: C1's next slot is 30 s away
@@ -227,25 +218,21 @@ def test_a_paced_channel_holds_new_messages_but_not_updates_or_jobs(tmp_path):
     assert storage.lease_next("w", pace_seconds=30).card_key == "order:a"
     storage.conn.execute("UPDATE pacing SET next_post_at = 0")  # the slot comes round
     assert storage.lease_next("w", pace_seconds=30).card_key == "order:b"
-    storage.close()
 
 
-def test_a_look_walks_an_index_of_waiting_rows_and_the_wake_up_only_searches(tmp_path):
+def test_a_look_walks_an_index_of_waiting_rows_and_the_wake_up_only_searches(storage):
     """A burst into one channel: every look read every waiting row, twice (bench/outbox.py:
     24 ms at 20,000 rows, now 2 ms). The look turns down rows of paced channels on the index's
     own columns; the worker's wake-up time comes from index searches only."""
-    storage = Storage(tmp_path / "bot.db")
     [look] = query_plans(storage, lambda: storage.lease_next("w"))  # nothing to claim
     [wake] = query_plans(storage, storage.next_delivery_at)
     assert look[0] == "SCAN o USING INDEX outbox_queue", look
     assert not [step for step in wake if step.startswith("SCAN")], wake
-    storage.close()
 
 
-def test_health_counts_the_outbox_on_indexes_and_gets_every_status_right(tmp_path):
+def test_health_counts_the_outbox_on_indexes_and_gets_every_status_right(storage):
     """/healthz and /metrics count the outbox on every probe: a table scan took 26 ms at
     100,000 delivered rows; on the indexes it takes about 1 ms."""
-    storage = Storage(tmp_path / "bot.db")
     with storage.transaction():
         for n in range(4):
             storage.enqueue(f"order:{n}", CardJob(), channel="C1", event_id=f"evt_{n}")
@@ -260,12 +247,10 @@ def test_health_counts_the_outbox_on_indexes_and_gets_every_status_right(tmp_pat
     for plan in (counting, parked):
         scans = [step for step in plan if step.startswith("SCAN outbox")]
         assert scans and all("INDEX" in step for step in scans), plan
-    storage.close()
 
 
-def test_a_channel_is_never_held_longer_than_the_cap_whatever_the_caller_asks(tmp_path):
+def test_a_channel_is_never_held_longer_than_the_cap_whatever_the_caller_asks(storage):
     """Regression: one 429 with `Retry-After: 1e9` (or inf) held its channel for good."""
-    storage = Storage(tmp_path / "bot.db")
     cap = MAX_RETRY_AFTER_SECONDS
     with time_machine.travel(T0, tick=False) as clock:
         asked = {"C1": 1e9, "C2": math.inf, "C3": math.nan, "C4": 3600, "C5": -5, "C6": 7}
@@ -279,7 +264,6 @@ def test_a_channel_is_never_held_longer_than_the_cap_whatever_the_caller_asks(tm
         assert storage.paced_channels(T0) == held
         clock.shift(cap + 1)
         assert storage.paced_channels(time.time()) == {}
-    storage.close()
 
 
 def test_holds_and_waits_stored_by_an_older_version_are_cut_to_the_cap(tmp_path):
@@ -319,8 +303,7 @@ def test_holds_and_waits_stored_by_an_older_version_are_cut_to_the_cap(tmp_path)
     storage.close()
 
 
-def test_long_holds_are_found_and_released_without_touching_ordinary_pacing(tmp_path):
-    storage = Storage(tmp_path / "bot.db")
+def test_long_holds_are_found_and_released_without_touching_ordinary_pacing(storage):
     with time_machine.travel(T0, tick=False):
         storage.hold_channel("C_PACED", 1)  # pacing after a post
         storage.hold_channel("C_SHORT", LONG_HOLD_SECONDS)  # a minute: not reported
@@ -332,4 +315,3 @@ def test_long_holds_are_found_and_released_without_touching_ordinary_pacing(tmp_
         assert storage.long_holds(T0) == {}
         assert storage.paced_channels(T0) == {"C_PACED": T0 + 1, "C_SHORT": T0 + 60}
         assert storage.release_long_holds() == 0
-    storage.close()

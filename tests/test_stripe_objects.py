@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.fakes import stripe_objects as so
-from tests import stripe_schema
+from tests.support import stripe_schema
 
 SECRET = "whsec_test_secret"
 

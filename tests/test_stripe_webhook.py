@@ -12,7 +12,7 @@ import stripe
 
 from bot.fakes import stripe_objects as so
 from bot.settings import load_settings
-from tests.conftest import WEBHOOK_SECRET, env_for, serve_bot
+from tests.support.bot import WEBHOOK_SECRET, env_for, serve_bot
 
 
 def count(bot, sql: str) -> int:

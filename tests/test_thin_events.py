@@ -4,37 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 
 import pytest
 
 from bot.fakes import stripe_objects as so
-from tests.conftest import CHANNEL
-
-
-def thin(
-    event_type: str,
-    obj: dict,
-    *,
-    context: str | None = None,
-    twin: str | None = None,
-    created: str = "2026-11-29T12:00:00.000Z",
-) -> dict:
-    kind = obj["object"]
-    path = "orders" if kind == "climate.order" else "products"
-    event = {
-        "id": f"evt_thin_{secrets.token_hex(6)}",
-        "object": "v2.core.event",
-        "type": f"v1.{event_type}",
-        "created": created,
-        "livemode": False,
-        "related_object": {"id": obj["id"], "type": kind, "url": f"/v1/climate/{path}/{obj['id']}"},
-    }
-    if context:
-        event["context"] = context
-    if twin:
-        event["snapshot_event"] = twin
-    return event
+from tests.support.bot import CHANNEL
+from tests.support.thin_events import thin
 
 
 def test_thin_event_is_acknowledged_then_fetched_by_the_worker(running, fake_slack, fake_stripe):

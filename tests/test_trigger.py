@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.model import HANDLED_EVENTS
-from tests.conftest import CHANNEL, WEBHOOK_SECRET
-from tests.stripe_schema import validate_event
+from tests.support.bot import CHANNEL, WEBHOOK_SECRET
+from tests.support.stripe_schema import validate_event
 
 # Only what trigger needs: no Slack or Stripe API keys in its environment.
 TRIGGER_ENV = {"STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET}

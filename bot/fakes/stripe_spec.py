@@ -2,7 +2,7 @@
 
 The fakes and the object factories build on these files at run time (``climate-bot demo`` and
 ``trigger`` among them), so this module needs nothing beyond the standard library. Validating a
-payload against the schemas is the tests' business: ``tests/stripe_schema.py``.
+payload against the schemas is the tests' business: ``tests/support/stripe_schema.py``.
 """
 
 from __future__ import annotations

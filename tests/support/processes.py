@@ -4,6 +4,7 @@ own, so that nothing of the developer's shell or tree (a `.env` in the repo) cha
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import socket
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import wait_until
+from bot.fakes import stripe_objects as so
+from tests.support.bot import WEBHOOK_SECRET, env_for, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1,localhost"
 
@@ -70,6 +72,44 @@ def start_gunicorn(env: dict[str, str], workdir: Path, log: Path) -> subprocess.
 
     wait_until(up, 30, "gunicorn did not start")
     return proc
+
+
+def start_bot(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py")], cwd=cwd, env=env, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{env['PORT']}/healthz"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)  # polling for start-up, not waiting for behaviour
+    raise AssertionError("bot did not start:\n" + log.read_text())
+
+
+def post(env: dict[str, str], event: dict) -> int:
+    body, headers = so.webhook_request(event, WEBHOOK_SECRET)
+    url = f"http://127.0.0.1:{env['PORT']}/stripe/webhook"
+    return requests.post(url, data=body, headers=headers, timeout=10).status_code
+
+
+def bot_env(tmp_path, fake_slack, fake_stripe) -> dict[str, str]:
+    return {
+        **env_for(tmp_path, fake_slack, fake_stripe),
+        "PORT": str(free_port()),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+
+
+def stop(proc) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 class LineReader:
