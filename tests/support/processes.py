@@ -50,12 +50,14 @@ def gunicorn_command(*args: str) -> list[str]:
     return [str(BIN / "gunicorn"), "--config", str(REPO / "gunicorn.conf.py"), *args, "app:app"]
 
 
-def start_gunicorn(env: dict[str, str], workdir: Path, log: Path) -> subprocess.Popen:
-    """gunicorn with two workers on `env`'s PORT, run in `workdir` and writing to `log`; returned
-    once /healthz answers (a process that dies first fails the test with its log)."""
+def start_gunicorn(
+    env: dict[str, str], workdir: Path, log: Path, *, workers: int = 2
+) -> subprocess.Popen:
+    """gunicorn with `workers` workers on `env`'s PORT, run in `workdir` and writing to `log`;
+    returned once /healthz answers (a process that dies first fails the test with its log)."""
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            gunicorn_command("-w", "2", "-b", f"127.0.0.1:{env['PORT']}"),
+            gunicorn_command("-w", str(workers), "-b", f"127.0.0.1:{env['PORT']}"),
             cwd=workdir,
             env=env,
             stdout=out,
