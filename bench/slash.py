@@ -68,12 +68,8 @@ from bot.fakes.bot_env import (
     STRIPE_KEY,
     fake_bot_env,
 )
-from bot.fakes.slack import (
-    RESPONSE_URL_METHOD,
-    FakeSlack,
-    sign_slack_request,
-    slash_command_body,
-)
+from bot.fakes.slack import RESPONSE_URL_METHOD, FakeSlack
+from bot.fakes.slack_requests import sign_slack_request, slash_command_body
 from bot.fakes.stripe import FakeStripe
 from bot.i18n import use_locale
 from bot.jobs import CardJob

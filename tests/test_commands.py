@@ -13,8 +13,8 @@ import requests
 
 from bot.cards import ORDERS_NEXT_ACTION, ORDERS_PER_PAGE, limit_problems
 from bot.fakes import stripe_objects as so
-from bot.fakes.slack import (
-    RESPONSE_URL_METHOD,
+from bot.fakes.slack import RESPONSE_URL_METHOD
+from bot.fakes.slack_requests import (
     block_actions_body,
     event_callback_body,
     sign_slack_request,

@@ -10,11 +10,7 @@ import pytest
 import requests
 
 from bot.fakes import stripe_objects as so
-from bot.fakes.slack import (
-    sign_slack_request,
-    slash_command_body,
-    view_submission_body,
-)
+from bot.fakes.slack_requests import sign_slack_request, slash_command_body, view_submission_body
 from bot.model import ACCEPT_ACTION, CANCEL_ACTION, DECISION_WINDOW_SECONDS
 from bot.settings import load_settings
 from bot.stripe_gateway import StripeGateway, cancel_idempotency_key

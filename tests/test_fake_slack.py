@@ -15,11 +15,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
-from bot.fakes.slack import (
-    RESPONSE_URL_METHOD,
-    FakeSlack,
+from bot.fakes.slack import RESPONSE_URL_METHOD, FakeSlack, block_kit_errors
+from bot.fakes.slack_requests import (
     block_actions_body,
-    block_kit_errors,
     event_callback_body,
     sign_slack_request,
     slash_command_body,

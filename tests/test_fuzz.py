@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 
 from bot.cards import ORDERS_NEXT_ACTION
 from bot.fakes import stripe_objects as so
-from bot.fakes.slack import (
+from bot.fakes.slack_requests import (
     block_actions_body,
     event_callback_body,
     slash_command_body,

@@ -15,7 +15,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
 from bot.fakes import stripe_objects as so
-from bot.fakes.slack import sign_slack_request, slash_command_body
+from bot.fakes.slack_requests import sign_slack_request, slash_command_body
 from bot.i18n import LOCALES_DIR, SUPPORTED_LOCALES
 from bot.settings import load_settings
 from tests.support.bot import CHANNEL, SIGNING_SECRET, env_for, serve_bot

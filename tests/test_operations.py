@@ -17,12 +17,8 @@ import time_machine
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.fakes import stripe_objects as so
-from bot.fakes.slack import (
-    RESPONSE_URL_METHOD,
-    block_actions_body,
-    sign_slack_request,
-    slash_command_body,
-)
+from bot.fakes.slack import RESPONSE_URL_METHOD
+from bot.fakes.slack_requests import block_actions_body, sign_slack_request, slash_command_body
 from bot.model import CANCEL_ACTION
 from tests.support.bot import (
     BOT_TOKEN,

@@ -22,7 +22,8 @@ from bot.demo.sandbox import REQUIRED, SandboxError, SlackSandbox, create_sandbo
 from bot.demo.story import PORTFOLIO_2028, Story, inventory
 from bot.demo.webhooks import WebhookSender
 from bot.fakes import stripe_objects as so
-from bot.fakes.slack import RESPONSE_URL_METHOD, FakeSlack, view_submission_body
+from bot.fakes.slack import RESPONSE_URL_METHOD, FakeSlack
+from bot.fakes.slack_requests import view_submission_body
 from bot.model import CANCEL_ACTION
 from bot.settings import load_settings
 from tests.support.bot import (

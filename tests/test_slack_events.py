@@ -13,12 +13,8 @@ import pytest
 import requests
 
 from bot.cards import ORDERS_NEXT_ACTION
-from bot.fakes.slack import (
-    RESPONSE_URL_METHOD,
-    block_actions_body,
-    sign_slack_request,
-    slash_command_body,
-)
+from bot.fakes.slack import RESPONSE_URL_METHOD
+from bot.fakes.slack_requests import block_actions_body, sign_slack_request, slash_command_body
 from bot.model import CANCEL_ACTION
 from bot.slack_gateway import url_origin
 from tests.support.bot import SIGNING_SECRET, wait_until

@@ -31,14 +31,11 @@ from flask import Flask, Response, abort, jsonify, request, send_from_directory
 
 from bot.demo import modals, render
 from bot.demo.stripe_page import stripe_page_html
-from bot.fakes.slack import (
-    PERMALINK_BASE,
-    FakeSlack,
-    Message,
+from bot.fakes.slack import PERMALINK_BASE, FakeSlack, Message, view_errors
+from bot.fakes.slack_requests import (
     block_actions_body,
     sign_slack_request,
     slash_command_body,
-    view_errors,
     view_submission_body,
 )
 from bot.fakes.stripe import FakeStripe
