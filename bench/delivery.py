@@ -61,8 +61,8 @@ from harness import (
     write_routing_file,
 )
 
-from bot.fakes.slack import Call, FakeSlack
-from bot.fakes.stripe import FakeStripe
+from bot.sandbox.slack import Call, FakeSlack
+from bot.sandbox.stripe import FakeStripe
 
 FULL_RATES = ((10, 30.0), (100, 20.0))  # (events/s, seconds)
 QUICK_RATES = ((10, 3.0), (100, 3.0))

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bot.fakes import stripe_objects
-from bot.fakes.bot_env import (  # noqa: F401  (the benches import them from here)
+from bot.sandbox import stripe_objects
+from bot.sandbox.bot_env import (  # noqa: F401  (the benches import them from here)
     BOT_TOKEN,
     CHANNEL,
     SIGNING_SECRET,

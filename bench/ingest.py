@@ -84,8 +84,8 @@ from harness import (
     wait_until_serving,
 )
 
-from bot.fakes.slack import FakeSlack
-from bot.fakes.stripe import FakeStripe
+from bot.sandbox.slack import FakeSlack
+from bot.sandbox.stripe import FakeStripe
 
 CONCURRENCIES = (1, 16, 64)
 FULL_REQUESTS = {1: 1_000, 16: 5_000, 64: 5_000}

@@ -57,8 +57,8 @@ from harness import (
     write_routing_file,
 )
 
-from bot.fakes.slack import FakeSlack
-from bot.fakes.stripe import FakeStripe
+from bot.sandbox.slack import FakeSlack
+from bot.sandbox.stripe import FakeStripe
 
 CHANNELS = 200
 SENDERS = 4

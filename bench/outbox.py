@@ -42,8 +42,8 @@ from typing import Any
 
 from harness import CHANNEL, machine
 
-from bot.fakes import stripe_objects
 from bot.recording import parse_event, record_event
+from bot.sandbox import stripe_objects
 from bot.storage import Storage
 
 BASELINE = 1_000

@@ -60,19 +60,19 @@ import requests
 from werkzeug.serving import make_server
 
 from bot.commands import Commands
-from bot.fakes import stripe_objects
-from bot.fakes.bot_env import (
+from bot.i18n import use_locale
+from bot.jobs import CardJob
+from bot.sandbox import stripe_objects
+from bot.sandbox.bot_env import (
     BOT_TOKEN,
     CHANNEL,
     SIGNING_SECRET,
     STRIPE_KEY,
     fake_bot_env,
 )
-from bot.fakes.slack import RESPONSE_URL_METHOD, FakeSlack
-from bot.fakes.slack_requests import sign_slack_request, slash_command_body
-from bot.fakes.stripe import FakeStripe
-from bot.i18n import use_locale
-from bot.jobs import CardJob
+from bot.sandbox.slack import RESPONSE_URL_METHOD, FakeSlack
+from bot.sandbox.slack_requests import sign_slack_request, slash_command_body
+from bot.sandbox.stripe import FakeStripe
 from bot.settings import Settings, load_settings
 from bot.slack_gateway import SlackGateway
 from bot.storage import Storage, card_key

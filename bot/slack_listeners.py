@@ -53,7 +53,7 @@ _SAME_TOKEN = _SameTokenFilter()
 # Threads that run Bolt's listeners. Each acknowledges first, then may wait on Slack (card
 # links, answers through the response_url; 10 s time-outs) or Stripe (2 s): a listener that
 # cannot start never acknowledges, and Slack shows the person an error after 3 s. Bolt's
-# default of 5 was used up by five slow answers (tests/test_commands.py sends ten commands and
+# default of 5 was used up by five slow answers (a test of /climate sends ten commands and
 # clicks at once against a slow Slack); threads are only started as requests need them.
 LISTENER_THREADS = 32
 

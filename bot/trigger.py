@@ -1,7 +1,7 @@
 """`climate-bot trigger`: POST a realistic, correctly signed Climate event to a running bot.
 
 The local equivalent of `stripe trigger`, for checking a deployment end to end: the event is built
-from Stripe's fixtures (`bot.fakes.stripe_objects`), signed with the webhook secret the bot
+from Stripe's fixtures (`bot.sandbox.stripe_objects`), signed with the webhook secret the bot
 verifies with, and sent to its `/stripe/webhook`. Only STRIPE_WEBHOOK_SECRET and PORT are read, so
 it works from a shell that has no Slack or Stripe API keys.
 """
@@ -18,9 +18,9 @@ import requests
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.fakes import stripe_objects
 from bot.formatting import format_money
 from bot.model import HANDLED_EVENTS, ORDER_EVENTS
+from bot.sandbox import stripe_objects
 from bot.settings import DESCRIPTIONS, SettingsError, WebhookSecret, _problems
 
 TRIGGER_TYPES = HANDLED_EVENTS

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from bot.fakes.slack import FakeSlack
-from bot.fakes.stripe import FakeStripe
+from bot.sandbox.slack import FakeSlack
+from bot.sandbox.stripe import FakeStripe
 from bot.settings import Settings, load_settings
 from bot.storage import Storage
 from tests.support.bot import BOT_TOKEN, STRIPE_KEY, RunningBot, env_for, serve_bot

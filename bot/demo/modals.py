@@ -15,7 +15,7 @@ TEXT_INPUTS = ("plain_text_input",)
 
 def input_ids(block: Mapping[str, Any], index: int) -> tuple[str, str]:
     """The (block_id, action_id) of an input block, made up as Slack does when absent (the
-    same as ``bot.fakes.slack.view_submission_body``)."""
+    same as ``bot.sandbox.slack.view_submission_body``)."""
     element = block.get("element")
     element = element if isinstance(element, Mapping) else {}
     return (

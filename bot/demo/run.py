@@ -21,12 +21,12 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from bot.demo.sandbox import SlackSandbox, create_sandbox_app
 from bot.demo.story import Story, inventory
 from bot.demo.webhooks import WebhookSender
-from bot.fakes.bot_env import fake_bot_env
-from bot.fakes.slack import FakeSlack
-from bot.fakes.stripe import FakeStripe
+from bot.demo.workspace import SlackSandbox, create_sandbox_app
+from bot.sandbox.bot_env import fake_bot_env
+from bot.sandbox.slack import FakeSlack
+from bot.sandbox.stripe import FakeStripe
 from bot.settings import load_settings
 from bot.web import create_app
 from bot.wiring import ClimateBot

@@ -19,8 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 from bot.demo.webhooks import WebhookSender
-from bot.fakes import stripe_objects as so
-from bot.fakes.stripe import FakeStripe
+from bot.sandbox import stripe_objects as so
+from bot.sandbox.stripe import FakeStripe
 
 log = logging.getLogger(__name__)
 

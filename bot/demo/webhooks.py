@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
-from bot.fakes import stripe_objects
-from bot.fakes.stripe import FakeStripe
+from bot.sandbox import stripe_objects
+from bot.sandbox.stripe import FakeStripe
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import requests
 from werkzeug.serving import make_server
 
-from bot.fakes import stripe_objects
-from bot.fakes.bot_env import (  # noqa: F401  (tests import them from here)
+from bot.sandbox import stripe_objects
+from bot.sandbox.bot_env import (  # noqa: F401  (tests import them from here)
     BOT_TOKEN,
     CHANNEL,
     SIGNING_SECRET,
@@ -21,8 +21,8 @@ from bot.fakes.bot_env import (  # noqa: F401  (tests import them from here)
     WEBHOOK_SECRET,
     fake_bot_env,
 )
-from bot.fakes.slack import FakeSlack
-from bot.fakes.stripe import FakeStripe
+from bot.sandbox.slack import FakeSlack
+from bot.sandbox.stripe import FakeStripe
 from bot.settings import Settings
 from bot.web import create_app
 from bot.wiring import ClimateBot

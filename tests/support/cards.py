@@ -10,7 +10,7 @@ from typing import Any
 from bot.model import DECISION_WINDOW_SECONDS, Change, Message
 
 FIXTURES = json.loads(
-    resources.files("bot.fakes")
+    resources.files("bot.sandbox")
     .joinpath("stripe_data/climate-fixtures.json")
     .read_text(encoding="utf-8")
 )

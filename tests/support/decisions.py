@@ -6,10 +6,10 @@ import time
 
 import requests
 
-from bot.fakes import stripe_objects as so
-from bot.fakes.slack import RESPONSE_URL_METHOD
-from bot.fakes.slack_requests import block_actions_body, sign_slack_request, view_submission_body
 from bot.model import CANCEL_ACTION
+from bot.sandbox import stripe_objects as so
+from bot.sandbox.slack import RESPONSE_URL_METHOD
+from bot.sandbox.slack_requests import block_actions_body, sign_slack_request, view_submission_body
 from tests.support.bot import CHANNEL, SIGNING_SECRET
 
 

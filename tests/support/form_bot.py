@@ -27,7 +27,7 @@ from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 from werkzeug.serving import make_server
 
-from bot.fakes.slack import FakeSlack
+from bot.sandbox.slack import FakeSlack
 
 FORM = "test_form"
 REQUIRED_FORM = "test_required_form"

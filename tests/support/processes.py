@@ -16,10 +16,10 @@ from pathlib import Path
 
 import requests
 
-from bot.fakes import stripe_objects as so
+from bot.sandbox import stripe_objects as so
 from tests.support.bot import WEBHOOK_SECRET, env_for, wait_until
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1,localhost"
 

@@ -6,7 +6,7 @@ import socket
 
 import requests
 
-from bot.fakes import stripe_objects as so
+from bot.sandbox import stripe_objects as so
 from tests.support.bot import WEBHOOK_SECRET
 
 SLOW_CLIENTS = 40

@@ -19,7 +19,7 @@ import jsonschema
 import referencing
 import referencing.jsonschema
 
-from bot.fakes.stripe_spec import load_spec
+from bot.sandbox.stripe_spec import load_spec
 
 __all__ = ["SCHEMA_URI", "schema_names", "validate", "validate_event", "validate_response"]
 

@@ -1,0 +1,1 @@
+"""Browser tests: the demo as a person sees it, in headless Chromium."""

@@ -1,0 +1,110 @@
+"""Production process layouts: gunicorn with several workers, and web + `climate-bot worker`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bot.sandbox import stripe_objects as so
+from tests.support.bot import CHANNEL, env_for, wait_until
+from tests.support.processes import (
+    BIN,
+    free_port,
+    gunicorn_command,
+    post,
+    process_env,
+    start_gunicorn,
+)
+
+# Starts processes (or a browser): left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
+
+def bot_env(tmp_path, fake_slack, fake_stripe) -> dict[str, str]:
+    settings = env_for(tmp_path, fake_slack, fake_stripe)
+    return process_env(tmp_path, **settings, PORT=str(free_port()))
+
+
+def test_gunicorn_with_two_workers_posts_each_card_once(tmp_path, fake_slack, fake_stripe):
+    env = bot_env(tmp_path, fake_slack, fake_stripe)
+    log = tmp_path / "gunicorn.log"
+    proc = start_gunicorn(env, tmp_path, log)
+    try:
+        orders = [so.order() for _ in range(4)]
+        for order in orders:
+            assert post(env, so.event("climate.order.created", order, created=1000)) == 200
+            delayed = so.delayed(order, 2030, at=2000)
+            assert post(env, so.event("climate.order.delayed", delayed, created=2000)) == 200
+        wait_until(
+            lambda: (
+                sum(len(fake_slack.replies(CHANNEL, m.ts)) for m in fake_slack.messages(CHANNEL))
+                == len(orders)
+            ),
+            30,
+            "not every event was delivered:\n" + log.read_text(),
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    top = fake_slack.messages(CHANNEL)
+    assert len(top) == len(orders)
+    for order in orders:
+        assert sum(order["id"] in json.dumps(m.blocks) for m in top) == 1
+    # gunicorn's own lines (its format names the process) get through our logging set-up.
+    text = log.read_text()
+    assert "Logging error" not in text, text
+    assert "WARNING" not in text, text  # a clean start and stop warns about nothing
+    assert "Control socket" not in text, text  # none in $HOME shared by every instance
+    assert text.count("Booting worker with pid") == 2, text
+
+
+def test_worker_command_delivers_what_the_web_tier_queued(
+    running, tmp_path, fake_slack, fake_stripe
+):
+    order = so.order()
+    assert running.send_event(so.event("climate.order.created", order)).status_code == 200
+    env = bot_env(tmp_path, fake_slack, fake_stripe)
+    log = tmp_path / "worker.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "climate-bot"), "worker"], cwd=tmp_path, env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 30, "worker posted nothing")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log.read_text()
+    assert order["id"] in json.dumps(fake_slack.messages(CHANNEL)[0].blocks)
+
+
+def metrics_dirs(env: dict[str, str]) -> list[Path]:
+    return sorted(Path(env["TMPDIR"]).glob("climate-bot-metrics-*"))
+
+
+def test_gunicorn_removes_its_metrics_directory_when_it_stops(tmp_path, fake_slack, fake_stripe):
+    env = bot_env(tmp_path, fake_slack, fake_stripe)
+    log = tmp_path / "gunicorn.log"
+    proc = start_gunicorn(env, tmp_path, log)
+    try:
+        assert post(env, so.event("climate.order.created", so.order())) == 200
+        [live] = metrics_dirs(env)  # the workers count into it while gunicorn runs
+        assert list(live.glob("*.db")), log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log.read_text()
+    assert metrics_dirs(env) == []
+    # A configuration gunicorn refuses before forking leaves nothing behind either.
+    refused = subprocess.run(
+        gunicorn_command("-b", "127.0.0.1:0"),
+        cwd=tmp_path,
+        env=process_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert metrics_dirs(env) == []

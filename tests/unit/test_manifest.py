@@ -1,0 +1,80 @@
+"""manifest.yml is a valid Slack app manifest whose every URL points at a route the app serves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+import jsonschema
+import pytest
+import yaml
+
+from bot.web import create_app
+from tests.support.paths import REPO
+
+SCHEMAS = Path(__file__).resolve().parent / "data" / "slack"  # copied with their licences
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return yaml.safe_load((REPO / "manifest.yml").read_text())
+
+
+def schema(relative: str) -> dict:
+    return json.loads((SCHEMAS / relative).read_text())
+
+
+def test_manifest_is_valid_against_slacks_schema(manifest):
+    validator = jsonschema.Draft7Validator(schema("manifest-schema/manifest.schema.1.0.0.json"))
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(manifest)]
+    assert errors == []
+
+
+def test_manifest_is_valid_against_schemastore(manifest):
+    validator = jsonschema.Draft4Validator(schema("schemastore/slack-app-manifest.json"))
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(manifest)]
+    assert errors == []
+
+
+def urls(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from urls(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from urls(value)
+    elif isinstance(node, str) and node.startswith(("http://", "https://")):
+        yield node
+
+
+def test_every_manifest_url_is_a_route_the_app_serves(manifest, settings):
+    app = create_app(settings)
+    routes = {(rule.rule, method) for rule in app.url_map.iter_rules() for method in rule.methods}
+    found = list(urls(manifest))
+    assert found, "the manifest names no request URL"
+    for url in found:
+        assert urlparse(url).netloc == "YOUR-HOST"
+        assert (urlparse(url).path, "POST") in routes, url
+    app.extensions["climate-bot"].storage.close()
+
+
+def test_manifest_asks_only_for_the_scopes_the_bot_uses(manifest):
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
+        "chat:write",
+        "commands",
+        "channels:join",
+        "channels:history",
+        "groups:history",
+        "usergroups:read",
+        "im:write",
+    }
+    [command] = manifest["features"]["slash_commands"]
+    assert command["command"] == "/climate"
+    assert "status <order_id>" in command["usage_hint"]
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    # Deciders read their direct messages in the app's Messages tab; they answer on the card.
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
+    assert manifest["features"]["app_home"]["messages_tab_read_only_enabled"] is True

@@ -1,0 +1,109 @@
+"""Configuration: one typed object, every problem reported at once, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bot.settings import SettingsError, load_settings
+from tests.support.paths import REPO
+from tests.support.processes import gunicorn_command, process_env
+
+VALID = {
+    "STRIPE_WEBHOOK_SECRET": "whsec_abc",
+    "STRIPE_API_KEY": "rk_live_abc",
+    "SLACK_BOT_TOKEN": "xoxb-1-2-3",
+    "SLACK_SIGNING_SECRET": "s3cret",
+    "SLACK_CHANNEL": "C0123ABCD",
+}
+
+
+def test_defaults_fill_the_optional_variables():
+    settings = load_settings(VALID)
+    assert settings.DATABASE_PATH == "climate-bot.db"
+    assert settings.SLACK_API_URL == "https://slack.com/api/"
+    assert settings.STRIPE_API_BASE == "https://api.stripe.com"
+    assert settings.PORT == 3000
+
+
+def test_every_missing_and_malformed_variable_is_named_at_once():
+    with pytest.raises(SettingsError) as info:
+        load_settings({"SLACK_CHANNEL": "#climate", "PORT": "eighty", "STRIPE_API_KEY": "pk_x"})
+    text = str(info.value)
+    for name in ("STRIPE_WEBHOOK_SECRET", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"):
+        assert f"{name} is not set" in text
+    for name in ("SLACK_CHANNEL", "PORT", "STRIPE_API_KEY"):
+        assert f"{name} is malformed" in text
+    assert len(info.value.problems) == 6
+
+
+def test_secrets_never_appear_in_the_settings_repr():
+    text = repr(load_settings(VALID))
+    assert "s3cret" not in text and "xoxb-1-2-3" not in text and "whsec_abc" not in text
+
+
+def test_dotenv_is_read_and_the_real_environment_wins(tmp_path, monkeypatch):
+    lines = [f"{k}={v}" for k, v in VALID.items()] + ["PORT=4000"]
+    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("PORT", "5000")
+    settings = load_settings()
+    assert settings.SLACK_CHANNEL == "C0123ABCD"
+    assert settings.PORT == 5000
+
+
+def test_app_py_with_bad_configuration_exits_nonzero_without_a_traceback(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "SLACK_CHANNEL": "general"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "app.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "SLACK_BOT_TOKEN is not set" in result.stderr
+    assert "SLACK_CHANNEL is malformed" in result.stderr
+
+
+def test_gunicorn_with_bad_configuration_stops_instead_of_rebooting_workers(tmp_path):
+    # gunicorn.conf.py checks the configuration before forking; from a folder of its own, so
+    # that a developer's .env in the repo cannot make the configuration valid.
+    result = subprocess.run(
+        gunicorn_command("-w", "2", "-b", "127.0.0.1:0"),
+        cwd=tmp_path,
+        env=process_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "STRIPE_WEBHOOK_SECRET is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Booting worker" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "secret", ["sk_test_pasted_the_wrong_key", "WHSEC_abc", "whsec_abc,sk_test_x", "whsec_a,,"]
+)
+def test_a_webhook_secret_without_whsec_is_refused_by_the_bot_and_by_trigger(secret):
+    from bot.trigger import load_trigger_settings
+
+    for load in (load_settings, load_trigger_settings):
+        with pytest.raises(SettingsError) as info:
+            load({**VALID, "STRIPE_WEBHOOK_SECRET": secret})
+        assert "STRIPE_WEBHOOK_SECRET is malformed: " in str(info.value)
+        assert "whsec_" in str(info.value) or "empty secret" in str(info.value)
+        for part in secret.split(","):
+            assert not part or part not in str(info.value)  # no secret is ever echoed
+    assert "whsec_abc" not in repr(load_trigger_settings(VALID))
+
+
+def test_several_webhook_secrets_are_each_validated_and_each_masked():
+    settings = load_settings({**VALID, "STRIPE_WEBHOOK_SECRET": "whsec_first, whsec_second"})
+    assert settings.webhook_secrets == ("whsec_first", "whsec_second")
+    assert {"whsec_first", "whsec_second"} <= set(settings.secrets())  # masked in every log line
+    assert "whsec_" not in repr(settings)
