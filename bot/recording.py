@@ -249,6 +249,15 @@ def _is_newer(event: dict[str, Any], row: dict[str, Any] | None) -> bool:
     return mine >= (row["snapshot_created"], row["snapshot_rank"])
 
 
+def _stored(
+    storage: Storage, event: dict[str, Any], kind: str, object_id: str
+) -> tuple[str, dict[str, Any] | None, str | None, bool]:
+    """The card key of the object, its stored row and card channel, and whether `event` is newer
+    than the snapshot stored."""
+    row, card_channel = storage.row_and_card_channel(kind, object_id)
+    return card_key(kind, object_id), row, card_channel, _is_newer(event, row)
+
+
 def _apply_order(
     storage: Storage,
     event: dict[str, Any],
@@ -256,9 +265,7 @@ def _apply_order(
     account: str | None,
     channel: str,
 ) -> tuple[bool, str]:
-    key = card_key("order", order["id"])
-    row, card_channel = storage.row_and_card_channel("order", order["id"])
-    newer = _is_newer(event, row)
+    key, row, card_channel, newer = _stored(storage, event, "order", order["id"])
     # A late event must not resurrect buttons on a delivered or cancelled order.
     if newer and row is not None and row["status"] in FINAL_STATUSES:
         newer = order.get("status") in FINAL_STATUSES
@@ -341,9 +348,7 @@ def _apply_product(
     account: str | None,
     channel: str,
 ) -> tuple[bool, str]:
-    key = card_key("product", product["id"])
-    row, card_channel = storage.row_and_card_channel("product", product["id"])
-    newer = _is_newer(event, row)
+    key, row, card_channel, newer = _stored(storage, event, "product", product["id"])
     old_prices = None
     if event["type"] == "climate.product.pricing_updated":
         stored = row["snapshot"].get("current_prices_per_metric_ton") if row else None

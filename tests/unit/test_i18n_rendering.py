@@ -20,7 +20,7 @@ import pytest
 from babel.messages.extract import extract_from_file
 from babel.messages.pofile import read_po
 
-from bot import cards, formatting, i18n
+from bot import cards, formatting, i18n, model
 from bot.cards import (
     ORDER_FILTERS,
     answers,
@@ -51,8 +51,6 @@ from bot.model import (
     Notice,
     OrderState,
     OrderUpdate,
-    ProductState,
-    ProductUpdate,
 )
 from tests.support.cards import (
     DEADLINE,
@@ -215,10 +213,10 @@ def product_cards() -> Iterator[tuple[str, Callable[[], Message]]]:
     }
     for name, product in products.items():
         for event in ("climate.product.created", "climate.product.pricing_updated", "x"):
-            state = ProductState(product, event, "acct_1")
+            state = model.ProductState(product, event, "acct_1")
             yield f"product card {name} {event}", lambda s=state: product_card(s, DELAYED_AT)
             # After a price change whose earlier prices are known: old → new on the card.
-            state = ProductState(product, event, "acct_1", OLD_PRICES)
+            state = model.ProductState(product, event, "acct_1", OLD_PRICES)
             yield (
                 f"product card {name} {event} with old prices",
                 lambda s=state: product_card(s, DELAYED_AT),
@@ -237,7 +235,7 @@ def product_replies() -> Iterator[tuple[str, Callable[[], Message]]]:
     }
     for name, (event, the_product, old_prices) in cases.items():
         for late in (False, True):
-            update = ProductUpdate(event, DELAYED_AT, the_product, old_prices, late)
+            update = model.ProductUpdate(event, DELAYED_AT, the_product, old_prices, late)
             yield f"product reply {name} late={late}", lambda u=update: product_reply(u)
 
 
