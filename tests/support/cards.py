@@ -48,13 +48,14 @@ def delay(old_year: int | None = 2027, new_year: int = 2028) -> Change:
     return Change(kind="delayed", at=DELAYED_AT, old_year=old_year, new_year=new_year)
 
 
-def texts(message: Message) -> list[str]:
-    """Every piece of text in the message: the fallback and each text object in the blocks."""
+def texts(message: Message, *, of_type: str | None = None) -> list[str]:
+    """Every piece of text in the message: the fallback and each text object in the blocks
+    (only those of type `of_type` when given: ``"mrkdwn"`` is everything Slack parses)."""
     found = [message.text]
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
-            if isinstance(value.get("text"), str):
+            if isinstance(value.get("text"), str) and of_type in (None, value.get("type")):
                 found.append(value["text"])
             for child in value.values():
                 walk(child)

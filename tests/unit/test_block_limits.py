@@ -51,6 +51,7 @@ from bot.model import (
     ProductState,
     ProductUpdate,
 )
+from tests.support.cards import texts
 
 PROPERTY_SETTINGS = settings(
     max_examples=60,
@@ -302,20 +303,7 @@ OWN_MARKUP = re.compile(
 
 def mrkdwn_texts(message: Message) -> list[str]:
     """The notification text and every mrkdwn text object: everything Slack parses."""
-    found = [message.text]
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if value.get("type") == "mrkdwn":
-                found.append(value["text"])
-            for child in value.values():
-                walk(child)
-        elif isinstance(value, list):
-            for child in value:
-                walk(child)
-
-    walk(message.blocks)
-    return found
+    return texts(message, of_type="mrkdwn")
 
 
 # What is left of a mrkdwn text once our own markup is taken out: links become their labels (a
