@@ -24,7 +24,7 @@ from bot.jobs import CancelJob, CardJob, NoticeJob
 from bot.model import FINAL_STATUSES, ORDER_ID, Change, Message, OrderState, expected_refund
 from bot.recording import queue_decision_alerts
 from bot.slack_gateway import SlackError, SlackGateway
-from bot.storage import OutboxRow, Storage, card_key
+from bot.storage import Lease, Storage, card_key
 from bot.stripe_gateway import (
     IdempotencyConflict,
     NotFound,
@@ -334,9 +334,9 @@ class Decisions:
 
     # -- in the worker: the Stripe side of a cancel ------------------------------------------
 
-    def carry_out_cancel(self, row: OutboxRow, job: CancelJob) -> None:
+    def carry_out_cancel(self, lease: Lease, job: CancelJob) -> None:
         """Re-read the order at Stripe, cancel it unless already final, record and answer."""
-        order_id = row.card_key.split(":", 1)[1]
+        order_id = lease.card_key.split(":", 1)[1]
         local = self.storage.order_row(order_id)
         account = local["account"] if local else None
         attempt = self.storage.cancel_attempts(order_id)

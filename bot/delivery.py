@@ -31,9 +31,7 @@ from bot.jobs import (
     NoticeJob,
     OrderReplyJob,
     ProductReplyJob,
-    UnreadableJob,
     UpdateJob,
-    job_of,
 )
 from bot.model import (
     Change,
@@ -45,7 +43,7 @@ from bot.model import (
     ProductUpdate,
 )
 from bot.slack_gateway import NotInChannel, Permanent, RateLimited, SlackGateway, Transient
-from bot.storage import OutboxRow, Storage, StorageUnavailable
+from bot.storage import Lease, Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +89,7 @@ class Deliverer:
         self.rng = rng if rng is not None else random.Random()  # the jitter of retries' back-off
         # Which function carries out which job: the card's own messages here, the work (a
         # cancel at Stripe, a thin event's fetch, direct messages) as `register`ed.
-        self.handlers: dict[type[Job], Callable[[OutboxRow, Job], None]] = {
+        self.handlers: dict[type[Job], Callable[[Lease, Job], None]] = {
             CardJob: self._send_message,
             UpdateJob: self._send_message,
             OrderReplyJob: self._send_message,
@@ -175,11 +173,11 @@ class Deliverer:
 
     def run_once(self) -> bool:
         """Deliver one row if one is ready; True if a row was handled."""
-        row = self.storage.lease_next(self.owner, pace_seconds=self.pace_seconds)
-        metrics.DELIVERY_LOOKS.labels("no" if row is None else "yes").inc()
-        if row is None:
+        lease = self.storage.lease_next(self.owner, pace_seconds=self.pace_seconds)
+        metrics.DELIVERY_LOOKS.labels("no" if lease is None else "yes").inc()
+        if lease is None:
             return False
-        self.deliver(row)
+        self.deliver(lease)
         return True
 
     def drain(self, *, timeout: float = 30.0) -> None:
@@ -188,116 +186,112 @@ class Deliverer:
         while time.monotonic() < deadline and self.run_once():
             pass
 
-    def register(self, job_type: type[J], carry_out: Callable[[OutboxRow, J], None]) -> None:
+    def register(self, job_type: type[J], carry_out: Callable[[Lease, J], None]) -> None:
         """Have jobs of `job_type` (work, not a message of the card's) carried out by `carry_out`,
         which records its own outcome: only a crash is retried (`_run_job`)."""
         self.handlers[job_type] = functools.partial(self._run_job, carry_out)
 
     # -- one row ---------------------------------------------------------------------------
 
-    def deliver(self, row: OutboxRow) -> None:
+    def deliver(self, lease: Lease) -> None:
         """Carry out one leased row with the handler of its job; park a row no handler takes."""
-        try:
-            job = job_of(row)
-        except UnreadableJob as exc:
-            self._park(row, str(exc))
-            return
-        handler = self.handlers.get(type(job))
+        handler = self.handlers.get(type(lease.job))
         if handler is None:
-            self._park(row, f"no handler for {row.kind} jobs in this worker")
+            self._park(lease, f"no handler for {lease.job.kind} jobs in this worker")
             return
-        handler(row, job)
+        handler(lease, lease.job)
 
-    def _send_message(self, row: OutboxRow, job: Job) -> None:
+    def _send_message(self, lease: Lease, job: Job) -> None:
         """Post or update the card, or post a reply in its thread, as Slack's answer allows."""
         try:
-            with use_locale(self.locale_for(row.channel)):
-                channel, ts = self._send(row, job)
+            with use_locale(self.locale_for(lease.channel)):
+                channel, ts = self._send(lease, job)
         except RateLimited as exc:
-            self.storage.hold_channel(row.channel, exc.retry_after)
-            self.storage.reschedule(row, delay=exc.retry_after, error=str(exc))
+            self.storage.hold_channel(lease.channel, exc.retry_after)
+            self.storage.reschedule(lease, delay=exc.retry_after, error=str(exc))
         except NotInChannel:
-            self._join_and_retry(row)
+            self._join_and_retry(lease)
         except Permanent as exc:
-            self._park(row, str(exc))
+            self._park(lease, str(exc))
         except Transient as exc:
-            if self._gave_up(row):
-                self._park(row, f"gave up after {row.attempts} attempts over a day: {exc}")
+            if self._gave_up(lease):
+                self._park(lease, f"gave up after {lease.attempts} attempts over a day: {exc}")
             else:
-                self.storage.reschedule(row, delay=self._backoff(row), error=str(exc))
+                self.storage.reschedule(lease, delay=self._backoff(lease), error=str(exc))
         else:
-            self.storage.complete(row, card_channel=channel, ts=ts)
-            if isinstance(job, REPLY_JOBS) or (isinstance(job, CARD_JOBS) and row.card_ts is None):
+            self.storage.complete(lease, card_channel=channel, ts=ts)
+            if lease.posts:
                 # The next post's slot counts from Slack's answer, not from our lease: a slow
                 # answer or a reconcile call would otherwise land posts under a second apart.
-                self.storage.hold_channel(row.channel, self.pace_seconds)
-            if row.event_id and row.created_at:
-                metrics.DELIVERY_SECONDS.observe(max(0.0, self.now() - row.created_at))
+                self.storage.hold_channel(lease.channel, self.pace_seconds)
+            if lease.event_id and lease.created_at:
+                metrics.DELIVERY_SECONDS.observe(max(0.0, self.now() - lease.created_at))
             log.info(
                 "delivered %s %s for %s to %s ts=%s",
-                row.kind,
-                row.id,
-                row.card_key,
-                channel or row.channel,
-                ts or row.card_ts,
+                job.kind,
+                lease.id,
+                lease.card_key,
+                channel or lease.channel,
+                ts or lease.card_ts,
             )
 
-    def _run_job(self, carry_out: Callable[[OutboxRow, J], None], row: OutboxRow, job: J) -> None:
+    def _run_job(self, carry_out: Callable[[Lease, J], None], lease: Lease, job: J) -> None:
         """Carry out a queued job; it records its own outcome, so only a crash is retried."""
         try:
-            with use_locale(self.locale_for(row.channel)):
-                carry_out(row, job)
+            with use_locale(self.locale_for(lease.channel)):
+                carry_out(lease, job)
         except Exception as exc:
-            log.exception("job %s for %s failed", row.kind, row.card_key)
-            if self._gave_up(row):
-                self._park(row, f"gave up after {row.attempts} attempts over a day: {exc!r}")
+            log.exception("job %s for %s failed", job.kind, lease.card_key)
+            if self._gave_up(lease):
+                self._park(lease, f"gave up after {lease.attempts} attempts over a day: {exc!r}")
             else:
-                self.storage.reschedule(row, delay=self._backoff(row), error=repr(exc))
+                self.storage.reschedule(lease, delay=self._backoff(lease), error=repr(exc))
             return
-        self.storage.complete(row)
+        self.storage.complete(lease)
 
-    def _backoff(self, row: OutboxRow) -> float:
-        return backoff(row.attempts, self.rng)
+    def _backoff(self, lease: Lease) -> float:
+        return backoff(lease.attempts, self.rng)
 
-    def _gave_up(self, row: OutboxRow) -> bool:
-        started = row.first_attempt_at or self.now()
-        return self.now() - started >= GIVE_UP_AFTER_SECONDS
+    def _gave_up(self, lease: Lease) -> bool:
+        return self.now() - lease.first_attempt_at >= GIVE_UP_AFTER_SECONDS
 
-    def _join_and_retry(self, row: OutboxRow) -> None:
+    def _join_and_retry(self, lease: Lease) -> None:
         try:
-            self.slack.join(row.channel)
+            self.slack.join(lease.channel)
         except Permanent as exc:
-            self._park(row, f"not_in_channel, and joining failed: {exc}")
+            self._park(lease, f"not_in_channel, and joining failed: {exc}")
             return
         except (Transient, RateLimited) as exc:
-            self.storage.reschedule(row, delay=self._backoff(row), error=str(exc))
+            self.storage.reschedule(lease, delay=self._backoff(lease), error=str(exc))
             return
-        self.storage.reschedule(row, delay=0, error="joined the channel")
+        self.storage.reschedule(lease, delay=0, error="joined the channel")
 
-    def _park(self, row: OutboxRow, error: str) -> None:
-        log.error("delivery %s for %s parked: %s", row.id, row.card_key, error)
-        self.storage.fail(row, error)
+    def _park(self, lease: Lease, error: str) -> None:
+        log.error("delivery %s for %s parked: %s", lease.id, lease.card_key, error)
+        self.storage.fail(lease, error)
 
-    def _send(self, row: OutboxRow, job: Job) -> tuple[str | None, str | None]:
-        marker = {"db": self.storage.instance_id, "outbox": row.id}
-        if isinstance(job, CARD_JOBS) and row.card_ts:
-            self.slack.update_message(row.channel, row.card_ts, self.render_card(row.card_key))
+    def _send(self, lease: Lease, job: Job) -> tuple[str | None, str | None]:
+        marker = {"db": self.storage.instance_id, "outbox": lease.id}
+        if isinstance(job, CARD_JOBS) and lease.card_ts:
+            self.slack.update_message(
+                lease.channel, lease.card_ts, self.render_card(lease.card_key)
+            )
             return None, None
-        thread_ts = row.card_ts if isinstance(job, REPLY_JOBS) else None
-        if row.attempts > 1 and row.first_attempt_at is not None:
+        thread_ts = lease.card_ts if isinstance(job, REPLY_JOBS) else None
+        if lease.attempts > 1:
             found = self.slack.find_marked(
-                row.channel, marker, oldest=row.first_attempt_at - 5, thread_ts=thread_ts
+                lease.channel, marker, oldest=lease.first_attempt_at - 5, thread_ts=thread_ts
             )
             if found:
-                log.info("outbox %s was already posted as %s; not posting again", row.id, found)
-                return row.channel, found
+                log.info("outbox %s was already posted as %s; not posting again", lease.id, found)
+                return lease.channel, found
         if isinstance(job, CARD_JOBS):
             return self.slack.post_message(
-                row.channel, self.render_card(row.card_key), marker=marker
+                lease.channel, self.render_card(lease.card_key), marker=marker
             )
         return self.slack.post_message(
-            row.channel,
-            self.render_reply(row, job),
+            lease.channel,
+            self.render_reply(lease, job),
             thread_ts=thread_ts,
             broadcast=bool(job.broadcast),
             marker=marker,
@@ -312,13 +306,13 @@ class Deliverer:
         return cards.product_card(self.product_state(object_id))
 
     def render_reply(
-        self, row: OutboxRow, job: OrderReplyJob | ProductReplyJob | NoticeJob
+        self, lease: Lease, job: OrderReplyJob | ProductReplyJob | NoticeJob
     ) -> Message:
         if isinstance(job, NoticeJob):
-            return self.render_notice(row, job)
-        event = self.storage.event(row.event_id or "")
+            return self.render_notice(lease, job)
+        event = self.storage.event(lease.event_id or "")
         if event is None:
-            raise Permanent("event_missing", f"event {row.event_id} is not recorded")
+            raise Permanent("event_missing", f"event {lease.event_id} is not recorded")
         obj = event["data"]["object"]
         late = bool(job.late)
         if isinstance(job, OrderReplyJob):  # a row of an order's card (`job_of`)
@@ -351,8 +345,8 @@ class Deliverer:
             )
         )
 
-    def render_notice(self, row: OutboxRow, job: NoticeJob) -> Message:
-        state = self.order_state(row.card_key.split(":", 1)[1])
+    def render_notice(self, lease: Lease, job: NoticeJob) -> Message:
+        state = self.order_state(lease.card_key.split(":", 1)[1])
         kind = job.notice
         return cards.order_notice(
             Notice(

@@ -16,7 +16,7 @@ from bot import cards
 from bot.jobs import DirectMessageJob
 from bot.model import FINAL_STATUSES, OrderState
 from bot.slack_gateway import NotInChannel, Permanent, SlackGateway
-from bot.storage import OutboxRow, Storage, card_key
+from bot.storage import Lease, Storage, card_key
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,12 @@ class DirectMessages:
         self.users = users  # the deciders named as users
         self.state_of = state_of
 
-    def carry_out(self, row: OutboxRow, job: DirectMessageJob) -> None:
+    def carry_out(self, lease: Lease, job: DirectMessageJob) -> None:
         """DM every decider not yet told of this occasion; a transient failure raises, so the
         job is retried for those left (the ones told are recorded)."""
         if not self.users:
             return
-        order_id = row.card_key.split(":", 1)[1]
+        order_id = lease.card_key.split(":", 1)[1]
         occasion = str(job.occasion or "")
         state = self.state_of(order_id)
         if not self._still_to_decide(state, occasion):

@@ -330,7 +330,7 @@ def queue_decision_alerts(
         )
     storage.enqueue(
         direct_message_key(order_id),
-        DirectMessageJob(occasion=f"{change['kind']}:{change['at']}", why="change"),
+        DirectMessageJob(occasion=f"{change['kind']}:{change['at']}"),
         channel=channel,
     )
 

@@ -84,7 +84,6 @@ class Scheduler:
             direct_message_key(order_id),
             DirectMessageJob(
                 occasion=f"{change['kind']}:{change['at']}:reminder:{days}",
-                why="reminder",
                 days=days,
             ),
             channel=self.channel,

@@ -18,7 +18,7 @@ from bot.event_numbers import MalformedEvent, plausible_timestamp
 from bot.jobs import FetchJob
 from bot.recording import parse_event, record_event, thin_created
 from bot.routing import Routing
-from bot.storage import OutboxRow, Storage
+from bot.storage import Lease, Storage
 from bot.stripe_gateway import NotFound, StripeGateway
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,16 @@ class ThinEvents:
         self.routing = routing
         self.wake = wake
 
-    def carry_out_fetch(self, row: OutboxRow, job: FetchJob) -> None:
-        """Fetch the object of the thin event behind `row` and ingest it as a snapshot event.
+    def carry_out_fetch(self, lease: Lease, job: FetchJob) -> None:
+        """Fetch the object of the thin event behind `lease` and ingest it as a snapshot event.
 
         Stripe being unreachable raises, so the worker retries the job with backoff.
         """
-        thin = self.storage.event(row.event_id or "")
+        thin = self.storage.event(lease.event_id or "")
         if thin is None:
-            log.error("thin event %s is not recorded; nothing to fetch", row.event_id)
+            log.error("thin event %s is not recorded; nothing to fetch", lease.event_id)
             return
-        kind, object_id = row.card_key.split(":", 1)
+        kind, object_id = lease.card_key.split(":", 1)
         account = job.account
         try:
             obj = self.stripe.fetch_related_object(

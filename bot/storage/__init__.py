@@ -23,7 +23,7 @@ from bot.storage.engine import (
 )
 from bot.storage.events import EventVerbs
 from bot.storage.orders import OrderVerbs
-from bot.storage.outbox import LONG_HOLD_SECONDS, Failure, OutboxRow, OutboxVerbs
+from bot.storage.outbox import LONG_HOLD_SECONDS, Failure, Lease, OutboxVerbs
 from bot.storage.schema import migrations
 from bot.storage.states import StateVerbs
 
@@ -38,7 +38,7 @@ __all__ = [
     "MIN_FREE_BYTES",
     "READ_CACHE_KIB",
     "Failure",
-    "OutboxRow",
+    "Lease",
     "Storage",
     "StorageUnavailable",
     "cannot_write",

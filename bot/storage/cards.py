@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.jobs import CardJob
+
 # Where a card is: its channel once posted, and the channel of its first queued "card" row.
 _CARD_CHANNELS = (
     "(SELECT channel FROM cards WHERE key = :key) AS posted_channel,"
-    " (SELECT channel FROM outbox WHERE card_key = :key AND kind = 'card'"
+    f" (SELECT channel FROM outbox WHERE card_key = :key AND kind = '{CardJob.kind}'"
     " ORDER BY id LIMIT 1) AS queued_channel"
 )
 

@@ -3,33 +3,51 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from bot.jobs import CARD_JOBS, CardJob, Job, UpdateJob, to_facts
+from bot.jobs import (
+    CARD_JOBS,
+    CARD_KINDS,
+    NEEDS_CARD_KINDS,
+    POSTING_KINDS,
+    CardJob,
+    Job,
+    UnreadableJob,
+    UpdateJob,
+    job_of,
+    to_facts,
+)
 from bot.model import MAX_RETRY_AFTER_SECONDS
 
+log = logging.getLogger(__name__)
 
-@dataclass
-class OutboxRow:
-    """One thing Slack must be told, as leased by a delivery worker."""
 
-    id: int
+@dataclass(frozen=True)
+class Lease:
+    """One outbox row leased by a delivery worker: its job, and what carrying it out needs."""
+
+    id: int  # the row's (every post carries it in its metadata)
+    job: Job  # what the row asks (bot/jobs.py); an update row is leased as its `CardJob`
     card_key: str
-    # The job's kind (bot/jobs.py; `job_of` reads the job): "card" posts or updates the card
-    # (queued as "update" when the card was already posted), "reply" is a reply in the card's
-    # thread, anything else is work for a registered function (`Deliverer.handlers`)
-    kind: str
-    event_id: str | None
-    facts: dict[str, Any]
     channel: str
-    attempts: int
-    first_attempt_at: float | None
-    card_ts: str | None  # the card's ts when the card exists
-    lease_owner: str
-    created_at: float = 0.0  # when the row was queued (the event's arrival, for latency)
+    event_id: str | None  # the event the row tells or was queued for
+    attempts: int  # this one included
+    first_attempt_at: float
+    card_ts: str | None  # the card's ts when the card is posted
+    owner: str  # the worker holding the lease: only it completes, reschedules or parks the row
+    created_at: float  # when the row was queued (the event's arrival, for latency)
+
+    @property
+    def posts(self) -> bool:
+        """Whether carrying it out posts a new message in its channel, taking the channel's
+        pacing slot: a reply, or the card while it is not posted (then it is updated)."""
+        if isinstance(self.job, CARD_JOBS):
+            return self.card_ts is None
+        return self.job.posts
 
 
 @dataclass
@@ -43,24 +61,39 @@ class Failure:
     created_at: float
 
 
-# The oldest deliverable row: its card's earlier rows are done, a reply's card exists, and a row
-# that may post a message ("card" or "reply") waits for its channel's pacing slot; updates of a
-# posted card ("update") and jobs do not.
+def _sql_list(kinds: tuple[str, ...]) -> str:
+    """`kinds` (bot/jobs.py's, never input) as an SQL list of string literals."""
+    if not kinds or not all(kind.isidentifier() for kind in kinds):
+        raise ValueError(f"not a list of job kinds: {kinds!r}")
+    return "(" + ", ".join(f"'{kind}'" for kind in kinds) + ")"
+
+
+# The kinds of rows the queries treat apart, from the job classes (bot/jobs.py): those that may
+# post a new message, those that wait for their card, and the card's own.
+_POSTING = _sql_list(POSTING_KINDS)
+_NEEDS_CARD = _sql_list(NEEDS_CARD_KINDS)
+_CARD = _sql_list(CARD_KINDS)
+
+# The oldest deliverable row: its card's earlier rows are done, a row that needs its card (a
+# reply) finds it posted, and a row that may post a message waits for its channel's pacing slot;
+# updates of a posted card and work for the worker do not.
 # Rows of paced channels are turned down on the outbox_queue index alone, without reading them:
 # a burst into one channel made every look read the whole backlog (bench/outbox.py).
-_LEASABLE = """
+_LEASABLE = f"""
     SELECT o.*, c.ts AS card_ts FROM outbox o INDEXED BY outbox_queue
     LEFT JOIN cards c ON c.key = o.card_key
     WHERE o.status = 'pending'
-      AND (o.kind NOT IN ('card', 'reply')
+      AND (o.kind NOT IN {_POSTING}
            OR o.channel NOT IN (SELECT channel FROM pacing WHERE next_post_at > :now))
       AND o.available_at <= :now
       AND (o.lease_until IS NULL OR o.lease_until < :now)
       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.card_key = o.card_key
                       AND p.status = 'pending' AND p.id < o.id)
-      AND (o.kind <> 'reply' OR c.ts IS NOT NULL)
+      AND (o.kind NOT IN {_NEEDS_CARD} OR c.ts IS NOT NULL)
     ORDER BY o.id LIMIT 1
 """
+# Claims a row found by _LEASABLE, unless another worker leased it (or it was parked) meanwhile.
+_UNCLAIMED = "id = ? AND status = 'pending' AND (lease_until IS NULL OR lease_until < ?)"
 
 
 # A channel held longer than this from now is held by a Slack rate limit, not by our pacing (a
@@ -102,7 +135,7 @@ class OutboxVerbs:
                 job = UpdateJob()  # a chat.update, which the channel's pacing does not hold
         if isinstance(job, CARD_JOBS) and not new_card:
             waiting = self.conn.execute(
-                "SELECT 1 FROM outbox WHERE card_key = ? AND kind IN ('card', 'update')"
+                f"SELECT 1 FROM outbox WHERE card_key = ? AND kind IN {_CARD}"
                 " AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL",
                 (key,),
             ).fetchone()
@@ -117,53 +150,73 @@ class OutboxVerbs:
 
     def lease_next(
         self, owner: str, *, lease_seconds: float = 60.0, pace_seconds: float = 1.0
-    ) -> OutboxRow | None:
-        """Lease the oldest deliverable row, or None.
+    ) -> Lease | None:
+        """Lease the oldest deliverable row for `owner`, or None.
 
         Rows of one card go strictly in order; a reply waits for its card; a row that posts a new
         message waits for its channel's pacing slot (Slack allows about one message per second
         per channel). The search reads outside the write lock (it can scan a long backlog);
-        the claim is a compare-and-set under it, so two workers never take the same row.
+        the claim is a compare-and-set under it, so two workers never take the same row. A row
+        no job of this version reads is parked instead of leased (`UnreadableJob`), and the
+        search goes on.
         """
-        for _ in range(3):  # another worker may claim the row first: look again
+        lost = 0
+        while lost < 3:  # another worker may claim the row first: look again
             now = time.time()
             row = self.conn.execute(_LEASABLE, {"now": now}).fetchone()
             if row is None:
                 return None
-            posts = row["kind"] == "reply" or (row["kind"] == "card" and row["card_ts"] is None)
+            try:
+                job = _job_of_row(row)
+            except UnreadableJob as exc:
+                if not self._park_unreadable(row, str(exc), now):
+                    lost += 1
+                continue
+            lease = Lease(
+                id=row["id"],
+                job=job,
+                card_key=row["card_key"],
+                channel=row["channel"],
+                event_id=row["event_id"],
+                attempts=row["attempts"] + 1,
+                first_attempt_at=row["first_attempt_at"] or now,
+                card_ts=row["card_ts"],
+                owner=owner,
+                created_at=row["created_at"],
+            )
             with self.transaction() as conn:
-                if posts and self._next_post_at(row["channel"]) > now:
+                if lease.posts and self._next_post_at(lease.channel) > now:
+                    lost += 1
                     continue
                 claimed = conn.execute(
                     "UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
-                    " first_attempt_at = coalesce(first_attempt_at, ?) WHERE id = ?"
-                    " AND status = 'pending' AND (lease_until IS NULL OR lease_until < ?)",
-                    (owner, now + lease_seconds, now, row["id"], now),
+                    f" first_attempt_at = coalesce(first_attempt_at, ?) WHERE {_UNCLAIMED}",
+                    (owner, now + lease_seconds, now, lease.id, now),
                 ).rowcount
                 if not claimed:
+                    lost += 1
                     continue
-                if posts:
+                if lease.posts:
                     conn.execute(
                         "INSERT INTO pacing (channel, next_post_at) VALUES (?, ?) ON CONFLICT"
                         " (channel) DO UPDATE SET next_post_at = excluded.next_post_at",
-                        (row["channel"], now + pace_seconds),
+                        (lease.channel, now + pace_seconds),
                     )
-            break
-        else:
-            return None
-        return OutboxRow(
-            id=row["id"],
-            card_key=row["card_key"],
-            kind="card" if row["kind"] == "update" else row["kind"],  # delivered alike
-            event_id=row["event_id"],
-            facts=json.loads(row["facts"] or "{}"),
-            channel=row["channel"],
-            attempts=row["attempts"] + 1,
-            first_attempt_at=row["first_attempt_at"] or now,
-            card_ts=row["card_ts"],
-            lease_owner=owner,
-            created_at=row["created_at"],
-        )
+            return lease
+        return None
+
+    def _park_unreadable(self, row: sqlite3.Row, error: str, now: float) -> bool:
+        """Park a row `lease_next` found but cannot read, as a tried one; False if another
+        worker took it first."""
+        with self.transaction() as conn:
+            parked = conn.execute(
+                "UPDATE outbox SET status = 'failed', last_error = ?, attempts = attempts + 1,"
+                f" first_attempt_at = coalesce(first_attempt_at, ?) WHERE {_UNCLAIMED}",
+                (error, now, row["id"], now),
+            ).rowcount
+        if parked:
+            log.error("delivery %s for %s parked: %s", row["id"], row["card_key"], error)
+        return bool(parked)
 
     def _next_post_at(self, channel: str) -> float:
         row = self.conn.execute(
@@ -188,12 +241,12 @@ class OutboxVerbs:
         time. A few index searches, however long the backlog (bench/outbox.py).
         """
         return self.conn.execute(
-            """
+            f"""
             SELECT min(due) FROM (
                 SELECT min(p.next_post_at) AS due FROM pacing p
                 WHERE p.next_post_at > :now AND EXISTS (
                     SELECT 1 FROM outbox o INDEXED BY outbox_queue WHERE o.status = 'pending'
-                    AND o.channel = p.channel AND o.kind IN ('card', 'reply'))
+                    AND o.channel = p.channel AND o.kind IN {_POSTING})
                 UNION ALL
                 SELECT min(max(o.available_at, coalesce(o.lease_until, 0))) FROM outbox o
                 INDEXED BY outbox_retry WHERE o.status = 'pending' AND o.attempts > 0
@@ -203,26 +256,29 @@ class OutboxVerbs:
             {"now": time.time()},
         ).fetchone()[0]
 
-    def complete(self, row: OutboxRow, *, card_channel: str | None = None, ts: str | None = None):
-        """Mark a row delivered; for a newly posted card, remember where it is — atomically."""
+    def complete(
+        self, lease: Lease, *, card_channel: str | None = None, ts: str | None = None
+    ) -> None:
+        """Mark a leased row delivered; for a newly posted card (`ts`, in `card_channel` or the
+        row's channel), remember where it is — atomically."""
         with self.transaction() as conn:
-            if row.kind == "card" and row.card_ts is None and ts:
+            if isinstance(lease.job, CARD_JOBS) and lease.card_ts is None and ts:
                 conn.execute(
                     "INSERT OR IGNORE INTO cards (key, channel, ts, posted_at) VALUES (?,?,?,?)",
-                    (row.card_key, card_channel or row.channel, ts, time.time()),
+                    (lease.card_key, card_channel or lease.channel, ts, time.time()),
                 )
             conn.execute(
                 "UPDATE outbox SET status = 'done', done_at = ?, posted_ts = ?,"
                 " lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
-                (time.time(), ts, row.id, row.lease_owner),
+                (time.time(), ts, lease.id, lease.owner),
             )
 
-    def reschedule(self, row: OutboxRow, *, delay: float, error: str) -> None:
-        """Give a row back to be tried again after `delay` seconds."""
+    def reschedule(self, lease: Lease, *, delay: float, error: str) -> None:
+        """Give a leased row back to be tried again after `delay` seconds."""
         self.conn.execute(
             "UPDATE outbox SET available_at = ?, last_error = ?, lease_owner = NULL,"
             " lease_until = NULL WHERE id = ? AND lease_owner = ?",
-            (time.time() + delay, error, row.id, row.lease_owner),
+            (time.time() + delay, error, lease.id, lease.owner),
         )
 
     def hold_channel(self, channel: str, seconds: float) -> None:
@@ -259,12 +315,12 @@ class OutboxVerbs:
         )
         return cur.rowcount
 
-    def fail(self, row: OutboxRow, error: str) -> None:
-        """Park a row after a permanent error; it stays visible until replayed."""
+    def fail(self, lease: Lease, error: str) -> None:
+        """Park a leased row after a permanent error; it stays visible until replayed."""
         self.conn.execute(
             "UPDATE outbox SET status = 'failed', last_error = ?, lease_owner = NULL,"
             " lease_until = NULL WHERE id = ? AND lease_owner = ?",
-            (error, row.id, row.lease_owner),
+            (error, lease.id, lease.owner),
         )
 
     def failures(self) -> list[Failure]:
@@ -302,3 +358,13 @@ class OutboxVerbs:
         ).fetchone()
         counts = {"pending": pending, "failed": failed, "done": total - pending - failed}
         return {status: n for status, n in counts.items() if n}
+
+
+def _job_of_row(row: sqlite3.Row) -> Job:
+    """The job of a row `_LEASABLE` found (`job_of`); raises UnreadableJob as it does, and for
+    facts that are not JSON."""
+    try:
+        facts = json.loads(row["facts"] or "{}")
+    except ValueError:
+        raise UnreadableJob(f"{row['kind']} row whose facts are not JSON") from None
+    return job_of(row["kind"], facts, row["card_key"])
