@@ -8,11 +8,10 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from bot.sandbox.slack import FakeSlack
-from bot.sandbox.stripe import FakeStripe
 from bot.settings import Settings, load_settings
 from bot.storage import Storage
 from tests.support.bot import BOT_TOKEN, STRIPE_KEY, RunningBot, env_for, serve_bot
+from tests.support.faults import FaultySlack, FaultyStripe
 
 # Property tests explore new examples on developers' machines; CI replays a fixed set, so that a
 # rare example cannot turn a submission red by luck (failures found locally become @example).
@@ -34,14 +33,16 @@ def clean_env(monkeypatch, tmp_path) -> None:
 
 
 @pytest.fixture
-def fake_slack() -> Iterator[FakeSlack]:
-    with FakeSlack(bot_token=BOT_TOKEN) as fake:
+def fake_slack() -> Iterator[FaultySlack]:
+    """A started fake Slack whose failures the test can script (`tests.support.faults`)."""
+    with FaultySlack(bot_token=BOT_TOKEN) as fake:
         yield fake
 
 
 @pytest.fixture
-def fake_stripe() -> Iterator[FakeStripe]:
-    with FakeStripe(api_key=STRIPE_KEY) as fake:
+def fake_stripe() -> Iterator[FaultyStripe]:
+    """A fake Stripe whose failures the test can script (`tests.support.faults`)."""
+    with FaultyStripe(api_key=STRIPE_KEY) as fake:
         yield fake
 
 

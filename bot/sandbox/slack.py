@@ -2,13 +2,16 @@
 
 Point the real ``slack_sdk.WebClient(token=..., base_url=fake.api_url)`` (or ``SLACK_API_URL``)
 at a started ``FakeSlack`` and it answers in Slack's wire format: ``ok: false`` errors on HTTP 200,
-429 with ``Retry-After``, 5xx pages, dropped connections, slow answers, Block Kit validation,
-threads, metadata, pagination. It also serves ``response_url``s (``/hooks/<id>``) and records
-every call.
+429 with ``Retry-After`` when pacing is on, Block Kit validation, threads, metadata, pagination.
+It also serves ``response_url``s (``/hooks/<id>``) and records every call.
+
+It behaves like a healthy Slack. A subclass makes it misbehave through one seam, `_intercept`
+(answer a call in Slack's place: an error, a 5xx page, a dropped connection) and `_delay_for`
+(answer late); the tests' failures are built that way in tests/support/faults.py.
 
 Tests start one per test; ``climate-bot demo`` reuses it as a local Slack sandbox, so nothing here
-depends on pytest. The module-level helpers build requests going the other way (Slack → our app):
-signed slash commands, button clicks and Events API callbacks.
+depends on pytest. Requests going the other way (Slack → our app: signed slash commands, button
+clicks, Events API callbacks) are built in ``slack_requests``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import base64
 import binascii
 import copy
 import json
-import random
 import secrets
 import socketserver
 import threading
@@ -26,7 +28,6 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -38,8 +39,10 @@ __all__ = [
     "Call",
     "FakeSlack",
     "Message",
+    "Reply",
     "WorkspaceChanges",
     "block_kit_errors",
+    "ratelimited",
     "view_errors",
 ]
 
@@ -72,15 +75,6 @@ TRIGGER_LIFETIME = 3
 SCHEDULE_HORIZON = 120 * 24 * 60 * 60
 PACING_INTERVAL = 1.0
 
-_OUTAGE_PAGE = (
-    "<html><head><title>Slack is down</title></head>"
-    "<body><h1>Service Unavailable</h1><p>Slack is having trouble.</p></body></html>"
-)
-_SERVER_ERROR_PAGE = (
-    "<html><head><title>Server Error</title></head>"
-    "<body><h1>Internal Server Error</h1></body></html>"
-)
-
 
 # --------------------------------------------------------------------------------------------
 # What the fake records
@@ -92,7 +86,7 @@ class Call:
     """One request the fake received: a Web API call, or a POST to a response_url.
 
     `status`/`response` are filled in once the fake has answered (`done`); `status` stays None
-    when the connection was dropped on purpose (`fail_next(..., disconnect=True)`).
+    when the connection was dropped instead of answered (a `Reply` with ``disconnect=True``).
     """
 
     method: str
@@ -168,18 +162,6 @@ class _User:
 
 
 @dataclass
-class _Failure:
-    method: str
-    error: str | None
-    status: int
-    retry_after: int | str | None
-    disconnect: bool
-    times: int
-    channel: str | None
-    after_success: bool = False
-
-
-@dataclass
 class _ResponseUrl:
     url: str
     created: float
@@ -191,7 +173,10 @@ class _ResponseUrl:
 
 
 @dataclass
-class _Reply:
+class Reply:
+    """An answer the fake sends: `json` (or else the HTML page `html`) with `status` and extra
+    `headers`; ``disconnect=True`` closes the connection without sending a byte."""
+
     status: int = 200
     json: dict[str, Any] | None = None
     html: str | None = None
@@ -326,7 +311,7 @@ def _wall_clock() -> float:
 
 
 class FakeSlack:
-    """A loopback Slack workspace: Web API, response_urls, failure injection and observation.
+    """A loopback Slack workspace: Web API, response_urls and observation.
 
     Start it (``with FakeSlack() as fake:`` or ``fake.start()``), point a ``WebClient`` at
     ``fake.api_url``, then inspect ``calls``, ``messages()``, ``replies()`` … Everything is
@@ -392,11 +377,6 @@ class FakeSlack:
         self._view_openings: list[dict[str, Any]] = []
         self._hooks: dict[str, _ResponseUrl] = {}
         self._responses: list[tuple[str, dict[str, Any]]] = []
-        self._failures: list[_Failure] = []
-        self._delays: dict[str, float] = {}
-        self._down = False
-        self._random_rate = 0.0
-        self._rng = random.Random(0)
         self._token_state: str | None = None
         self._last_post: dict[str, float] = {}
         self._ratelimited_count = 0
@@ -531,77 +511,6 @@ class FakeSlack:
         with self._cond:
             self._token_state = state
 
-    # ---- failure injection ----------------------------------------------------------------------
-
-    def fail_next(
-        self,
-        method: str,
-        *,
-        error: str | None = None,
-        status: int = 200,
-        retry_after: int | str | None = None,
-        disconnect: bool = False,
-        times: int = 1,
-        channel: str | None = None,
-        after_success: bool = False,
-    ) -> None:
-        """Script the next `times` calls to `method` (``"*"``: any method) to fail.
-
-        - ``error="channel_not_found"``: HTTP 200 ``{"ok": false, "error": ...}``
-        - ``status=500``/``502``/``503``: that status, with an HTML page naming it (or JSON when
-          `error` is given)
-        - ``retry_after=N``: HTTP 429 (or `status`, if set) + ``Retry-After: N`` + ``ratelimited``;
-          a string is sent as written (``"inf"``, ``"1e9"``, ``"abc"``: a header to survive)
-        - ``disconnect=True``: close the connection without answering
-        - ``after_success=True``: carry the call out first (the message IS posted), then fail as
-          above: the ambiguous case of a time-out or 5xx after Slack accepted the request
-        `channel` limits the failure to calls for that channel (ID or name). Failures queue up
-        in the order they were scripted; the call is still recorded in `calls`.
-        """
-        if not (error or status != 200 or retry_after is not None or disconnect):
-            raise ValueError("fail_next needs error=, status=, retry_after= or disconnect=True")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        with self._cond:
-            self._failures.append(
-                _Failure(
-                    method, error, status, retry_after, disconnect, times, channel, after_success
-                )
-            )
-
-    def delay(self, method: str, seconds: float) -> None:
-        """Make Web API calls to `method` (``"*"``: any method) answer `seconds` late.
-
-        A slow Slack: each call is recorded at once (in flight: ``done`` is False), then
-        carried out and answered once `seconds` have passed, while other calls are answered
-        as usual meanwhile. ``seconds=0`` removes the delay, and so does `reset()`; `stop()`
-        sends the answers still waiting at once, so a test never waits for them.
-        """
-        if seconds < 0:
-            raise ValueError("seconds must not be negative")
-        with self._cond:
-            if seconds:
-                self._delays[method] = float(seconds)
-            else:
-                self._delays.pop(method, None)
-
-    def set_down(self, down: bool) -> None:
-        """While down, every Web API and response_url call answers 503 with an HTML page."""
-        with self._cond:
-            self._down = down
-
-    def set_random_failures(self, rate: float, seed: int = 0) -> None:
-        """Answer a fraction `rate` of Web API calls with 429 (``Retry-After: 1``) or 500.
-
-        The sequence of outcomes is fixed by `seed`; which call gets which depends on call order.
-        ``rate=0`` turns it off.
-        """
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError("rate must be between 0 and 1")
-        with self._cond:
-            self._random_rate = rate
-            self._rng = random.Random(seed)
-
     # ---- observation ----------------------------------------------------------------------------
 
     @property
@@ -715,8 +624,8 @@ class FakeSlack:
             ]
 
     def reset(self) -> None:
-        """Forget calls, messages, views, response_urls, scripted failures and delays; restore
-        channels and users as configured (undoing joins) and a working token."""
+        """Forget calls, messages, views and response_urls; restore channels and users as
+        configured (undoing joins) and a working token."""
         with self._cond:
             self._clear_activity()
             self._channels = copy.deepcopy(self._channel_config)
@@ -863,6 +772,27 @@ class FakeSlack:
                 self._trigger_users[trigger_id] = user
             return trigger_id
 
+    # ---- the seam for a misbehaving Slack ------------------------------------------------------
+
+    def _intercept(self, call: Call) -> Reply | None:
+        """Answer `call` in Slack's place, or None (always, here) to let Slack answer it.
+
+        Consulted for every Web API call whose parameters parsed and every POST to a
+        response_url (``call.path`` starts with ``/hooks/``), once `call` is recorded and with
+        the fake's lock (`_cond`) held, under which an override keeps its own state too. An
+        override may carry a Web API call out first with ``self._run(call)`` and answer
+        otherwise: Slack did the work but the answer never arrived.
+        """
+        return None
+
+    def _delay_for(self, method: str) -> float:
+        """Seconds a Web API call to `method` waits before it is carried out (none, here).
+
+        Called with the lock held. A delayed call is recorded at once (``done`` False) while
+        other calls are answered meanwhile; `stop()` ends every wait at once.
+        """
+        return 0.0
+
     # ---- HTTP -----------------------------------------------------------------------------------
 
     def _serve(self, handler: _Handler) -> None:
@@ -877,7 +807,7 @@ class FakeSlack:
         elif parts.path.startswith("/hooks/") and handler.command == "POST":
             reply = self._answer_hook(parts.path[len("/hooks/") :], headers, body)
         else:
-            reply = _Reply(status=404, html="<html><body>Not Found</body></html>")
+            reply = Reply(status=404, html="<html><body>Not Found</body></html>")
         if reply.disconnect:
             handler.close_connection = True
             return
@@ -895,20 +825,18 @@ class FakeSlack:
         handler.end_headers()
         handler.wfile.write(payload)
 
-    def _answer_api(self, method: str, query: str, headers: dict[str, str], body: bytes) -> _Reply:
+    def _answer_api(self, method: str, query: str, headers: dict[str, str], body: bytes) -> Reply:
         params, parse_error = _parse_params(query, headers.get("content-type", ""), body)
         call = Call(method, params, headers, self._clock(), path=f"/api/{method}")
         with self._cond:
-            delay = self._delays.get(method, self._delays.get("*", 0.0))
+            delay = self._delay_for(method)
         return self._record_and_answer(
-            call,
-            lambda: parse_error or self._injected_failure(call) or self._run(call),
-            delay=delay,
+            call, lambda: parse_error or self._intercept(call) or self._run(call), delay=delay
         )
 
     def _record_and_answer(
-        self, call: Call, answer: Callable[[], _Reply], *, delay: float = 0.0
-    ) -> _Reply:
+        self, call: Call, answer: Callable[[], Reply], *, delay: float = 0.0
+    ) -> Reply:
         if delay > 0:
             with self._cond:
                 self.calls.append(call)  # in flight until the delay is over
@@ -920,14 +848,14 @@ class FakeSlack:
             self.calls.append(call)  # recorded before answering, whatever the answer
             return self._answer(call, answer)
 
-    def _answer(self, call: Call, answer: Callable[[], _Reply]) -> _Reply:
+    def _answer(self, call: Call, answer: Callable[[], Reply]) -> Reply:
         """Answer a recorded call (with the lock held) and wake whoever waits for it."""
         try:
             reply = answer()
         except Exception as exc:
             # A bug in the fake must not look like a dropped connection, nor leave
             # wait_for() hanging on a call that never finishes.
-            reply = _Reply(
+            reply = Reply(
                 status=500,
                 json={"ok": False, "error": "internal_error", "detail": f"fake bug: {exc!r}"},
             )
@@ -937,41 +865,14 @@ class FakeSlack:
         self._cond.notify_all()
         return reply
 
-    def _injected_failure(self, call: Call) -> _Reply | None:
-        if self._down:
-            return _Reply(status=503, html=_OUTAGE_PAGE)
-        for failure in self._failures:
-            if failure.method in (call.method, "*") and self._failure_matches_channel(
-                failure, call.params
-            ):
-                failure.times -= 1
-                if failure.times == 0:
-                    self._failures.remove(failure)
-                if failure.after_success:
-                    self._run(call)
-                return _failure_reply(failure)
-        if self._random_rate and self._rng.random() < self._random_rate:
-            if self._rng.random() < 0.5:
-                return _ratelimited(1)
-            return _Reply(status=500, html=_SERVER_ERROR_PAGE)
-        return None
-
-    def _failure_matches_channel(self, failure: _Failure, params: dict[str, Any]) -> bool:
-        if failure.channel is None:
-            return True
-        raw = params.get("channel")
-        if not isinstance(raw, str):
-            return False
-        resolved = self._resolve_channel(raw)
-        return failure.channel in (raw, resolved.id if resolved else None)
-
-    def _run(self, call: Call) -> _Reply:
+    def _run(self, call: Call) -> Reply:
+        """Carry out a Web API call on the workspace and answer it as Slack does."""
         implementation = self._methods().get(call.method)
         if implementation is None:
-            return _Reply(json={"ok": False, "error": "unknown_method"})
+            return Reply(json={"ok": False, "error": "unknown_method"})
         auth_error = self._auth_error(call)
         if auth_error:
-            return _Reply(json={"ok": False, "error": auth_error})
+            return Reply(json={"ok": False, "error": auth_error})
         if call.method == "chat.postMessage" and self.enforce_pacing:
             throttled = self._pace(call.params)
             if throttled:
@@ -979,8 +880,8 @@ class FakeSlack:
         try:
             result = implementation(call.params)
         except _ApiError as exc:
-            return _Reply(json={"ok": False, "error": exc.error, **exc.extra})
-        reply = _Reply(json={"ok": True, **result})
+            return Reply(json={"ok": False, "error": exc.error, **exc.extra})
+        reply = Reply(json={"ok": True, **result})
         if call.method == "auth.test":
             reply.headers["x-oauth-scopes"] = ",".join(self.scopes)
         return reply
@@ -995,14 +896,14 @@ class FakeSlack:
             return "invalid_auth"
         return self._token_state
 
-    def _pace(self, params: dict[str, Any]) -> _Reply | None:
+    def _pace(self, params: dict[str, Any]) -> Reply | None:
         channel = self._resolve_channel(str(params.get("channel") or ""))
         if channel is None:
             return None  # let chat.postMessage answer channel_not_found
         last = self._last_post.get(channel.id)
         if last is not None and self._clock() - last < PACING_INTERVAL:
             self._ratelimited_count += 1
-            return _ratelimited(1)
+            return ratelimited(1)
         return None
 
     def _methods(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
@@ -1507,37 +1408,37 @@ class FakeSlack:
 
     # ---- response_urls --------------------------------------------------------------------------
 
-    def _answer_hook(self, hook_id: str, headers: dict[str, str], body: bytes) -> _Reply:
+    def _answer_hook(self, hook_id: str, headers: dict[str, str], body: bytes) -> Reply:
         try:
             payload = json.loads(body.decode("utf-8") or "null")
         except (UnicodeDecodeError, ValueError):
             payload = None
         params = payload if isinstance(payload, dict) else {}
         call = Call(RESPONSE_URL_METHOD, params, headers, self._clock(), path=f"/hooks/{hook_id}")
-        return self._record_and_answer(call, lambda: self._hook_reply(hook_id, payload))
+        return self._record_and_answer(
+            call, lambda: self._intercept(call) or self._hook_reply(hook_id, payload)
+        )
 
-    def _hook_reply(self, hook_id: str, payload: Any) -> _Reply:
-        if self._down:
-            return _Reply(status=503, html=_OUTAGE_PAGE)
+    def _hook_reply(self, hook_id: str, payload: Any) -> Reply:
         hook = self._hooks.get(hook_id)
         if hook is None:
-            return _Reply(status=404, json={"ok": False, "error": "no_service"})
+            return Reply(status=404, json={"ok": False, "error": "no_service"})
         if self._clock() - hook.created > RESPONSE_URL_LIFETIME:
-            return _Reply(status=404, json={"ok": False, "error": "expired_url"})
+            return Reply(status=404, json={"ok": False, "error": "expired_url"})
         if hook.uses >= RESPONSE_URL_USES:
-            return _Reply(status=404, json={"ok": False, "error": "used_url"})
+            return Reply(status=404, json={"ok": False, "error": "used_url"})
         if not isinstance(payload, dict):
-            return _Reply(status=400, json={"ok": False, "error": "invalid_payload"})
+            return Reply(status=400, json={"ok": False, "error": "invalid_payload"})
         deleting = _truthy(payload.get("delete_original"))
         try:
             text, blocks = _content(payload, max_text=MAX_POST_TEXT, allow_empty=deleting)
             metadata = _metadata(payload.get("metadata"))
         except _ApiError as exc:
-            return _Reply(status=400, json={"ok": False, "error": exc.error, **exc.extra})
+            return Reply(status=400, json={"ok": False, "error": exc.error, **exc.extra})
         hook.uses += 1
         self._responses.append((hook.url, copy.deepcopy(payload)))
         self._apply_response(hook, payload, text, blocks, metadata)
-        return _Reply(json={"ok": True})
+        return Reply(json={"ok": True})
 
     def _apply_response(
         self,
@@ -1606,13 +1507,13 @@ class FakeSlack:
 
 def _parse_params(
     query: str, content_type: str, body: bytes
-) -> tuple[dict[str, Any], _Reply | None]:
+) -> tuple[dict[str, Any], Reply | None]:
     """Query string, then JSON, form or empty body on top (slack_sdk sends all three)."""
     params: dict[str, Any] = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return params, _Reply(json={"ok": False, "error": "invalid_form_data"})
+        return params, Reply(json={"ok": False, "error": "invalid_form_data"})
     if not text.strip():
         return params, None  # slack_sdk's no-param calls: empty body, JSON content type
     media_type = content_type.split(";")[0].strip().lower()
@@ -1620,43 +1521,18 @@ def _parse_params(
         try:
             data = json.loads(text)
         except ValueError:
-            return params, _Reply(json={"ok": False, "error": "invalid_json"})
+            return params, Reply(json={"ok": False, "error": "invalid_json"})
         if not isinstance(data, dict):
-            return params, _Reply(json={"ok": False, "error": "invalid_json"})
+            return params, Reply(json={"ok": False, "error": "invalid_json"})
         params.update(data)
     else:
         params.update(urllib.parse.parse_qsl(text, keep_blank_values=True))
     return params, None
 
 
-def _failure_reply(failure: _Failure) -> _Reply:
-    if failure.disconnect:
-        return _Reply(disconnect=True)
-    if failure.retry_after is not None:
-        reply = _ratelimited(failure.retry_after, error=failure.error or "ratelimited")
-        if failure.status != 200:
-            reply.status = failure.status
-        return reply
-    if failure.status != 200 and failure.error is None:
-        return _Reply(status=failure.status, html=_error_page(failure.status))
-    return _Reply(status=failure.status, json={"ok": False, "error": failure.error})
-
-
-def _error_page(status: int) -> str:
-    """The HTML page the load balancer in front of Slack's API answers a 5xx with (a 502 when
-    Slack's backends are unreachable), naming its status as such pages do."""
-    try:
-        name = f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        name = f"{status} Error"
-    return (
-        f"<html><head><title>{name}</title></head>"
-        f"<body><center><h1>{name}</h1></center><hr><center>server</center></body></html>"
-    )
-
-
-def _ratelimited(retry_after: int | str, *, error: str = "ratelimited") -> _Reply:
-    return _Reply(
+def ratelimited(retry_after: int | str, *, error: str = "ratelimited") -> Reply:
+    """Slack's 429: ``{"ok": false, "error": error}`` with ``Retry-After`` sent as written."""
+    return Reply(
         status=429,
         json={"ok": False, "error": error},
         headers={"Retry-After": str(retry_after)},

@@ -7,15 +7,20 @@ Point the real stripe-python client at it and it answers like Stripe does, error
         order = client.v1.climate.orders.create(
             params={"product": fake.product_id, "metric_tons": "0.25"}
         )
-        fake.set_down(True)         # next call raises stripe.APIConnectionError
+        fake.refuse_cancel(order.id)  # cancelling it now raises stripe.InvalidRequestError
 
 What it models: orders (list/create/retrieve/update/cancel),
 products and suppliers (list/retrieve); the Events API (list with ``type``/``types[]``/``created``
 filters, retrieve; 30 days kept) over the events it generates and those given to ``add_event``;
 form bodies in bracket notation; API-key auth with 401 and
 403 bodies; ``Stripe-Account`` (Connect) with one order store per account; ``Idempotency-Key``
-replay for POSTs; ``Request-Id`` on every response; scripted cancel refusals; outages, injected
-500/429s and slow answers. Every request is recorded as a :class:`Call` with the response it got.
+replay for POSTs; ``Request-Id`` on every response; scripted cancel refusals. Every request is
+recorded as a :class:`Call` with the response it got.
+
+It behaves like a healthy Stripe. A subclass makes it misbehave through one seam, `_intercept`
+(answer a request before the API sees it: an error, a proxy's HTML page, a dropped connection)
+and `_delay_for` (execute it late); the tests' outages, injected 500/429s and slow answers are
+built that way in tests/support/faults.py.
 
 Not modelled: live/test data separation, the cancel time window (script refusals instead), Frontier
 acting on its own (use ``add_order`` with ``stripe_objects.delayed(...)`` etc.), webhook delivery.
@@ -48,7 +53,7 @@ import stripe
 from bot.sandbox import stripe_objects
 from bot.sandbox.stripe_spec import load_spec
 
-__all__ = ["DEFAULT_API_KEY", "PLATFORM_ACCOUNT", "Call", "FakeStripe"]
+__all__ = ["DEFAULT_API_KEY", "PLATFORM_ACCOUNT", "ApiError", "Call", "FakeStripe", "HtmlPage"]
 
 DEFAULT_API_KEY = "sk_test_fake_climate_bot_0000000000"
 PLATFORM_ACCOUNT = "acct_1FakePlatform0000000000"
@@ -112,8 +117,8 @@ class Call:
 
     ``params`` is the decoded query string plus form body (``metadata[k]=v`` → nested dicts,
     ``expand[0]=…`` → lists; values stay strings as on the wire). ``headers`` lookups ignore
-    case. ``status`` is ``None`` while in flight and for connections dropped by
-    ``set_down(mode="refuse")``.
+    case. ``status`` is ``None`` while in flight and for connections dropped unanswered (see
+    ``FakeStripe._intercept``).
     """
 
     method: str
@@ -147,7 +152,7 @@ class Call:
         return self.headers.get("idempotency-key")
 
 
-class _ApiError(Exception):
+class ApiError(Exception):
     """An error answer in Stripe's shape. ``saved`` says whether the idempotency layer keeps it:
     Stripe saves results only once an endpoint began executing, not for parameter validation."""
 
@@ -174,8 +179,8 @@ class _ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-def _invalid(message: str, *, param: str | None = None, code: str | None = None) -> _ApiError:
-    return _ApiError(400, message, param=param, code=code, saved=False)
+def _invalid(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code, saved=False)
 
 
 @dataclass
@@ -201,18 +206,7 @@ class _Replay:
     headers: dict[str, str]
 
 
-@dataclass
-class _Failure:
-    path_prefix: str
-    status: int
-    times: int
-    method: str | None
-    should_retry: bool | None
-    error: dict[str, Any] | None
-    html: str | None = None
-
-
-class _HtmlPage(Exception):
+class HtmlPage(Exception):
     """An error answered as an HTML page, as a proxy or load balancer in front of the API does."""
 
     def __init__(self, status: int, html: str, headers: Mapping[str, str]) -> None:
@@ -365,9 +359,6 @@ class FakeStripe:
         self._seq = 0
         self._refusals: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._idempotency: dict[tuple[str, str], _Saved] = {}
-        self._failures: list[_Failure] = []
-        self._down: Literal["refuse", "503"] | None = None
-        self._delay = 0.0
         self._calls: list[Call] = []
         self._events: list[dict[str, Any]] = []
         self._connections: set[socket.socket] = set()
@@ -411,7 +402,7 @@ class FakeStripe:
         """Stop serving and drop open connections. Safe to call twice."""
         if self._closing.is_set():
             return
-        self._closing.set()  # wakes handlers sleeping in set_delay
+        self._closing.set()  # wakes handlers waiting out a delay (_delay_for)
         self._httpd.shutdown()
         self._httpd.server_close()
         with self._lock:
@@ -556,55 +547,6 @@ class FakeStripe:
         with self._lock:
             self._refusals.pop((account or self.account_id, order_id), None)
 
-    def set_down(self, down: bool = True, mode: Literal["refuse", "503"] = "refuse") -> None:
-        """Simulate an outage. ``refuse``: read the request, then close the connection without an
-        answer (stripe-python raises ``APIConnectionError``). ``503``: answer 503 ``api_error``
-        (``APIError``). ``set_down(False)`` restores service."""
-        if mode not in ("refuse", "503"):
-            raise ValueError(f"mode must be 'refuse' or '503', not {mode!r}")
-        with self._lock:
-            self._down = mode if down else None
-
-    def fail_next(
-        self,
-        path_prefix: str = "/v1/",
-        status: int = 500,
-        times: int = 1,
-        *,
-        method: str | None = None,
-        should_retry: bool | None = None,
-        error: Mapping[str, Any] | None = None,
-        html: str | None = None,
-    ) -> None:
-        """Answer the next ``times`` requests under ``path_prefix`` with HTTP ``status``.
-
-        Bodies are Stripe-shaped: 429 → ``invalid_request_error``/``rate_limit``, others
-        ``api_error``; ``error`` replaces the fields of ``{"error": …}``. ``html`` answers that
-        page instead, as ``text/html`` (what a proxy or load balancer in front of Stripe sends
-        with a 502; stripe-python reads no JSON in it). ``should_retry`` sets the
-        ``Stripe-Should-Retry`` header stripe-python obeys when its retries are on. Injected
-        failures are answered before authentication and the idempotency layer (as an overloaded
-        front end would), so they are never replayed and a retry with the same key executes.
-        """
-        with self._lock:
-            self._failures.append(
-                _Failure(
-                    path_prefix,
-                    status,
-                    times,
-                    method.upper() if method else None,
-                    should_retry,
-                    dict(error) if error is not None else None,
-                    html,
-                )
-            )
-
-    def set_delay(self, seconds: float) -> None:
-        """Wait ``seconds`` before executing each request (0 to stop). POSTs hold their
-        idempotency key meanwhile, so a concurrent retry gets Stripe's 409 "in-progress" error."""
-        with self._lock:
-            self._delay = max(0.0, float(seconds))
-
     # -- recorded calls ----------------------------------------------------------------------
 
     @property
@@ -674,25 +616,25 @@ class FakeStripe:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         headers = _Headers(handler.headers.items())
-        parse_error: _ApiError | None = None
+        parse_error: ApiError | None = None
         try:
             pairs = parse_qsl(split.query, keep_blank_values=True)
             if body:
                 pairs += parse_qsl(body.decode("utf-8"), keep_blank_values=True)
             params = _parse_params(pairs)
-        except _ApiError as exc:
+        except ApiError as exc:
             params, parse_error = {}, exc
         except UnicodeDecodeError:
             params, parse_error = {}, _invalid("Invalid request body: not UTF-8")
         call = Call(handler.command, split.path, params, headers, time.time())
         request_id = _new_request_id()
-        # Recording and admission (outage, injected failure, auth, idempotency reservation) are
-        # one atomic step: once wait_for() sees a POST, its idempotency key is already held.
+        # Recording and admission (interception, auth, idempotency reservation) are one atomic
+        # step: once wait_for() sees a POST, its idempotency key is already held.
         with self._changed:
             self._calls.append(call)
             try:
                 admission = self._admit(call, parse_error)
-            except (_ApiError, _HtmlPage) as err:
+            except (ApiError, HtmlPage) as err:
                 admission = err
             except Exception:
                 admission = self._internal_error()
@@ -703,10 +645,10 @@ class FakeStripe:
             self._answered(call, None, None, request_id)
             return
         try:
-            if isinstance(admission, _HtmlPage):
+            if isinstance(admission, HtmlPage):
                 status, extra = admission.status, admission.headers
                 payload = admission.html.encode("utf-8")
-            elif isinstance(admission, _ApiError):
+            elif isinstance(admission, ApiError):
                 status, extra = admission.status, admission.headers
                 payload = self._error_payload(admission, request_id)
             elif isinstance(admission, _Replay):
@@ -735,10 +677,10 @@ class FakeStripe:
         handler.end_headers()
         handler.wfile.write(payload)
 
-    def _internal_error(self) -> _ApiError:
+    def _internal_error(self) -> ApiError:
         # A bug in the fake itself: answer like Stripe's 500 and keep the traceback for the test.
         self.errors.append(traceback.format_exc())
-        return _ApiError(500, "FakeStripe internal error (see fake.errors)", type="api_error")
+        return ApiError(500, "FakeStripe internal error (see fake.errors)", type="api_error")
 
     def _answered(
         self, call: Call, status: int | None, payload: bytes | None, request_id: str
@@ -747,7 +689,7 @@ class FakeStripe:
             call.status = status
             try:
                 call.response = json.loads(payload) if payload else None
-            except ValueError:  # an HTML page (fail_next(html=...)): no JSON to show
+            except ValueError:  # an HTML page (HtmlPage): no JSON to show
                 call.response = None
             call.request_id = request_id if status is not None else None
             call.answered_at = time.time()
@@ -757,7 +699,7 @@ class FakeStripe:
         # Stripe pretty-prints its JSON responses.
         return (json.dumps(obj, indent=2) + "\n").encode("utf-8")
 
-    def _error_payload(self, err: _ApiError, request_id: str) -> bytes:
+    def _error_payload(self, err: ApiError, request_id: str) -> bytes:
         body = dict(err.body)
         mode = "test/" if not self.api_key.startswith(("sk_live_", "rk_live_")) else ""
         body["request_log_url"] = (
@@ -765,16 +707,11 @@ class FakeStripe:
         )
         return self._encode({"error": body})
 
-    def _admit(self, call: Call, parse_error: _ApiError | None) -> _Admitted | _Replay | None:
+    def _admit(self, call: Call, parse_error: ApiError | None) -> _Admitted | _Replay | None:
         """Everything decided before an endpoint runs (state lock held). ``None`` = drop the
-        connection; raises ``_ApiError`` for an error answer."""
-        if self._down == "refuse":
+        connection; raises ``ApiError`` or ``HtmlPage`` for an error answer."""
+        if self._intercept(call) == "drop":
             return None
-        if self._down == "503":
-            raise _ApiError(
-                503, "Stripe is temporarily unavailable. Please try again later.", type="api_error"
-            )
-        self._inject_failure(call)
         account = self._authenticate(call)
         if parse_error is not None:
             raise parse_error
@@ -787,7 +724,7 @@ class FakeStripe:
             self._idempotency[slot] = _Saved(call.method, call.path, call.params)
             return _Admitted(account, slot)
         if saved.status is None:
-            raise _ApiError(
+            raise ApiError(
                 409,
                 "There is currently another in-progress request using this idempotent key "
                 "(that probably means you submitted twice, and the other request is still "
@@ -797,7 +734,7 @@ class FakeStripe:
                 saved=False,
             )
         if saved.path != call.path or saved.method != call.method:
-            raise _ApiError(
+            raise ApiError(
                 400,
                 "Keys for idempotent requests can only be used for the same endpoint they "
                 f"were first used for ('{saved.method} {saved.path}' vs '{call.method} "
@@ -807,7 +744,7 @@ class FakeStripe:
                 saved=False,
             )
         if saved.params != call.params:
-            raise _ApiError(
+            raise ApiError(
                 400,
                 "Keys for idempotent requests can only be used with the same parameters they "
                 f"were first used with. Try using a key other than '{key}' if you meant to "
@@ -825,39 +762,24 @@ class FakeStripe:
             },
         )
 
-    def _inject_failure(self, call: Call) -> None:
-        for failure in self._failures:
-            if call.path.startswith(failure.path_prefix) and failure.method in (None, call.method):
-                failure.times -= 1
-                if failure.times <= 0:
-                    self._failures.remove(failure)
-                break
-        else:
-            return
-        headers = {}
-        if failure.should_retry is not None:
-            headers["Stripe-Should-Retry"] = "true" if failure.should_retry else "false"
-        if failure.html is not None:
-            raise _HtmlPage(failure.status, failure.html, headers)
-        if failure.status == 429:
-            err = _ApiError(
-                429,
-                "Request rate limit exceeded. You can learn more about rate limits here "
-                "https://stripe.com/docs/rate-limits.",
-                code="rate_limit",
-                headers=headers,
-            )
-        else:
-            err = _ApiError(
-                failure.status,
-                "Sorry, something went wrong. We've already been notified of the problem, "
-                "but if you need any help, you can reach us at support.stripe.com/contact.",
-                type="api_error",
-                headers=headers,
-            )
-        if failure.error is not None:
-            err.body = {**err.body, **failure.error}
-        raise err
+    def _intercept(self, call: Call) -> Literal["drop"] | None:
+        """Answer `call` before the API sees it, or return None (always, here) to let it through.
+
+        Consulted for every request once it is recorded, with the state lock (`_lock`) held,
+        under which an override keeps its own state too; before authentication and the
+        idempotency layer, as an overloaded front end answers. An override raises `ApiError`
+        (a Stripe-shaped error) or `HtmlPage` (a proxy's page) to answer with it, or returns
+        ``"drop"`` to close the connection without a byte.
+        """
+        return None
+
+    def _delay_for(self, call: Call) -> float:
+        """Seconds an admitted request waits before it executes (none, here).
+
+        Called without the lock; a POST holds its idempotency key meanwhile, so a concurrent
+        retry with that key gets Stripe's 409. `close()` ends every wait at once.
+        """
+        return 0.0
 
     def _authenticate(self, call: Call) -> str:
         """Check the API key and ``Stripe-Account``; return the account whose data is used."""
@@ -873,7 +795,7 @@ class FakeStripe:
         elif auth:
             key = auth
         if not key:
-            raise _ApiError(
+            raise ApiError(
                 401,
                 "You did not provide an API key. You need to provide your API key in the "
                 "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
@@ -881,19 +803,19 @@ class FakeStripe:
                 "or we can help at https://support.stripe.com/.",
             )
         if key.startswith("pk_"):
-            raise _ApiError(
+            raise ApiError(
                 401,
                 "This API call cannot be made with a publishable API key. Please use a secret "
                 "API key. You can find a list of your API keys at "
                 "https://dashboard.stripe.com/account/apikeys.",
             )
         if key not in self._keys:
-            raise _ApiError(401, f"Invalid API Key provided: {_mask(key, 4)}")
+            raise ApiError(401, f"Invalid API Key provided: {_mask(key, 4)}")
         permissions = self._keys[key]
         account = call.account or self.account_id
         if account not in self._accounts:
             # [inferred] Stripe answers an unknown or unconnected Stripe-Account with a 403.
-            raise _ApiError(
+            raise ApiError(
                 403,
                 f"The provided key '{_mask(key, 4)}' does not have access to account "
                 f"'{account}' (or that account does not exist). Application access may "
@@ -904,7 +826,7 @@ class FakeStripe:
             granted = needed in permissions or needed.replace("_read", "_write") in permissions
             if not granted:
                 # Stripe's real 403 body: invalid_request_error, no code (see stripe-node #2246).
-                raise _ApiError(
+                raise ApiError(
                     403,
                     f"The provided key '{_mask(key, 6)}' does not have the required permissions "
                     f"for this endpoint on account '{account}'. Having the 'rak_{needed}' "
@@ -934,7 +856,7 @@ class FakeStripe:
             try:
                 status, payload = self._execute(call, admitted.account, request_id)
                 keep = True
-            except _ApiError as err:
+            except ApiError as err:
                 # Stripe saves results once the endpoint started, but not validation failures.
                 keep = err.saved
                 status, payload, extra = (
@@ -955,12 +877,13 @@ class FakeStripe:
         return status, payload, extra
 
     def _execute(self, call: Call, account: str, request_id: str) -> tuple[int, bytes]:
-        if self._delay:
+        delay = self._delay_for(call)
+        if delay > 0:
             # An Event wait, not sleep(): close() wakes it so teardown never waits out a delay.
-            self._closing.wait(self._delay)
+            self._closing.wait(delay)
         route = self._route(call)
         if route is None:
-            raise _ApiError(
+            raise ApiError(
                 404,
                 f"Unrecognized request URL ({call.method}: {call.path}). Please see "
                 "https://stripe.com/docs or we can help at https://support.stripe.com/.",
@@ -1068,7 +991,7 @@ class FakeStripe:
             )
         for name, cursor in (("starting_after", after), ("ending_before", before)):
             if cursor and cursor not in ids:
-                raise _ApiError(
+                raise ApiError(
                     400,
                     f"No such {noun}: '{cursor}'",
                     code="resource_missing",
@@ -1086,7 +1009,7 @@ class FakeStripe:
     def _order_or_404(self, acct: _Account, order_id: str) -> dict[str, Any]:
         order = acct.orders.get(order_id)
         if order is None:
-            raise _ApiError(
+            raise ApiError(
                 404, f"No such climate order: '{order_id}'", code="resource_missing", param="id"
             )
         return order
@@ -1197,7 +1120,7 @@ class FakeStripe:
         metadata = self._metadata(params.get("metadata", {}), {})
         product = self._products.get(product_id)
         if product is None:
-            raise _ApiError(
+            raise ApiError(
                 400,
                 f"No such climate product: '{product_id}'",
                 code="resource_missing",
@@ -1205,7 +1128,7 @@ class FakeStripe:
             )
         price = product["current_prices_per_metric_ton"].get(currency)
         if price is None:
-            raise _ApiError(
+            raise ApiError(
                 400,
                 f"The product {product_id} is not available in currency {currency}.",
                 param="currency",
@@ -1238,7 +1161,7 @@ class FakeStripe:
             tons_text = stripe_objects.tons_str(tons)
         available = Decimal(product["metric_tons_available"])
         if tons > available:
-            raise _ApiError(
+            raise ApiError(
                 400,
                 f"Only {product['metric_tons_available']} metric tons of {product_id} are "
                 "available.",
@@ -1282,14 +1205,14 @@ class FakeStripe:
         # [inferred] Stripe does not document these refusals; 400 invalid_request_error is its
         # convention for a request the object's state does not allow.
         if order["status"] == "canceled":
-            raise _ApiError(400, f"The climate order {order_id} has already been canceled.")
+            raise ApiError(400, f"The climate order {order_id} has already been canceled.")
         if order["status"] == "delivered":
-            raise _ApiError(
+            raise ApiError(
                 400, f"The climate order {order_id} has been delivered and cannot be canceled."
             )
         refusal = self._refusals.get((account, order_id))
         if refusal is not None:
-            raise _ApiError(400, refusal[0], code=refusal[1])
+            raise ApiError(400, refusal[0], code=refusal[1])
         order["status"] = "canceled"
         order["cancellation_reason"] = "requested"
         order["canceled_at"] = self._now()
@@ -1311,16 +1234,7 @@ class FakeStripe:
         return {"object": "list", "data": copy.deepcopy(page), "has_more": more, "url": _PRODUCTS}
 
     def _retrieve_product(self, call: Call, _acct: str, product_id: str, _req: str) -> dict:
-        self._check_expand(call.params, "climate.product")
-        product = self._products.get(product_id)
-        if product is None:
-            raise _ApiError(
-                404,
-                f"No such climate product: '{product_id}'",
-                code="resource_missing",
-                param="id",
-            )
-        return copy.deepcopy(product)
+        return self._catalog_entry(call, "climate.product", self._products, product_id)
 
     def _list_suppliers(self, call: Call, _acct: str, _id: None, _req: str) -> dict[str, Any]:
         self._check_expand(call.params, "climate.supplier", prefix="data.")
@@ -1329,16 +1243,20 @@ class FakeStripe:
         return {"object": "list", "data": copy.deepcopy(page), "has_more": more, "url": _SUPPLIERS}
 
     def _retrieve_supplier(self, call: Call, _acct: str, supplier_id: str, _req: str) -> dict:
-        self._check_expand(call.params, "climate.supplier")
-        supplier = self._suppliers.get(supplier_id)
-        if supplier is None:
-            raise _ApiError(
-                404,
-                f"No such climate supplier: '{supplier_id}'",
-                code="resource_missing",
-                param="id",
+        return self._catalog_entry(call, "climate.supplier", self._suppliers, supplier_id)
+
+    def _catalog_entry(
+        self, call: Call, schema: str, catalog: Mapping[str, dict[str, Any]], entry_id: str
+    ) -> dict[str, Any]:
+        """A copy of one product or supplier (`schema` names its kind); 404 when unknown."""
+        self._check_expand(call.params, schema)
+        entry = catalog.get(entry_id)
+        if entry is None:
+            noun = schema.replace(".", " ")  # "climate.product" -> "climate product"
+            raise ApiError(
+                404, f"No such {noun}: '{entry_id}'", code="resource_missing", param="id"
             )
-        return copy.deepcopy(supplier)
+        return copy.deepcopy(entry)
 
     def _visible_events(self, account: str) -> list[dict[str, Any]]:
         """The account's events Stripe still keeps, newest first (later-added first on ties)."""
@@ -1430,4 +1348,4 @@ class FakeStripe:
         for e in self._visible_events(account):
             if e["id"] == event_id:
                 return copy.deepcopy(e)
-        raise _ApiError(404, f"No such event: '{event_id}'", code="resource_missing", param="id")
+        raise ApiError(404, f"No such event: '{event_id}'", code="resource_missing", param="id")

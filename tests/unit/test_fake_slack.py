@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from slack_sdk import WebClient
@@ -22,7 +20,6 @@ from bot.sandbox.slack_requests import (
     sign_slack_request,
     slash_command_body,
 )
-from tests.support.bot import wait_until
 
 CHANNEL = "C0CLIMATE"
 
@@ -240,127 +237,6 @@ def test_ephemeral_needs_a_member_and_views_open_a_fresh_trigger(
     with pytest.raises(SlackApiError) as exc:
         client.views_open(trigger_id=trigger_id, view=modal)
     assert slack_error(exc) == "exchanged_trigger_id"
-
-
-# ---- HTTP-level failures ------------------------------------------------------------------------
-
-
-def test_rate_limit_carries_retry_after(fake: FakeSlack, client: WebClient) -> None:
-    fake.fail_next("chat.postMessage", retry_after=7)
-    with pytest.raises(SlackApiError) as exc:
-        client.chat_postMessage(channel=CHANNEL, text="x")
-    assert exc.value.response.status_code == 429
-    assert exc.value.response.headers["Retry-After"] == "7"
-    assert slack_error(exc) == "ratelimited"
-    # One scripted failure only: the next call goes through.
-    assert client.chat_postMessage(channel=CHANNEL, text="x")["ok"]
-
-
-@pytest.mark.parametrize("raw", ["inf", "nan", "1e9", "-5", "abc"])
-def test_a_retry_after_string_is_sent_as_written(
-    fake: FakeSlack, client: WebClient, raw: str
-) -> None:
-    fake.fail_next("chat.postMessage", retry_after=raw)
-    with pytest.raises(SlackApiError) as exc:
-        client.chat_postMessage(channel=CHANNEL, text="x")
-    assert exc.value.response.status_code == 429
-    assert exc.value.response.headers["Retry-After"] == raw
-    assert exc.value.response.data == {"ok": False, "error": "ratelimited"}
-    assert fake.messages(CHANNEL) == []
-
-
-def test_server_error_is_an_http_500(fake: FakeSlack, client: WebClient) -> None:
-    fake.fail_next("chat.postMessage", status=500)
-    with pytest.raises(SlackApiError) as exc:
-        client.chat_postMessage(channel=CHANNEL, text="x")
-    assert exc.value.response.status_code == 500
-    assert fake.messages(CHANNEL) == []
-
-
-def test_dropped_connection_is_a_connection_error(fake: FakeSlack) -> None:
-    no_retry = WebClient(token=fake.bot_token, base_url=fake.api_url, retry_handlers=[])
-    fake.fail_next("chat.postMessage", disconnect=True)
-    with pytest.raises(ConnectionError):
-        no_retry.chat_postMessage(channel=CHANNEL, text="x")
-    [call] = fake.calls_to("chat.postMessage")
-    assert call.done and call.status is None
-
-
-def test_scripted_failures_can_target_a_channel_and_repeat(
-    fake: FakeSlack, client: WebClient
-) -> None:
-    fake.add_channel("C0OTHER", "other")
-    fake.fail_next("chat.postMessage", error="fatal_error", channel="C0OTHER", times=2)
-    assert client.chat_postMessage(channel=CHANNEL, text="x")["ok"]
-    for _ in range(2):
-        with pytest.raises(SlackApiError) as exc:
-            client.chat_postMessage(channel="C0OTHER", text="x")
-        assert slack_error(exc) == "fatal_error"
-    assert client.chat_postMessage(channel="C0OTHER", text="x")["ok"]
-
-
-def test_outage_answers_503_until_over(fake: FakeSlack, client: WebClient) -> None:
-    fake.set_down(True)
-    with pytest.raises(SlackApiError) as exc:
-        client.auth_test()
-    assert exc.value.response.status_code == 503
-    fake.set_down(False)
-    assert client.auth_test()["ok"]
-
-
-def test_a_delayed_method_answers_late_without_holding_up_others(
-    fake: FakeSlack, client: WebClient
-) -> None:
-    fake.delay("auth.test", 1.0)
-    slow: dict[str, Any] = {}
-
-    def ask() -> None:
-        started = time.monotonic()
-        slow["answer"] = client.auth_test()
-        slow["took"] = time.monotonic() - started
-
-    thread = threading.Thread(target=ask)
-    thread.start()
-    wait_until(lambda: fake.calls_to("auth.test"), 5, "auth.test never arrived")
-    [call] = fake.calls_to("auth.test")
-    assert not call.done  # recorded at once, answered later
-    started = time.monotonic()
-    assert client.chat_postMessage(channel=CHANNEL, text="meanwhile")["ok"]
-    assert time.monotonic() - started < 0.5  # other methods are not held up
-    assert not call.done
-    thread.join(timeout=5)
-    assert slow["answer"]["ok"] and slow["took"] >= 1.0
-    assert call.done and call.ok
-    fake.delay("auth.test", 0)  # removed: answers at once again
-    started = time.monotonic()
-    assert client.auth_test()["ok"]
-    assert time.monotonic() - started < 0.5
-
-
-def test_stopping_sends_delayed_answers_at_once() -> None:
-    fake = FakeSlack().start()
-    client = WebClient(token=fake.bot_token, base_url=fake.api_url, timeout=30)
-    fake.delay("*", 60)
-    answers: list[Any] = []
-    thread = threading.Thread(target=lambda: answers.append(client.auth_test()))
-    thread.start()
-    wait_until(lambda: fake.calls_to("auth.test"), 5, "auth.test never arrived")
-    assert not fake.calls_to("auth.test")[0].done  # waiting out its minute
-    started = time.monotonic()
-    fake.stop()
-    thread.join(timeout=5)
-    assert not thread.is_alive() and time.monotonic() - started < 5
-    assert answers and answers[0]["ok"]
-
-
-def test_random_failures_are_429_or_500(fake: FakeSlack, client: WebClient) -> None:
-    fake.set_random_failures(1.0, seed=3)
-    statuses = set()
-    for _ in range(10):
-        with pytest.raises(SlackApiError) as exc:
-            client.auth_test()
-        statuses.add(exc.value.response.status_code)
-    assert statuses == {429, 500}
 
 
 # ---- Block Kit validation -----------------------------------------------------------------------
