@@ -264,12 +264,16 @@ def retry() -> None:
     """Queue every failed delivery again (after fixing what made it fail).
 
     Channels held by a Slack rate limit for more than a minute from now (what /healthz reports)
-    may post again at once; ordinary pacing, a second after each post, is left alone."""
+    may post again at once; ordinary pacing, a second after each post, is left alone. Gaps found
+    in Stripe's events (a reading after more than 30 days) are acknowledged."""
     from bot.storage import Storage
 
     storage = Storage(settings_or_exit().database_path)
     click.echo(f"{storage.retry_failed()} deliveries queued again")
     click.echo(f"{storage.release_long_holds()} channels released from a Slack rate-limit hold")
+    gaps = storage.acknowledge_gaps(now=time.time())
+    if gaps:
+        click.echo(f"{gaps} gaps in Stripe's events acknowledged (/healthz no longer reports them)")
 
 
 def _when(value: str, option: str, *, end_of_day: bool = False) -> int:

@@ -127,6 +127,21 @@ class DirectMessageJob:
     days: int | None = None  # the reminder's days left to decide
 
 
+@dataclass(frozen=True)
+class ChannelNoticeJob:
+    """A message of the bot's own at the top of a channel, about no card: that Stripe events may
+    be lost (`EventsGap` in bot/cards/notices.py). Its row's key is the notice's own."""
+
+    kind: ClassVar[str] = "channel_notice"
+    posts: ClassVar[bool] = True
+    needs_card: ClassVar[bool] = False
+
+    notice: str  # events_gap
+    since: int  # the gap's start (unix seconds): when Stripe was last read
+    until: int  # its end: the oldest moment Stripe still kept events for
+    account: str | None = None  # the connected account whose events, None the platform's
+
+
 Job = (
     CardJob
     | UpdateJob
@@ -136,6 +151,7 @@ Job = (
     | CancelJob
     | FetchJob
     | DirectMessageJob
+    | ChannelNoticeJob
 )
 
 JOBS: tuple[type[Job], ...] = get_args(Job)  # every job, in the union's order

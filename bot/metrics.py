@@ -121,6 +121,34 @@ class OutboxCollector(Collector):
         for source, count in sorted(self.storage.events_by_source().items()):
             recorded.add_metric([source], count)
         yield recorded
+        yield from self._readings(now)
+
+    def _readings(self, now: float) -> Iterator[Metric]:
+        """How the reading of Stripe's Events API stands, per account (STRIPE_POLL_INTERVAL)."""
+        cursors = self.storage.poll_cursors()
+        if not cursors:
+            return
+        age = GaugeMetricFamily(
+            "climate_bot_stripe_events_read_age_seconds",
+            "Seconds since Stripe's Events API last answered a whole reading, by account.",
+            labels=["account"],
+        )
+        failing = GaugeMetricFamily(
+            "climate_bot_stripe_events_failed_readings",
+            "Readings of Stripe's Events API failed in a row, by account (0: the last succeeded).",
+            labels=["account"],
+        )
+        for cursor in cursors:
+            account = cursor.account or "platform"
+            age.add_metric([account], max(0.0, now - cursor.polled_at))
+            failing.add_metric([account], cursor.failures)
+        yield age
+        yield failing
+        yield GaugeMetricFamily(
+            "climate_bot_stripe_event_gaps",
+            "Gaps longer than the 30 days Stripe keeps events, found and not yet acknowledged.",
+            value=len(self.storage.open_gaps()),
+        )
 
 
 class _WorkerFiles(multiprocess.MultiProcessCollector):

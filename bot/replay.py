@@ -227,7 +227,7 @@ def replay(
     wrap = progress or _no_progress
     with wrap(events) as items:
         for event in items:
-            summary.events.append(_receive(event, storage, settings, dry_run))
+            summary.events.append(receive(event, storage, settings, dry_run=dry_run))
     return summary
 
 
@@ -236,9 +236,16 @@ def _no_progress(items: list[dict[str, Any]]) -> Iterator[Iterable[dict[str, Any
     yield items
 
 
-def _receive(
-    event: dict[str, Any], storage: Storage | None, settings: Settings, dry_run: bool
+def receive(
+    event: dict[str, Any],
+    storage: Storage | None,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    source: str = "replay",
 ) -> ListedEvent:
+    """Receive one listed event as its webhook would have been (`source`: where it came from,
+    ``"replay"`` or ``"poll"``); with `dry_run`, only check it and look it up."""
     # The exact bytes a webhook would have carried are not available from a list; the event
     # serialised alone is what gets recorded, like a webhook body.
     raw = json.dumps(event, indent=2, ensure_ascii=False)
@@ -256,12 +263,12 @@ def _receive(
             raw,
             channel=settings.SLACK_CHANNEL,
             routing=settings.routing,  # a new card goes where its webhook would have sent it
-            source="replay",
+            source=source,
         )
     except Exception as exc:
         # One event the bot cannot take (its transaction rolled back) must not stop the others;
         # it is counted, shown, and logged for the operator.
-        log.exception("replay could not receive event %s", parsed["id"])
+        log.exception("%s could not receive event %s", source, parsed["id"])
         return _listed(parsed, "failed", f"{type(exc).__name__}: {exc}")
     return _listed(parsed, "skipped" if received.outcome is Outcome.DUPLICATE else "new")
 

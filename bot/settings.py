@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -27,10 +27,15 @@ from bot.routing import Routing, RoutingError, load_routing
 
 # What each variable means, for error messages (the README has the same table).
 DESCRIPTIONS = {
-    "STRIPE_WEBHOOK_SECRET": "Stripe webhook signing secrets (whsec_…, comma-separated)",
+    "STRIPE_WEBHOOK_SECRET": (
+        "Stripe webhook signing secrets (whsec_…, comma-separated);"
+        " not needed when STRIPE_POLL_INTERVAL is set"
+    ),
     "STRIPE_API_KEY": "Stripe secret or restricted key (sk_… or rk_…)",
     "SLACK_BOT_TOKEN": "Slack bot token (xoxb-…)",
-    "SLACK_SIGNING_SECRET": "Slack app signing secret",
+    "SLACK_SIGNING_SECRET": "Slack app signing secret; not needed when SLACK_APP_TOKEN is set",
+    "SLACK_APP_TOKEN": "app-level token (xapp-…, connections:write): Socket Mode, no public URL",
+    "STRIPE_POLL_INTERVAL": "seconds between readings of Stripe's Events API (instead of webhooks)",
     "SLACK_CHANNEL": "ID of the channel that receives notifications (C…, G…)",
     "DATABASE_PATH": "SQLite file",
     "SLACK_API_URL": "base URL of the Slack Web API",
@@ -69,9 +74,7 @@ def _are_webhook_secrets(v: str) -> str:
 
 
 # STRIPE_WEBHOOK_SECRET, as `Settings` and `climate-bot trigger`'s settings both read it.
-WebhookSecret = Annotated[
-    str, Field(min_length=1, repr=False), AfterValidator(_are_webhook_secrets)
-]
+WebhookSecret = Annotated[str, Field(min_length=1), AfterValidator(_are_webhook_secrets)]
 
 
 def webhook_secrets(value: str) -> tuple[str, ...]:
@@ -86,10 +89,13 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
     )
 
-    STRIPE_WEBHOOK_SECRET: WebhookSecret
+    # Required unless its alternative is set (`_either_transport`): None then.
+    STRIPE_WEBHOOK_SECRET: WebhookSecret | None = Field(repr=False)
     STRIPE_API_KEY: str = Field(min_length=1, repr=False)
     SLACK_BOT_TOKEN: str = Field(min_length=1, repr=False)
-    SLACK_SIGNING_SECRET: str = Field(min_length=1, repr=False)
+    SLACK_SIGNING_SECRET: str | None = Field(min_length=1, repr=False)
+    SLACK_APP_TOKEN: str | None = Field(default=None, repr=False)
+    STRIPE_POLL_INTERVAL: float | None = Field(default=None, ge=1, le=86_400)
     SLACK_CHANNEL: str = Field(min_length=1)
     DATABASE_PATH: str = "climate-bot.db"
     SLACK_API_URL: str = "https://slack.com/api/"
@@ -103,6 +109,33 @@ class Settings(BaseSettings):
     ROUTING_FILE: str = ""
     LOG_FORMAT: Literal["text", "json"] = "text"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _either_transport(cls, data: Any) -> Any:
+        # Socket Mode needs no Slack signing secret, reading the Events API no webhook secret:
+        # with its alternative set, a secret left out is None instead of missing.
+        if isinstance(data, dict):
+            data = dict(data)
+            for secret, alternative in (
+                ("STRIPE_WEBHOOK_SECRET", "STRIPE_POLL_INTERVAL"),
+                ("SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"),
+            ):
+                if data.get(alternative) and not data.get(secret):
+                    data[secret] = None
+        return data
+
+    @field_validator("SLACK_APP_TOKEN", "STRIPE_POLL_INTERVAL", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("SLACK_APP_TOKEN")
+    @classmethod
+    def _app_token(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return v
 
     @field_validator("STRIPE_API_KEY")
     @classmethod
@@ -184,17 +217,31 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or an error message."""
-        return [
+        values = [
             *self.webhook_secrets,
             self.STRIPE_API_KEY,
             self.SLACK_BOT_TOKEN,
             self.SLACK_SIGNING_SECRET,
+            self.SLACK_APP_TOKEN,
         ]
+        return [value for value in values if value]
 
     @property
     def webhook_secrets(self) -> tuple[str, ...]:
-        """Every signing secret a webhook may be signed with."""
+        """Every signing secret a webhook may be signed with (none: webhooks are refused)."""
+        if self.STRIPE_WEBHOOK_SECRET is None:
+            return ()
         return webhook_secrets(self.STRIPE_WEBHOOK_SECRET)
+
+    @property
+    def socket_mode(self) -> bool:
+        """Slack's requests come over a websocket the bot opens (SLACK_APP_TOKEN)."""
+        return self.SLACK_APP_TOKEN is not None
+
+    @property
+    def polls_stripe(self) -> bool:
+        """The bot reads Stripe's Events API itself (STRIPE_POLL_INTERVAL)."""
+        return self.STRIPE_POLL_INTERVAL is not None
 
     @property
     def allowed_deciders(self) -> tuple[str, ...]:

@@ -30,6 +30,14 @@ blueprint = Blueprint("stripe_webhook", __name__)
 @blueprint.post("/stripe/webhook")
 def stripe_webhook():
     bot = current_app.extensions["climate-bot"]
+    if not bot.settings.webhook_secrets:
+        # Reading the Events API instead (STRIPE_POLL_INTERVAL): no secret, so nothing can be
+        # verified; the endpoint says so rather than refusing each event as badly signed.
+        metrics.count_event("unverified", "refused")
+        return jsonify(
+            error="webhooks are off: STRIPE_WEBHOOK_SECRET is not set, and this bot reads"
+            " Stripe's Events API instead (STRIPE_POLL_INTERVAL)"
+        ), 404
     raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH → 413 before we get here
     header = request.headers.get("Stripe-Signature")
     if not header:

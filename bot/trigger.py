@@ -43,7 +43,7 @@ class TriggerSettings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
     )
 
-    STRIPE_WEBHOOK_SECRET: WebhookSecret
+    STRIPE_WEBHOOK_SECRET: WebhookSecret = Field(repr=False)
     PORT: int = Field(default=3000, ge=1, le=65535)
 
     @property

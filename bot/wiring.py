@@ -1,6 +1,7 @@
 """One bot wired together: storage, the Slack and Stripe gateways, decisions, the delivery worker
-and its jobs, the scheduler and the Bolt app (`build_bot`). The web app (`bot.web`) and
-`climate-bot worker` both start from here; the worker never imports the web module.
+and its jobs, the scheduler, the Events API reader and the Bolt app (`build_bot`). The web app
+(`bot.web`) and `climate-bot worker` both start from here; the worker never imports the web
+module.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bot.slack_gateway import SlackGateway
 from bot.slack_listeners import build_bolt_app
 from bot.storage import Storage, StorageUnavailable
 from bot.stripe_gateway import StripeGateway
+from bot.stripe_polling import EventPoller, start_poller_thread
 from bot.thin_events import ThinEvents
 
 log = logging.getLogger(__name__)
@@ -39,19 +41,24 @@ class ClimateBot:
     bolt: App
     deliverer: Deliverer
     scheduler: Scheduler
+    poller: EventPoller | None = None  # with STRIPE_POLL_INTERVAL: reads Stripe's Events API
     threads: list[Any] = field(default_factory=list)
 
     def start_background(self) -> None:
-        """Run the delivery worker and the scheduler as threads of this process."""
+        """Run the delivery worker, the scheduler and the Events API reader as threads."""
         if not self.threads:
             self.threads = [
                 start_worker_thread(self.deliverer),
                 start_scheduler_thread(self.scheduler),
             ]
+            if self.poller is not None:
+                self.threads.append(start_poller_thread(self.poller))
 
     def stop_background(self) -> None:
         self.deliverer.stop()
         self.scheduler.stop()
+        if self.poller is not None:
+            self.poller.stop()
         for thread in self.threads:
             thread.join(timeout=5)
         self.threads = []
@@ -79,6 +86,8 @@ class ClimateBot:
         ]
         if len(held) > 10:
             reasons.append(f"and {len(held) - 10} more held channels")
+        if self.poller is not None:
+            reasons += self.poller.health_reasons(self.poller.clock())
         if self.storage.write_failure is not None:
             reasons.insert(0, f"database: {self.storage.write_failure}")
         return {
@@ -132,4 +141,8 @@ def build_bot(settings: Settings) -> ClimateBot:
     )
     commands = Commands(storage, slack, quick_stripe)
     bolt = build_bolt_app(settings, decisions, commands, storage, slack)
-    return ClimateBot(settings, storage, bolt, deliverer, scheduler)
+    poller = None
+    if settings.STRIPE_POLL_INTERVAL is not None:
+        interval = settings.STRIPE_POLL_INTERVAL
+        poller = EventPoller(storage, stripe, settings, interval=interval, wake=deliverer.wake.set)
+    return ClimateBot(settings, storage, bolt, deliverer, scheduler, poller)

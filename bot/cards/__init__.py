@@ -11,7 +11,8 @@ catalog entries with named placeholders, so a translation can put the parts in i
 
 By audience: ``orders`` (the order card and its thread replies, for the channel), ``deciders``
 (notices, the direct message and the cancel dialog, for those who decide), ``products`` (the
-product card and its replies) and ``answers`` (``/climate`` and the App Home tab, for the person
+product card and its replies), ``notices`` (the bot's own messages about itself, for the channel)
+and ``answers`` (``/climate`` and the App Home tab, for the person
 who asked). Beneath them: ``changes`` (what a change and its decision say), ``blocks`` (Block Kit
 builders, readers of Stripe values) and ``limits`` (Slack's limits, the sizes we cut to);
 ``checks`` holds ``limit_problems``.
@@ -44,6 +45,7 @@ from bot.cards.deciders import (
     order_notice,
 )
 from bot.cards.limits import REASON_LIMIT
+from bot.cards.notices import events_gap_notice
 from bot.cards.orders import order_card, order_reply
 from bot.cards.products import product_card, product_reply
 
@@ -58,6 +60,7 @@ __all__ = [
     "REASON_LIMIT",
     "cancel_modal",
     "decision_direct_message",
+    "events_gap_notice",
     "history_answer",
     "home_view",
     "limit_problems",

@@ -7,7 +7,8 @@ opens per application:
   the file can still be written (`StorageUnavailable`);
 - ``schema``: the tables, as migrations;
 - the verbs, by what they are about: ``events``, ``orders`` (with decisions and products),
-  ``outbox``, ``cards``, and ``states`` (rows read as the states a card shows).
+  ``outbox``, ``cards``, ``states`` (rows read as the states a card shows) and ``polling``
+  (reading Stripe's Events API: cursors, gaps, leases).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from bot.storage.engine import (
 from bot.storage.events import EventVerbs
 from bot.storage.orders import OrderVerbs
 from bot.storage.outbox import LONG_HOLD_SECONDS, Failure, Lease, OutboxVerbs
+from bot.storage.polling import EventGap, PollCursor, PollingVerbs
 from bot.storage.schema import migrations
 from bot.storage.states import StateVerbs
 
 
-class Storage(EventVerbs, OrderVerbs, StateVerbs, OutboxVerbs, CardVerbs, Engine):
+class Storage(EventVerbs, OrderVerbs, StateVerbs, OutboxVerbs, CardVerbs, PollingVerbs, Engine):
     """The database, opened per application; thread-safe through per-thread connections."""
 
 
@@ -37,8 +39,10 @@ __all__ = [
     "LONG_HOLD_SECONDS",
     "MIN_FREE_BYTES",
     "READ_CACHE_KIB",
+    "EventGap",
     "Failure",
     "Lease",
+    "PollCursor",
     "Storage",
     "StorageUnavailable",
     "cannot_write",

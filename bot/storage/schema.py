@@ -1,4 +1,4 @@
-"""The database's tables: sqlite-utils migrations m001-m012, applied in order at start-up.
+"""The database's tables: sqlite-utils migrations m001-m013, applied in order at start-up.
 
 A database records each migration it applied by name: never rename, reorder or edit one here
 (an existing database would run it again, or never); add the next one at the end.
@@ -247,4 +247,38 @@ def m012_bounded_waits(db: sqlite_utils.Database) -> None:
         "UPDATE outbox SET available_at = ? WHERE status = 'pending' AND attempts > 0"
         " AND available_at > ?",
         [ceiling, ceiling],
+    )
+
+
+@migrations()
+def m013_event_polling(db: sqlite_utils.Database) -> None:
+    # Reading Stripe's Events API instead of (or beside) webhooks: where each account's reading
+    # stands, and leases that let one process at a time do a job every process could do.
+    db.execute(
+        """CREATE TABLE poll_cursors (
+            account TEXT PRIMARY KEY,  -- '' for the platform's own events
+            created INTEGER NOT NULL,  -- events created at or after this are still to be read
+            polled_at REAL NOT NULL,  -- when Stripe last answered a whole reading
+            tried_at REAL,  -- when the last reading was tried, answered or not
+            failures INTEGER NOT NULL DEFAULT 0,  -- readings failed in a row
+            last_error TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        )"""
+    )
+    # A reading that found a gap longer than Stripe keeps events: reported until acknowledged.
+    db.execute(
+        """CREATE TABLE event_gaps (
+            id INTEGER PRIMARY KEY,
+            account TEXT NOT NULL,
+            gap_from REAL NOT NULL,  -- the last reading before the gap
+            gap_to REAL NOT NULL,  -- the oldest moment Stripe still kept events for
+            found_at REAL NOT NULL,
+            acknowledged_at REAL
+        )"""
     )

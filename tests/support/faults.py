@@ -218,6 +218,7 @@ class _StripeFailure:
     should_retry: bool | None
     error: dict[str, Any] | None
     html: str | None = None
+    after: int = 0  # matching requests answered as usual before the first failure
 
 
 class FaultyStripe(FakeStripe):
@@ -250,8 +251,10 @@ class FaultyStripe(FakeStripe):
         should_retry: bool | None = None,
         error: Mapping[str, Any] | None = None,
         html: str | None = None,
+        after: int = 0,
     ) -> None:
-        """Answer the next ``times`` requests under ``path_prefix`` with HTTP ``status``.
+        """Answer the next ``times`` requests under ``path_prefix`` with HTTP ``status``
+        (``after``: once that many more have been answered as usual, e.g. mid-way through pages).
 
         Bodies are Stripe-shaped: 429 → ``invalid_request_error``/``rate_limit``, others
         ``api_error``; ``error`` replaces the fields of ``{"error": …}``. ``html`` answers that
@@ -271,6 +274,7 @@ class FaultyStripe(FakeStripe):
                     should_retry,
                     dict(error) if error is not None else None,
                     html,
+                    after,
                 )
             )
 
@@ -301,6 +305,9 @@ class FaultyStripe(FakeStripe):
         """The first scripted failure for `call`, used up by one."""
         for failure in self._failures:
             if call.path.startswith(failure.path_prefix) and failure.method in (None, call.method):
+                if failure.after > 0:
+                    failure.after -= 1
+                    return None
                 failure.times -= 1
                 if failure.times <= 0:
                     self._failures.remove(failure)

@@ -1140,3 +1140,15 @@ def test_an_error_text_is_masked_as_log_lines_are():
     # Masked before the cut: a secret past the limit leaves no visible prefix either.
     late = "x" * 190 + " sk_live_abcdefghijklmnop"
     assert "sk_" not in formatting.quoted_error(late)
+
+
+def test_the_events_gap_notice_says_when_and_keeps_a_hostile_account_inert():
+    from bot.cards import events_gap_notice
+
+    message = events_gap_notice(
+        DELAYED_AT - 40 * 86_400, DELAYED_AT - 30 * 86_400, "acct_1<!channel>*x*"
+    )
+    body = " ".join(texts(message))
+    assert "<!channel>" not in body and "&lt;!channel&gt;" in body
+    assert f"<!date^{DELAYED_AT - 40 * 86_400}^" in body and "climate-bot retry" in body
+    assert "30 days" in body and message.text.startswith("Some Stripe events may be missing")

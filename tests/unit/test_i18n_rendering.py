@@ -26,6 +26,7 @@ from bot.cards import (
     answers,
     cancel_modal,
     decision_direct_message,
+    events_gap_notice,
     history_answer,
     home_view,
     limit_problems,
@@ -463,6 +464,18 @@ def record_answers() -> Iterator[tuple[str, Callable[[], Message]]]:
     )
 
 
+def channel_notices() -> Iterator[tuple[str, Callable[[], Message]]]:
+    """The bot's own messages to the channel: Stripe events that may be missing."""
+    yield (
+        "events gap",
+        lambda: events_gap_notice(DELAYED_AT - 40 * 86_400, DELAYED_AT - 30 * 86_400),
+    )
+    yield (
+        "events gap of an account",
+        lambda: events_gap_notice(DELAYED_AT - 40 * 86_400, DELAYED_AT, "acct_1*<!channel>*"),
+    )
+
+
 def home_message(view: dict[str, Any]) -> Message:
     """The Home view as a message, so the same checks apply (its text: the blocks' words)."""
     return Message(json.dumps(view["blocks"], ensure_ascii=False)[:3000], view["blocks"])
@@ -476,6 +489,7 @@ RENDERS = dict(
         *product_replies(),
         *decisions(),
         *record_answers(),
+        *channel_notices(),
     ]
 )
 

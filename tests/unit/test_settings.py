@@ -107,3 +107,45 @@ def test_several_webhook_secrets_are_each_validated_and_each_masked():
     assert settings.webhook_secrets == ("whsec_first", "whsec_second")
     assert {"whsec_first", "whsec_second"} <= set(settings.secrets())  # masked in every log line
     assert "whsec_" not in repr(settings)
+
+
+def test_each_secret_is_needed_only_without_its_alternative():
+    stripped = {k: v for k, v in VALID.items() if k not in ("STRIPE_WEBHOOK_SECRET",)}
+    with pytest.raises(SettingsError) as info:
+        load_settings(stripped)
+    assert "STRIPE_WEBHOOK_SECRET is not set" in str(info.value)
+    assert "not needed when STRIPE_POLL_INTERVAL is set" in str(info.value)  # the way out, named
+
+    reading = load_settings({**stripped, "STRIPE_POLL_INTERVAL": "10"})
+    assert (reading.STRIPE_POLL_INTERVAL, reading.webhook_secrets) == (10.0, ())
+    assert reading.polls_stripe and not reading.socket_mode
+
+    both = load_settings({**VALID, "STRIPE_POLL_INTERVAL": "10"})
+    assert both.webhook_secrets == ("whsec_abc",)  # webhooks and readings together
+
+    no_signing = {k: v for k, v in VALID.items() if k != "SLACK_SIGNING_SECRET"}
+    socket = load_settings({**no_signing, "SLACK_APP_TOKEN": "xapp-1-A0-1-abc"})
+    assert socket.socket_mode and socket.SLACK_SIGNING_SECRET is None
+    assert "xapp-1-A0-1-abc" in socket.secrets() and "xapp-" not in repr(socket)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("STRIPE_POLL_INTERVAL", "0.5", "greater than or equal to 1"),
+        ("STRIPE_POLL_INTERVAL", "1e9", "less than or equal to 86400"),
+        ("STRIPE_POLL_INTERVAL", "nan", "STRIPE_POLL_INTERVAL is malformed"),
+        ("STRIPE_POLL_INTERVAL", "soon", "STRIPE_POLL_INTERVAL is malformed"),
+        ("SLACK_APP_TOKEN", "xoxb-1-2-3", "starting with xapp-"),
+    ],
+)
+def test_a_malformed_alternative_is_named(name, value, reason):
+    with pytest.raises(SettingsError) as info:
+        load_settings({**VALID, name: value})
+    assert f"{name} is malformed" in str(info.value) and reason in str(info.value)
+    assert value not in str(info.value) or name == "STRIPE_POLL_INTERVAL"
+
+
+def test_an_empty_alternative_is_unset():
+    settings = load_settings({**VALID, "STRIPE_POLL_INTERVAL": " ", "SLACK_APP_TOKEN": ""})
+    assert not settings.polls_stripe and not settings.socket_mode
