@@ -1,4 +1,5 @@
-"""manifest.yml is a valid Slack app manifest whose every URL points at a route the app serves."""
+"""manifest.yml is a valid Slack app manifest whose every URL points at a route the app serves;
+manifest-socket-mode.yml is the same app in Socket Mode, with no URL at all."""
 
 from __future__ import annotations
 
@@ -16,25 +17,49 @@ from tests.support.paths import REPO
 SCHEMAS = Path(__file__).resolve().parent / "data" / "slack"  # copied with their licences
 
 
+MANIFESTS = ["manifest.yml", "manifest-socket-mode.yml"]
+
+
 @pytest.fixture(scope="module")
 def manifest() -> dict:
     return yaml.safe_load((REPO / "manifest.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def socket_manifest() -> dict:
+    return yaml.safe_load((REPO / "manifest-socket-mode.yml").read_text())
 
 
 def schema(relative: str) -> dict:
     return json.loads((SCHEMAS / relative).read_text())
 
 
-def test_manifest_is_valid_against_slacks_schema(manifest):
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_manifest_is_valid_against_slacks_schema(name):
     validator = jsonschema.Draft7Validator(schema("manifest-schema/manifest.schema.1.0.0.json"))
-    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(manifest)]
+    document = yaml.safe_load((REPO / name).read_text())
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(document)]
     assert errors == []
 
 
-def test_manifest_is_valid_against_schemastore(manifest):
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_manifest_is_valid_against_schemastore(name):
     validator = jsonschema.Draft4Validator(schema("schemastore/slack-app-manifest.json"))
-    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(manifest)]
+    document = yaml.safe_load((REPO / name).read_text())
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(document)]
     assert errors == []
+
+
+def test_the_socket_mode_manifest_is_the_same_app_with_no_url(manifest, socket_manifest):
+    assert list(urls(socket_manifest)) == []  # nothing for Slack to verify, nothing public
+    assert socket_manifest["settings"]["socket_mode_enabled"] is True
+    assert manifest["settings"]["socket_mode_enabled"] is False
+    without_urls = yaml.safe_load((REPO / "manifest.yml").read_text())
+    del without_urls["features"]["slash_commands"][0]["url"]
+    del without_urls["settings"]["interactivity"]["request_url"]
+    del without_urls["settings"]["event_subscriptions"]["request_url"]
+    without_urls["settings"]["socket_mode_enabled"] = True
+    assert socket_manifest == without_urls  # scopes, command, events: they cannot drift apart
 
 
 def urls(node):

@@ -149,3 +149,27 @@ def test_a_malformed_alternative_is_named(name, value, reason):
 def test_an_empty_alternative_is_unset():
     settings = load_settings({**VALID, "STRIPE_POLL_INTERVAL": " ", "SLACK_APP_TOKEN": ""})
     assert not settings.polls_stripe and not settings.socket_mode
+
+
+def test_the_env_example_is_a_socket_mode_polling_configuration_once_filled_in():
+    text = (REPO / ".env.example").read_text()
+    filled = text.replace("xoxb-FILL-IN", "xoxb-1-2-3").replace("xapp-FILL-IN", "xapp-1-A0-1-x")
+    filled = filled.replace("C-FILL-IN", "C0123ABCD").replace("rk_test_FILL-IN", "rk_test_abc")
+    env = dict(
+        line.split("=", 1)
+        for line in filled.splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert not [value for value in env.values() if "FILL-IN" in value]
+    settings = load_settings(env)
+    assert settings.socket_mode and settings.polls_stripe
+    assert settings.webhook_secrets == () and settings.SLACK_SIGNING_SECRET is None
+    with pytest.raises(SettingsError) as info:  # as shipped, it names what is to fill in
+        load_settings(
+            dict(
+                line.split("=", 1)
+                for line in text.splitlines()
+                if line.strip() and not line.startswith("#")
+            )
+        )
+    assert {"SLACK_CHANNEL", "STRIPE_API_KEY"} <= {p.split()[0] for p in info.value.problems}
