@@ -114,9 +114,10 @@ class EventPoller:
 
     @property
     def lease_seconds(self) -> float:
-        # Long enough to outlast a slow reading and a wait between two; short enough that a
-        # process killed with the lease hands it on within a minute or so.
-        return max(60.0, 3 * self.interval)
+        # Long enough to outlast a reading and the wait before the next; short enough that a
+        # process killed holding it hands it on within half a minute. A reading slower than
+        # that may overlap another process's: each event is still recorded once (by its id).
+        return max(30.0, 3 * self.interval)
 
     def _read(self, account: str | None, now: float, reading: Reading) -> None:
         cursor = self.storage.poll_cursor(account) or self.storage.start_cursor(

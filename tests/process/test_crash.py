@@ -1,4 +1,5 @@
-"""kill -9 of the real `python app.py` in the middle of a burst: nothing lost, nothing doubled."""
+"""kill -9 of the real `python app.py` in the middle of a burst, or in the middle of reading
+Stripe's Events API page by page: nothing lost, nothing doubled."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import json
 import os
 import signal
 import sqlite3
+import time
 
 import pytest
 import requests
 
 from bot.sandbox import stripe_objects as so
 from tests.support.bot import CHANNEL, env_for, wait_until
-from tests.support.processes import free_port, post, start_bot
+from tests.support.processes import bot_env, free_port, post, start_bot
 
 # Starts processes (or a browser): left out by `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -81,3 +83,74 @@ def test_sigkill_mid_burst_loses_nothing_and_posts_no_card_twice(tmp_path, fake_
     for order in orders:
         assert sum(order["id"] in json.dumps(m.blocks) for m in top) == 1, order["id"]
     assert len(top) == len(orders)
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_mid_page_of_the_events_api_reads_everything_once_after_restart(
+    tmp_path, fake_slack, fake_stripe
+):
+    env = {**bot_env(tmp_path, fake_slack, fake_stripe), "STRIPE_POLL_INTERVAL": "1"}
+    del env["STRIPE_WEBHOOK_SECRET"]
+    log = tmp_path / "bot.log"
+    proc = start_bot(env, tmp_path, log)
+
+    def cursor_started() -> bool:
+        with sqlite3.connect(env["DATABASE_PATH"]) as db:
+            return db.execute("SELECT count(*) FROM poll_cursors").fetchone()[0] > 0
+
+    wait_until(cursor_started, 30, "the bot never read Stripe's events")
+    # 250 events in three pages, telling 16 changes of 8 orders: each change is listed under
+    # several ids (the bot records a change once, whatever id tells it), so that posting what
+    # is read takes seconds at the bot's one message per second, not minutes.
+    now = int(time.time())
+    orders = [so.order(created=now + 1 + n) for n in range(8)]
+    changes = [
+        so.event("climate.order.created", o, created=now + 1 + n) for n, o in enumerate(orders)
+    ]
+    changes += [
+        so.event(
+            "climate.order.delayed", so.delayed(o, 2030, at=now + 50 + n), created=now + 50 + n
+        )
+        for n, o in enumerate(orders)
+    ]
+    for n in range(250):
+        fake_stripe.add_event({**changes[n % len(changes)], "id": f"evt_mid_page_{n:03d}"})
+    fake_stripe.set_delay(0.4)  # three pages of 100 take over a second to read
+    fake_stripe.clear_calls()
+    wait_until(
+        lambda: any(c.params.get("starting_after") for c in fake_stripe.calls_to("/v1/events")),
+        30,
+        "the bot never asked for a second page",
+    )
+    proc.send_signal(signal.SIGKILL)  # between the second page and the third
+    proc.wait(timeout=10)
+    with sqlite3.connect(env["DATABASE_PATH"]) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 0  # pages first
+
+    fake_stripe.set_delay(0)
+    proc = start_bot(env, tmp_path, log)
+    try:
+        # The dead process's lease lapses (30 s), then the new one reads from the same cursor.
+        wait_until(
+            lambda: (
+                len(fake_slack.messages(CHANNEL)) == len(orders)
+                and all(
+                    len(fake_slack.replies(CHANNEL, m.ts)) == 1
+                    for m in fake_slack.messages(CHANNEL)
+                )
+            ),
+            150,
+            "not every event read from Stripe was posted",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    top = fake_slack.messages(CHANNEL)
+    for order in orders:
+        assert sum(order["id"] in json.dumps(m.blocks) for m in top) == 1, order["id"]
+    with sqlite3.connect(env["DATABASE_PATH"]) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone()[0] == len(changes)
+
+
+def top_level(fake_slack) -> list:
+    return fake_slack.messages(CHANNEL)
