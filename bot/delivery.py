@@ -30,6 +30,7 @@ from bot.jobs import (
     ChannelNoticeJob,
     Job,
     NoticeJob,
+    NotYet,
     OrderReplyJob,
     ProductReplyJob,
     UpdateJob,
@@ -243,7 +244,10 @@ class Deliverer:
             with use_locale(self.locale_for(lease.channel)):
                 carry_out(lease, job)
         except Exception as exc:
-            log.exception("job %s for %s failed", job.kind, lease.card_key)
+            if isinstance(exc, NotYet):
+                log.info("job %s for %s waits: %r", job.kind, lease.card_key, exc)
+            else:
+                log.exception("job %s for %s failed", job.kind, lease.card_key)
             if self._gave_up(lease):
                 self._park(lease, f"gave up after {lease.attempts} attempts over a day: {exc!r}")
             else:

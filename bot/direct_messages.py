@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 
 from bot import cards
-from bot.jobs import DirectMessageJob
+from bot.jobs import DirectMessageJob, NotYet
 from bot.model import FINAL_STATUSES, OrderState
 from bot.slack_gateway import NotInChannel, Permanent, SlackGateway
 from bot.storage import Lease, Storage, card_key
@@ -21,7 +21,7 @@ from bot.storage import Lease, Storage, card_key
 log = logging.getLogger(__name__)
 
 
-class CardNotPosted(Exception):
+class CardNotPosted(NotYet):
     """The order's card is not in Slack yet: the DM, which links to it, waits (retried)."""
 
 

@@ -193,6 +193,12 @@ _BY_KIND: dict[str, type[Job]] = {job.kind: job for job in JOBS if job not in RE
 _BY_KIND[UpdateJob.kind] = CardJob
 
 
+class NotYet(Exception):
+    """Raised by a job's function when what the job needs is still queued (a direct message's
+    card not yet posted): the job is tried again after the usual back-off, without the
+    traceback an error gets."""
+
+
 class UnreadableJob(ValueError):
     """A row whose kind or facts no job of this version reads: parked, never guessed at."""
 

@@ -205,3 +205,28 @@ def test_a_window_that_closed_long_ago_is_shown_on_the_card_but_not_announced(
         with_deciders.deliver()
     assert [r.broadcast for r in fake_slack.replies(CHANNEL, card.ts)] == [True]  # the delay's
     assert "accepted by default" in json.dumps(fake_slack.messages(CHANNEL)[0].blocks)
+
+
+def test_a_direct_message_whose_card_is_not_posted_yet_waits_without_an_error(
+    with_deciders, fake_slack, caplog
+):
+    storage = with_deciders.bot.storage
+    with time_machine.travel(START, tick=False) as clock:
+        order = so.order()
+        with_deciders.send_event(so.event("climate.order.created", order, created=START))
+        delayed = so.delayed(order, 2030, at=START + 1)
+        with_deciders.send_event(so.event("climate.order.delayed", delayed, created=START + 1))
+        storage.hold_channel(CHANNEL, 120)  # a Slack rate limit: the card cannot go yet
+        with caplog.at_level(logging.INFO, logger="bot.delivery"):
+            with_deciders.deliver()
+        assert fake_slack.messages(CHANNEL) == [] and direct_messages(fake_slack, "U0BOB") == []
+        waited = [r for r in caplog.records if "waits" in r.getMessage()]
+        assert waited and "CardNotPosted" in waited[0].getMessage()
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert all(r.exc_info is None for r in waited)  # an expected wait, not a traceback
+        storage.release_long_holds()
+        clock.shift(120)
+        with_deciders.deliver()
+    [card] = fake_slack.messages(CHANNEL)
+    [dm] = direct_messages(fake_slack, "U0BOB")
+    assert card.ts.replace(".", "") in json.dumps(dm.blocks)
