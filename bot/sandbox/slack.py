@@ -3,7 +3,9 @@
 Point the real ``slack_sdk.WebClient(token=..., base_url=fake.api_url)`` (or ``SLACK_API_URL``)
 at a started ``FakeSlack`` and it answers in Slack's wire format: ``ok: false`` errors on HTTP 200,
 429 with ``Retry-After`` when pacing is on, Block Kit validation, threads, metadata, pagination.
-It also serves ``response_url``s (``/hooks/<id>``) and records every call.
+It also serves ``response_url``s (``/hooks/<id>``) and records every call, and speaks Socket Mode
+on a real websocket (``fake.socket``, `bot.sandbox.socket_mode`): ``apps.connections.open``,
+called with the app-level token, hands Bolt's ``SocketModeHandler`` a URL to connect to.
 
 It behaves like a healthy Slack. A subclass makes it misbehave through one seam, `_intercept`
 (answer a call in Slack's place: an error, a 5xx page, a dropped connection) and `_delay_for`
@@ -33,6 +35,8 @@ from typing import Any
 
 from slack_sdk.models.blocks import Block
 
+from bot.sandbox.socket_mode import SocketModeServer
+
 __all__ = [
     "DEFAULT_SCOPES",
     "RESPONSE_URL_METHOD",
@@ -55,6 +59,9 @@ DEFAULT_SCOPES = (
     "usergroups:read",
 )
 APP_ID = "A0CLIMATE"
+APP_TOKEN = "xapp-1-A0FAKE-1-test"
+# Methods an app-level token (xapp-) calls, and only it; other tokens are the wrong type there.
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 TEAM_DOMAIN = "fake-workspace"
 PERMALINK_BASE = "https://fake-slack.example"
 # Calls to response_urls are recorded next to Web API calls under this pseudo method name,
@@ -323,6 +330,8 @@ class FakeSlack:
         self,
         *,
         bot_token: str = "xoxb-test-token",
+        app_token: str = APP_TOKEN,
+        app_id: str = APP_ID,
         team_id: str = "T0TEST",
         bot_user_id: str = "U0BOT",
         bot_id: str = "B0BOT",
@@ -335,8 +344,11 @@ class FakeSlack:
 
         `clock` (default ``time.time``) drives message ts, pacing, response_url and trigger
         expiry and scheduling checks; pass your own to move time without sleeping.
+        `app_token` is the app-level token ``apps.connections.open`` (Socket Mode) takes.
         """
         self.bot_token = bot_token
+        self.app_token = app_token
+        self.app_id = app_id
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
@@ -363,6 +375,8 @@ class FakeSlack:
         self.add_user("U0ALICE", "alice")
         self.add_user("U0BOB", "bob")
         self.add_channel("C0CLIMATE", "climate")
+        # Socket Mode: listens from the first apps.connections.open (or socket.start()) on.
+        self.socket = SocketModeServer(self)
 
     def _clear_activity(self) -> None:
         self.calls: list[Call] = []
@@ -407,7 +421,7 @@ class FakeSlack:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket. Safe to call twice."""
+        """Stop serving and close the socket, then Socket Mode's. Safe to call twice."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         self._stopping.set()
@@ -416,6 +430,8 @@ class FakeSlack:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        # After the Web API: a client told to go away must find no apps.connections.open.
+        self.socket.stop()
 
     def __enter__(self) -> FakeSlack:
         return self.start()
@@ -624,11 +640,13 @@ class FakeSlack:
             ]
 
     def reset(self) -> None:
-        """Forget calls, messages, views and response_urls; restore channels and users as
-        configured (undoing joins) and a working token."""
+        """Forget calls, messages, views, response_urls and Socket Mode envelopes; restore
+        channels and users as configured (undoing joins) and a working token. Socket Mode
+        connections stay open."""
         with self._cond:
             self._clear_activity()
             self._channels = copy.deepcopy(self._channel_config)
+            self.socket.reset()
             self._cond.notify_all()
 
     # ---- watching (the demo's Slack sandbox) ----------------------------------------------------
@@ -892,6 +910,13 @@ class FakeSlack:
         token = token or str(call.params.get("token") or "")
         if not token:
             return "not_authed"
+        if call.method in APP_TOKEN_METHODS:
+            if token == self.app_token:
+                return None
+            # A bot or user token is refused for its type before anything else is checked.
+            return "not_allowed_token_type" if token.startswith("xox") else "invalid_auth"
+        if token == self.app_token:
+            return "not_allowed_token_type"
         if token != self.bot_token:
             return "invalid_auth"
         return self._token_state
@@ -908,6 +933,7 @@ class FakeSlack:
 
     def _methods(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         return {
+            "apps.connections.open": self._apps_connections_open,
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
@@ -928,6 +954,9 @@ class FakeSlack:
         }
 
     # ---- Web API methods ------------------------------------------------------------------------
+
+    def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"url": self.socket.new_connection_url()}
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -1346,7 +1375,7 @@ class FakeSlack:
         }
         if message.bot_id:
             out["bot_id"] = message.bot_id
-            out["app_id"] = APP_ID
+            out["app_id"] = self.app_id
         if message.blocks:
             out["blocks"] = copy.deepcopy(message.blocks)
         if message.thread_ts:
@@ -1393,7 +1422,7 @@ class FakeSlack:
             **copy.deepcopy(view),
             "id": f"V{self._next_id():010d}",
             "team_id": self.team_id,
-            "app_id": APP_ID,
+            "app_id": self.app_id,
             "bot_id": self.bot_id,
             "state": {"values": {}},
             "hash": f"{int(self._clock())}.{secrets.token_hex(4)}",

@@ -1,7 +1,11 @@
 """The requests Slack sends our app, built and signed as Slack does: button clicks
 (`block_actions_body`), modal submissions (`view_submission_body`), slash commands
 (`slash_command_body`), Events API callbacks (`event_callback_body`) and their v0 signature
-(`sign_slack_request`). The tests, the demo's sandbox page and the benches click with these."""
+(`sign_slack_request`). The tests, the demo's sandbox page and the benches click with these.
+
+Each ``*_body`` (what goes over HTTP) wraps a ``*_payload`` (the same request as a dict), which is
+what Socket Mode carries in an envelope's ``payload`` instead (`bot.sandbox.socket_mode`): the
+slash command's fields, the ``block_actions``/``view_submission`` JSON, the ``event_callback``."""
 
 from __future__ import annotations
 
@@ -38,7 +42,13 @@ def sign_slack_request(
     }
 
 
-def block_actions_body(
+def block_actions_body(**fields: Any) -> str:
+    """A button click as Slack posts it: form-encoded ``payload=<block_actions JSON>``, the JSON
+    being `block_actions_payload(**fields)`."""
+    return _form_payload(block_actions_payload(**fields))
+
+
+def block_actions_payload(
     *,
     action_id: str,
     value: str,
@@ -51,8 +61,8 @@ def block_actions_body(
     team_id: str = "T0TEST",
     trigger_id: str | None = None,
     user_team_id: str | None = None,
-) -> str:
-    """A button click as Slack posts it: form-encoded ``payload=<block_actions JSON>``.
+) -> dict[str, Any]:
+    """A button click as Slack sends it: the ``block_actions`` payload.
 
     `team_id` is the workspace the app is installed in; `user_team_id` (default: the same) the
     clicker's own, another one for a guest of a Slack Connect channel.
@@ -68,7 +78,7 @@ def block_actions_body(
     if message is None:
         message = {"type": "message", "ts": message_ts, "text": "", "user": "U0BOT", "blocks": []}
     user_name = _USER_NAMES.get(user_id, user_id.lower())
-    payload = {
+    return {
         "type": "block_actions",
         "user": {
             "id": user_id,
@@ -103,10 +113,15 @@ def block_actions_body(
             }
         ],
     }
-    return urllib.parse.urlencode({"payload": json.dumps(payload)})
 
 
-def view_submission_body(
+def view_submission_body(view: dict[str, Any], **fields: Any) -> str:
+    """A modal's submission as Slack posts it: form-encoded ``payload=<view_submission JSON>``,
+    the JSON being `view_submission_payload(view, **fields)`."""
+    return _form_payload(view_submission_payload(view, **fields))
+
+
+def view_submission_payload(
     view: dict[str, Any],
     *,
     values: dict[str, dict[str, Any]],
@@ -115,8 +130,8 @@ def view_submission_body(
     team_id: str = "T0TEST",
     trigger_id: str | None = None,
     response_urls: list[dict[str, Any]] | None = None,
-) -> str:
-    """A modal's submission as Slack posts it: form-encoded ``payload=<view_submission JSON>``.
+) -> dict[str, Any]:
+    """A modal's submission as Slack sends it: the ``view_submission`` payload.
 
     `view` is the view as ``views.open`` answered it (`FakeSlack.view_openings()`); `values`
     maps block_id → action_id → what the person typed (a string, None for an empty field), or a
@@ -181,10 +196,15 @@ def view_submission_body(
     }
     if response_urls is not None:
         payload["response_urls"] = response_urls
-    return urllib.parse.urlencode({"payload": json.dumps(payload)})
+    return payload
 
 
-def slash_command_body(
+def slash_command_body(**fields: Any) -> str:
+    """A slash command as Slack posts it: `slash_command_payload(**fields)`, form-encoded."""
+    return urllib.parse.urlencode(slash_command_payload(**fields))
+
+
+def slash_command_payload(
     *,
     text: str,
     user_id: str = "U0ALICE",
@@ -193,53 +213,60 @@ def slash_command_body(
     command: str = "/climate",
     team_id: str = "T0TEST",
     trigger_id: str | None = None,
-) -> str:
-    """A slash command as Slack posts it: form-encoded fields, with a fresh `trigger_id`
-    unless one is given."""
-    return urllib.parse.urlencode(
-        {
-            "token": "deprecated-verification-token",
-            "team_id": team_id,
-            "team_domain": TEAM_DOMAIN,
-            "channel_id": channel_id,
-            "channel_name": _channel_name(channel_id),
-            "user_id": user_id,
-            "user_name": _USER_NAMES.get(user_id, user_id.lower()),
-            "command": command,
-            "text": text,
-            "api_app_id": APP_ID,
-            "is_enterprise_install": "false",
-            "response_url": response_url,
-            "trigger_id": trigger_id or _trigger_id(),
-        }
-    )
+) -> dict[str, str]:
+    """A slash command's fields as Slack sends them (strings all, as in the form it posts), with
+    a fresh `trigger_id` unless one is given."""
+    return {
+        "token": "deprecated-verification-token",
+        "team_id": team_id,
+        "team_domain": TEAM_DOMAIN,
+        "channel_id": channel_id,
+        "channel_name": _channel_name(channel_id),
+        "user_id": user_id,
+        "user_name": _USER_NAMES.get(user_id, user_id.lower()),
+        "command": command,
+        "text": text,
+        "api_app_id": APP_ID,
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": trigger_id or _trigger_id(),
+    }
 
 
-def event_callback_body(
+def event_callback_body(event: dict[str, Any], **fields: Any) -> str:
+    """An Events API delivery as Slack posts it: `event_callback_payload(event, **fields)` as
+    JSON."""
+    return json.dumps(event_callback_payload(event, **fields))
+
+
+def event_callback_payload(
     event: dict[str, Any], *, event_id: str = "Ev0001", team_id: str = "T0TEST"
-) -> str:
-    """An Events API delivery as Slack posts it: JSON ``event_callback`` envelope around `event`."""
-    return json.dumps(
-        {
-            "token": "deprecated-verification-token",
-            "team_id": team_id,
-            "api_app_id": APP_ID,
-            "event": event,
-            "type": "event_callback",
-            "event_id": event_id,
-            "event_time": int(time.time()),
-            "authorizations": [
-                {
-                    "enterprise_id": None,
-                    "team_id": team_id,
-                    "user_id": "U0BOT",
-                    "is_bot": True,
-                    "is_enterprise_install": False,
-                }
-            ],
-            "is_ext_shared_channel": False,
-        }
-    )
+) -> dict[str, Any]:
+    """An Events API delivery as Slack sends it: the ``event_callback`` envelope around `event`."""
+    return {
+        "token": "deprecated-verification-token",
+        "team_id": team_id,
+        "api_app_id": APP_ID,
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": int(time.time()),
+        "authorizations": [
+            {
+                "enterprise_id": None,
+                "team_id": team_id,
+                "user_id": "U0BOT",
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+        "is_ext_shared_channel": False,
+    }
+
+
+def _form_payload(payload: dict[str, Any]) -> str:
+    # Interactions are posted as a form with one field holding the JSON.
+    return urllib.parse.urlencode({"payload": json.dumps(payload)})
 
 
 def _trigger_id() -> str:

@@ -5,12 +5,15 @@ tests script: errors, rate limits, 5xx and proxy pages, outages, dropped connect
 answers. They add them through the one seam each fake offers a subclass (``_intercept`` to
 answer a call in the service's place, ``_delay_for`` to answer it late), so the fakes themselves
 carry only the services' real behaviour. The ``fake_slack`` and ``fake_stripe`` fixtures are
-these.
+these. `FaultySlack` also breaks Socket Mode: `drop_socket` resets its connections, and a short
+`ack_timeout` makes Slack redeliver envelopes sooner.
 """
 
 from __future__ import annotations
 
 import random
+import socket
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -18,6 +21,7 @@ from typing import Any, Literal
 
 from bot.sandbox.slack import Call as SlackCall
 from bot.sandbox.slack import FakeSlack, Reply, ratelimited
+from bot.sandbox.socket_mode import ACK_TIMEOUT
 from bot.sandbox.stripe import ApiError, FakeStripe, HtmlPage
 from bot.sandbox.stripe import Call as StripeCall
 
@@ -52,7 +56,8 @@ class _SlackFailure:
 
 class FaultySlack(FakeSlack):
     """A `FakeSlack` whose Web API fails as scripted: `fail_next`, `delay`, `set_down` and
-    `set_random_failures`. `reset()` forgets what was scripted too."""
+    `set_random_failures`; whose Socket Mode connections `drop_socket` breaks and whose
+    `ack_timeout` a test may shorten. `reset()` forgets what was scripted too."""
 
     def __init__(self, **options: Any) -> None:
         """Take `FakeSlack`'s options; nothing fails until a test says so."""
@@ -135,12 +140,46 @@ class FaultySlack(FakeSlack):
             self._random_rate = rate
             self._rng = random.Random(seed)
 
+    def drop_socket(self) -> int:
+        """Break every open Socket Mode connection at once, as a network failure does: a TCP
+        reset, no close frame; returns how many. Slack's client sees the connection lost and
+        opens a new one on its next check (every `ping_interval` seconds).
+
+        A reset, never a bare FIN: a half-closed socket is a different failure, which sends
+        slack_sdk's builtin client into a busy loop rather than a reconnection.
+        """
+        connections = self.socket._open_connections()
+        for connection in connections:
+            raw = connection.socket
+            try:
+                # Linger on, timeout 0: close() discards what is unsent and sends RST.
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                raw.close()
+            except OSError:
+                pass  # closed meanwhile
+            connection.close_socket()  # wakes the connection's reader, so its thread ends
+        return len(connections)
+
+    @property
+    def ack_timeout(self) -> float:
+        """Seconds Slack waits for a Socket Mode envelope's ack before delivering it again
+        (3, as Slack; `reset()` restores that)."""
+        return self.socket.ack_timeout
+
+    @ack_timeout.setter
+    def ack_timeout(self, seconds: float) -> None:
+        if seconds <= 0:
+            raise ValueError("ack_timeout must be positive")
+        self.socket.ack_timeout = float(seconds)
+
     def reset(self) -> None:
         """Forget calls, messages, views, response_urls, scripted failures and delays; restore
-        channels and users as configured (undoing joins) and a working token."""
+        channels and users as configured (undoing joins), a working token and Slack's
+        `ack_timeout`."""
         with self._cond:
             super().reset()
             self._clear_faults()
+            self.socket.ack_timeout = ACK_TIMEOUT
 
     # ---- the seam -------------------------------------------------------------------------------
 
