@@ -109,7 +109,10 @@ def serve_forever(settings: Settings, *, host: str = "0.0.0.0", port: int | None
 
 @main.command()
 def worker() -> None:
-    """Run only the delivery worker and scheduler (beside a web tier that does not)."""
+    """Run the delivery worker and scheduler (and Events API reader, Slack socket), no web app.
+
+    Beside a web tier that does not run them. With SLACK_APP_TOKEN, only the process that holds
+    the socket's lease connects to Slack; the others stand by."""
     from bot.wiring import build_bot
 
     bot = build_bot(settings_or_exit())
@@ -126,7 +129,7 @@ def worker() -> None:
 
 @main.command()
 def check() -> None:
-    """Check the Slack token, posting rights in the channel, and the Stripe key."""
+    """Check the Slack tokens, posting rights in the channel, and the Stripe key."""
     settings = settings_or_exit()
     # The findings below are the output; the libraries' INFO line per request would bury them.
     root = logging.getLogger()
@@ -163,6 +166,12 @@ def run_checks(settings: Settings, *, echo=print) -> list[str]:
         except SlackError as exc:
             hint = SLACK_HINTS.get(exc.error, str(exc))
             report(False, f"the bot cannot post in {settings.SLACK_CHANNEL} ({exc.error}): {hint}")
+    if settings.SLACK_APP_TOKEN is not None:
+        from bot.slack_socket import app_token_problem
+
+        # apps.connections.open only hands out a socket URL: no connection is opened.
+        problem = app_token_problem(settings.SLACK_APP_TOKEN, settings.SLACK_API_URL)
+        report(problem is None, problem or "SLACK_APP_TOKEN may open a Socket Mode connection")
 
     client = stripe.StripeClient(
         settings.STRIPE_API_KEY,

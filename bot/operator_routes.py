@@ -28,10 +28,12 @@ def readyz():
         health = bot.health()
     except (sqlite3.Error, OSError, StorageUnavailable) as exc:
         problem = str(exc)
+    # A Socket Mode bot without its socket still takes Stripe's webhooks: said, never fatal.
+    socket = {"slack_socket": bot.socket.state()} if bot.socket is not None else {}
     if problem is not None:
         # Every webhook would get a 503 (or worse, be written where no restart finds it).
-        return jsonify(status="unavailable", reasons=[f"database: {problem}"]), 503
-    return jsonify(status=health["status"], reasons=health["reasons"])
+        return jsonify(status="unavailable", reasons=[f"database: {problem}"], **socket), 503
+    return jsonify(status=health["status"], reasons=health["reasons"], **socket)
 
 
 @blueprint.get("/metrics")

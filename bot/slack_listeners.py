@@ -1,13 +1,16 @@
 """`POST /slack/events`: the Bolt app that answers Slack — buttons, `/climate`, events.
 
 One Request URL serves slash commands, interactivity and the Events API (see manifest.yml).
-Listeners acknowledge first and do slow work after.
+Listeners acknowledge first and do slow work after. In Socket Mode (`SLACK_APP_TOKEN`, no signing
+secret) the same app gets the same requests over the socket (`bot.slack_socket`), and this URL
+refuses every request: nothing unsigned is ever handled.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -94,7 +97,10 @@ def build_bolt_app(
     client = WebClient(base_url=settings.SLACK_API_URL)
     logging.getLogger("slack_bolt.App").addFilter(_SAME_TOKEN)  # once: the same filter object
     app = App(
-        signing_secret=settings.SLACK_SIGNING_SECRET,
+        # Socket Mode needs no signing secret (Bolt checks none over the socket). Without one,
+        # Bolt would read $SLACK_SIGNING_SECRET, or verify HTTP requests against "": a secret
+        # nobody knows keeps it from ever taking an HTTP request (`dispatch` refuses them first).
+        signing_secret=settings.SLACK_SIGNING_SECRET or secrets.token_hex(32),
         client=client,
         authorize=_authorizer(settings.SLACK_BOT_TOKEN),
         listener_executor=ThreadPoolExecutor(
@@ -199,13 +205,21 @@ def slack_events() -> Response:
     return dispatch(bot.bolt, request, signing_secret=bot.settings.SLACK_SIGNING_SECRET)
 
 
-def dispatch(app: App, request: Request, *, signing_secret: str) -> Response:
+def dispatch(app: App, request: Request, *, signing_secret: str | None) -> Response:
     """Hand a Flask request to Bolt, working around Bolt's "payload" parsing bug.
 
     Bolt parses any form body containing the letters "payload" as an interaction payload, so
     `/climate status payload-x` would be lost. For slash commands we give Bolt the
-    already-parsed form; the signature is still checked on the raw body.
+    already-parsed form; the signature is still checked on the raw body. Without a signing secret
+    (Socket Mode) every request is refused: none can be told from a forgery.
     """
+    if not signing_secret:
+        return Response(
+            '{"error": "Slack requests come over Socket Mode (SLACK_APP_TOKEN); this URL takes'
+            ' none without SLACK_SIGNING_SECRET"}',
+            status=401,
+            mimetype="application/json",
+        )
     raw = request.get_data(as_text=True)
     headers = dict(request.headers)
     # Bolt checks the signature too, but only after parsing the body, and a forged body that is

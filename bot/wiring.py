@@ -1,7 +1,7 @@
 """One bot wired together: storage, the Slack and Stripe gateways, decisions, the delivery worker
-and its jobs, the scheduler, the Events API reader and the Bolt app (`build_bot`). The web app
-(`bot.web`) and `climate-bot worker` both start from here; the worker never imports the web
-module.
+and its jobs, the scheduler, the Events API reader, the Bolt app and its Slack socket
+(`build_bot`). The web app (`bot.web`) and `climate-bot worker` both start from here; the worker
+never imports the web module.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from bot.scheduler import Scheduler, start_scheduler_thread
 from bot.settings import Settings
 from bot.slack_gateway import SlackGateway
 from bot.slack_listeners import build_bolt_app
+from bot.slack_socket import SlackSocket
 from bot.storage import Storage, StorageUnavailable
 from bot.stripe_gateway import StripeGateway
 from bot.stripe_polling import EventPoller, start_poller_thread
@@ -42,10 +43,12 @@ class ClimateBot:
     deliverer: Deliverer
     scheduler: Scheduler
     poller: EventPoller | None = None  # with STRIPE_POLL_INTERVAL: reads Stripe's Events API
+    socket: SlackSocket | None = None  # with SLACK_APP_TOKEN: Slack's requests over Socket Mode
     threads: list[Any] = field(default_factory=list)
 
     def start_background(self) -> None:
-        """Run the delivery worker, the scheduler and the Events API reader as threads."""
+        """Run the delivery worker, the scheduler, the Events API reader and the Slack socket as
+        threads (the socket connects only in the process that holds its lease)."""
         if not self.threads:
             self.threads = [
                 start_worker_thread(self.deliverer),
@@ -53,12 +56,16 @@ class ClimateBot:
             ]
             if self.poller is not None:
                 self.threads.append(start_poller_thread(self.poller))
+            if self.socket is not None:
+                self.threads.append(self.socket.start())
 
     def stop_background(self) -> None:
         self.deliverer.stop()
         self.scheduler.stop()
         if self.poller is not None:
             self.poller.stop()
+        if self.socket is not None:
+            self.socket.stop()  # waits for the socket to close and the lease to be given up
         for thread in self.threads:
             thread.join(timeout=5)
         self.threads = []
@@ -69,7 +76,8 @@ class ClimateBot:
         except StorageUnavailable as exc:  # what the file now holds is not ours to report
             return {
                 "status": "degraded",
-                "reasons": [f"database: {exc}"],
+                "reasons": [f"database: {exc}", *self._socket_reasons()],
+                **self._socket_state(),
                 "checked_at": time.time(),
             }
         failures = self.storage.failures()
@@ -88,6 +96,7 @@ class ClimateBot:
             reasons.append(f"and {len(held) - 10} more held channels")
         if self.poller is not None:
             reasons += self.poller.health_reasons(self.poller.clock())
+        reasons += self._socket_reasons()
         if self.storage.write_failure is not None:
             reasons.insert(0, f"database: {self.storage.write_failure}")
         return {
@@ -95,8 +104,16 @@ class ClimateBot:
             "reasons": reasons,
             "outbox": self.storage.outbox_counts(),
             "last_event_received_at": self.storage.last_event_received_at(),
+            **self._socket_state(),
             "checked_at": time.time(),
         }
+
+    def _socket_reasons(self) -> list[str]:
+        return self.socket.health_reasons(time.time()) if self.socket is not None else []
+
+    def _socket_state(self) -> dict[str, str]:
+        """`slack_socket`: connected, connecting, standing by or stopped: why (Socket Mode only)."""
+        return {"slack_socket": self.socket.state()} if self.socket is not None else {}
 
 
 def _utc(at: float) -> str:
@@ -145,4 +162,9 @@ def build_bot(settings: Settings) -> ClimateBot:
     if settings.STRIPE_POLL_INTERVAL is not None:
         interval = settings.STRIPE_POLL_INTERVAL
         poller = EventPoller(storage, stripe, settings, interval=interval, wake=deliverer.wake.set)
-    return ClimateBot(settings, storage, bolt, deliverer, scheduler, poller)
+    socket = None
+    if settings.SLACK_APP_TOKEN is not None:  # settings.socket_mode
+        socket = SlackSocket(
+            bolt, storage, app_token=settings.SLACK_APP_TOKEN, api_url=settings.SLACK_API_URL
+        )
+    return ClimateBot(settings, storage, bolt, deliverer, scheduler, poller=poller, socket=socket)

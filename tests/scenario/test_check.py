@@ -1,4 +1,4 @@
-"""`climate-bot check` says in words what is wrong with the Slack token, channel and Stripe key."""
+"""`climate-bot check` says in words what is wrong with the Slack tokens, channel and Stripe key."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from bot.cli import CHECK_ORDER_ID, STRIPE_ACCESS, main
 from bot.sandbox.stripe import EVENT_READ, ORDER_READ, ORDER_WRITE, PRODUCT_READ
-from tests.support.bot import CHANNEL, env_for
+from bot.slack_socket import app_token_problem
+from tests.support.bot import BOT_TOKEN, CHANNEL, env_for
 from tests.support.processes import BIN, REPO, process_env
 
 # What the README tells an operator to grant a restricted key.
@@ -145,3 +146,49 @@ def test_check_prints_its_findings_and_no_library_log_lines(tmp_path, fake_slack
     assert result.returncode == 0, result.stderr
     assert "All checks passed." in result.stdout
     assert result.stderr == ""  # no "INFO stripe: Request to Stripe api" per request
+
+
+def socket_mode_env(tmp_path, fake_slack, fake_stripe, app_token: str) -> dict[str, str]:
+    env = {**env_for(tmp_path, fake_slack, fake_stripe), "SLACK_APP_TOKEN": app_token}
+    del env["SLACK_SIGNING_SECRET"]
+    return env
+
+
+def test_the_app_token_of_socket_mode_is_checked_without_opening_a_connection(
+    monkeypatch, tmp_path, fake_slack, fake_stripe
+):
+    env = socket_mode_env(tmp_path, fake_slack, fake_stripe, fake_slack.app_token)
+    result = run_check(monkeypatch, env)
+    assert result.exit_code == 0, result.output
+    assert "ok    SLACK_APP_TOKEN may open a Socket Mode connection" in result.output
+    assert len(fake_slack.calls_to("apps.connections.open")) == 1
+    assert fake_slack.socket.opened == 0  # a URL was handed out; nothing connected to it
+
+
+def test_a_wrong_app_token_is_explained(monkeypatch, tmp_path, fake_slack, fake_stripe):
+    env = socket_mode_env(tmp_path, fake_slack, fake_stripe, "xapp-1-A0FAKE-1-mistyped")
+    result = run_check(monkeypatch, env)
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.startswith("FAIL")] == [
+        "FAIL  Slack refused SLACK_APP_TOKEN (invalid_auth): SLACK_APP_TOKEN is not valid: create"
+        " an app-level token with connections:write (the app's Basic Information → App-Level"
+        " Tokens) and copy it whole"
+    ]
+    assert "xapp-1-A0FAKE-1-mistyped" not in result.output
+
+
+def test_a_bot_token_where_the_app_token_goes_is_named_as_such(fake_slack):
+    # Settings refuse a SLACK_APP_TOKEN without xapp-; Slack tells the type apart by itself.
+    problem = app_token_problem(BOT_TOKEN, fake_slack.api_url)
+    assert problem is not None
+    assert "(not_allowed_token_type): SLACK_APP_TOKEN is not an app-level token" in problem
+
+
+def test_an_unreachable_slack_is_said_for_the_app_token_too(
+    monkeypatch, tmp_path, fake_slack, fake_stripe
+):
+    env = socket_mode_env(tmp_path, fake_slack, fake_stripe, fake_slack.app_token)
+    fake_slack.fail_next("apps.connections.open", status=503)
+    result = run_check(monkeypatch, env)
+    assert result.exit_code == 1
+    assert "FAIL  Slack answered HTTP 503 when asked for a Socket Mode URL" in result.output
