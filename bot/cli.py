@@ -451,17 +451,24 @@ def trigger_command(event_type: str, url: str | None, order_id: str | None) -> N
     metavar="N",
     help="add N random events after the story, for a busy channel",
 )
-def demo(port: int, fast: bool, events: int) -> None:
+@click.option(
+    "--socket-mode",
+    is_flag=True,
+    help="connect the bot over Socket Mode and have it read Stripe's Events API (no webhook)",
+)
+def demo(port: int, fast: bool, events: int, socket_mode: bool) -> None:
     """Try climate-bot without Slack or Stripe: a Slack sandbox in your browser.
 
     Starts, on 127.0.0.1, a fake Slack workspace shown as a web page, a fake Stripe Climate with
     Frontier's inventory, and the bot itself between them; then tells a story as signed Stripe
-    webhooks. The bot posts at Slack's pace, about one message a second. Ctrl-C stops it all.
+    webhooks. With --socket-mode the bot takes no request at all, as with no public URL: Slack's
+    clicks and commands come over a websocket the bot opened, and it reads Stripe's Events API
+    every second. The bot posts at Slack's pace, about one message a second. Ctrl-C stops it all.
     """
     from bot.demo import DemoError, run_demo
 
     try:
-        run_demo(port=port, fast=fast, events=events)
+        run_demo(port=port, fast=fast, events=events, socket_mode=socket_mode)
     except DemoError as exc:
         click.echo(f"climate-bot demo: {exc}", err=True)
         sys.exit(1)

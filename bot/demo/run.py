@@ -22,7 +22,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from bot.demo.story import Story, inventory
-from bot.demo.webhooks import WebhookSender
+from bot.demo.webhooks import EventsApiPublisher, EventSink, WebhookSender
 from bot.demo.workspace import SlackSandbox, create_sandbox_app
 from bot.sandbox.bot_env import fake_bot_env
 from bot.sandbox.slack import FakeSlack
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "C0CLIMATE"
 DECIDER = "U0ALICE"  # alice may decide; bob, the other member, may not
 STORY_PAUSE = 3.0
+POLL_SECONDS = 1  # with --socket-mode: how often the bot reads the Stripe sandbox's events
 
 
 class DemoError(Exception):
@@ -76,22 +77,34 @@ class RunningDemo:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_demo(*, port: int = 3000, fast: bool = False, events: int = 0) -> RunningDemo:
+def start_demo(
+    *, port: int = 3000, fast: bool = False, events: int = 0, socket_mode: bool = False
+) -> RunningDemo:
     """Start the sandboxes, the bot and the story; return at once with everything running.
 
     `port` is the sandbox page's (0: any free port); `fast` plays the story without pauses;
-    `events` adds that many random events after it. Raises DemoError when the port is taken.
+    `events` adds that many random events after it. With `socket_mode` the bot takes no
+    request at all: it connects to the Slack sandbox over Socket Mode and reads the Stripe
+    sandbox's Events API, as a bot with no public URL does. Raises DemoError when the port is
+    taken.
     """
     _bypass_proxies_on_loopback()
     workdir = Path(tempfile.mkdtemp(prefix="climate-bot-demo-"))
     stop_event = threading.Event()
-    secrets_ = {
-        "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
+    secrets_: dict[str, str | None] = {
         "STRIPE_API_KEY": "sk_test_demo" + secrets.token_hex(12),
         "SLACK_BOT_TOKEN": "xoxb-demo-" + secrets.token_hex(12),
-        "SLACK_SIGNING_SECRET": secrets.token_hex(16),
     }
-    slack = FakeSlack(bot_token=secrets_["SLACK_BOT_TOKEN"]).start()
+    if socket_mode:  # no request reaches the bot: nothing to verify a signature with
+        secrets_["SLACK_APP_TOKEN"] = "xapp-1-A0DEMO-1-" + secrets.token_hex(12)
+        secrets_["STRIPE_WEBHOOK_SECRET"] = secrets_["SLACK_SIGNING_SECRET"] = None
+    else:
+        secrets_["STRIPE_WEBHOOK_SECRET"] = "whsec_" + secrets.token_hex(16)
+        secrets_["SLACK_SIGNING_SECRET"] = secrets.token_hex(16)
+    slack = FakeSlack(
+        bot_token=secrets_["SLACK_BOT_TOKEN"],
+        app_token=secrets_.get("SLACK_APP_TOKEN", "xapp-1-A0DEMO-1-unused"),
+    ).start()
     stripe = FakeStripe(api_key=secrets_["STRIPE_API_KEY"], seed=False)
     for product in inventory(int(time.time())):
         stripe.add_product(product)
@@ -103,6 +116,7 @@ def start_demo(*, port: int = 3000, fast: bool = False, events: int = 0) -> Runn
             **secrets_,
             SLACK_CHANNEL=CHANNEL,
             SLACK_ALLOWED_DECIDERS=DECIDER,
+            **({"STRIPE_POLL_INTERVAL": str(POLL_SECONDS)} if socket_mode else {}),
         )
     )
     app = create_app(settings, start_background=True)
@@ -116,10 +130,14 @@ def start_demo(*, port: int = 3000, fast: bool = False, events: int = 0) -> Runn
         signing_secret=settings.SLACK_SIGNING_SECRET,
         channel=CHANNEL,
         deciders=settings.allowed_deciders,
+        socket_mode=socket_mode,
     )
-    webhooks = WebhookSender(
-        bot_url + "/stripe/webhook", settings.STRIPE_WEBHOOK_SECRET, stripe, stop=stop_event
-    )
+    webhooks: EventSink
+    if socket_mode:
+        webhooks = EventsApiPublisher(stripe)
+    else:
+        secret = settings.STRIPE_WEBHOOK_SECRET or ""
+        webhooks = WebhookSender(bot_url + "/stripe/webhook", secret, stripe, stop=stop_event)
     story = Story(stripe, webhooks, pause=0.0 if fast else STORY_PAUSE, stop=stop_event)
     demo = RunningDemo(
         sandbox_url="",
@@ -146,6 +164,9 @@ def start_demo(*, port: int = 3000, fast: bool = False, events: int = 0) -> Runn
         ) from None
     demo.servers.append(sandbox_server)
     demo.sandbox_url = f"http://127.0.0.1:{sandbox_server.server_port}/"
+    if socket_mode and not _wait_for_transports(bot, slack):
+        demo.stop()
+        raise DemoError("the bot did not connect to the Slack sandbox over Socket Mode")
     demo.threads += [
         _thread(sandbox_server.serve_forever, "sandbox-http", 0.1),
         _thread(webhooks.forward_forever, "stripe-webhooks"),
@@ -154,11 +175,30 @@ def start_demo(*, port: int = 3000, fast: bool = False, events: int = 0) -> Runn
     return demo
 
 
+def _wait_for_transports(bot: ClimateBot, slack: FakeSlack, timeout: float = 20.0) -> bool:
+    """Whether, within `timeout`, the bot's socket is open and its first reading of Stripe's
+    events is done: the story's first events come after it, or the reading would start after
+    them (a first reading begins at now)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if slack.socket.connections() and bot.storage.poll_cursor(None) is not None:
+            return True
+        time.sleep(0.05)  # polling for start-up, not waiting for behaviour
+    return False
+
+
 def _say(text: str) -> None:
     print(text, flush=True)  # flushed: whoever reads our stdout (a test, a pipe) sees it at once
 
 
-def run_demo(*, port: int = 3000, fast: bool = False, events: int = 0, echo: Any = _say) -> None:
+def run_demo(
+    *,
+    port: int = 3000,
+    fast: bool = False,
+    events: int = 0,
+    socket_mode: bool = False,
+    echo: Any = _say,
+) -> None:
     """Run the demo until Ctrl-C or SIGTERM, then shut it down cleanly."""
     # The bot logs what it does; the sandbox's own requests (a long poll every few seconds)
     # would drown that out.
@@ -169,17 +209,24 @@ def run_demo(*, port: int = 3000, fast: bool = False, events: int = 0, echo: Any
         sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        demo = start_demo(port=port, fast=fast, events=events)
+        demo = start_demo(port=port, fast=fast, events=events, socket_mode=socket_mode)
     except BaseException:
         _restore(previous)
         raise
     try:
+        transports = (
+            "Socket Mode to the Slack sandbox, Stripe's Events API read every"
+            f" {POLL_SECONDS} s: no request reaches the bot"
+            if socket_mode
+            else "signed HTTP requests to /slack/events and /stripe/webhook"
+        )
         echo(
             "\nclimate-bot demo: everything runs on this machine, nothing reaches Slack or "
             f"Stripe.\n\n  Slack sandbox:  {demo.sandbox_url}   <- open this in your browser\n"
             f"  Stripe sandbox: {demo.sandbox_url}stripe\n"
             f"  the bot:        {demo.bot_url}  (SLACK_API_URL={demo.slack.api_url}, "
-            f"STRIPE_API_BASE={demo.stripe.url})\n\n"
+            f"STRIPE_API_BASE={demo.stripe.url})\n"
+            f"  transports:     {transports}\n\n"
             "You are alice, who may decide; switch to bob to be refused. "
             "Press Ctrl-C to stop.\n"
         )

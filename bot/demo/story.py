@@ -18,7 +18,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from bot.demo.webhooks import WebhookSender
+from bot.demo.webhooks import EventSink
 from bot.sandbox import stripe_objects as so
 from bot.sandbox.stripe import FakeStripe
 
@@ -76,7 +76,7 @@ class Story:
     def __init__(
         self,
         stripe: FakeStripe,
-        webhooks: WebhookSender,
+        webhooks: EventSink,
         *,
         pause: float = 3.0,
         stop: threading.Event | None = None,

@@ -1,4 +1,5 @@
-"""Stripe's side of webhooks in the demo: sign each event like Stripe and POST it to the bot.
+"""Stripe's side of events in the demo: sign each event like Stripe and POST it to the bot, or,
+with ``--socket-mode``, keep it in FakeStripe's Events API for the bot to read.
 
 Two kinds of events go out, in the order they happen: those the story makes up for Frontier
 (a delay, a delivery …), and those FakeStripe itself emits when the Stripe API is called (an order
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -20,6 +21,37 @@ from bot.sandbox.stripe import FakeStripe
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
+
+
+class EventSink(Protocol):
+    """Where the story's events go: `WebhookSender` or `EventsApiPublisher`."""
+
+    def send(self, event: Mapping[str, Any]) -> bool: ...
+
+    def forward_new(self) -> int: ...
+
+    def forward_forever(self, interval: float = 0.25) -> None: ...
+
+
+class EventsApiPublisher:
+    """Stripe's side when the bot reads the Events API itself (``STRIPE_POLL_INTERVAL``): an event
+    the story makes up joins FakeStripe's `GET /v1/events`, where the bot's next reading finds it.
+    FakeStripe's own events are there already, so nothing is forwarded."""
+
+    def __init__(self, stripe: FakeStripe) -> None:
+        self.stripe = stripe
+        self.sent = 0
+
+    def send(self, event: Mapping[str, Any]) -> bool:
+        self.stripe.add_event(event)
+        self.sent += 1
+        return True
+
+    def forward_new(self) -> int:
+        return 0
+
+    def forward_forever(self, interval: float = 0.25) -> None:
+        return None  # nothing to forward: no thread needed
 
 
 class WebhookSender:

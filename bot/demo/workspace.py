@@ -38,6 +38,7 @@ from bot.sandbox.slack_requests import (
     slash_command_body,
     view_submission_body,
 )
+from bot.sandbox.socket_mode import NotConnected
 from bot.sandbox.stripe import FakeStripe
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,9 @@ class SlackSandbox:
     """The Slack side of the demo: a workspace, and a person acting in it.
 
     `app_url` is the bot's base URL; requests go to its ``/slack/events`` Request URL, signed
-    with `signing_secret`.
+    with `signing_secret`. With `socket_mode`, they go as Socket Mode envelopes over the
+    websocket the bot opened to the fake Slack instead, and the bot's acknowledgement is the
+    answer (what the HTTP response's body would have been).
     """
 
     def __init__(
@@ -108,13 +111,15 @@ class SlackSandbox:
         fake: FakeSlack,
         *,
         app_url: str,
-        signing_secret: str,
+        signing_secret: str | None,
         channel: str = "C0CLIMATE",
         deciders: tuple[str, ...] = (),
+        socket_mode: bool = False,
     ) -> None:
         self.fake = fake
         self.app_url = app_url.rstrip("/")
-        self.signing_secret = signing_secret
+        self.signing_secret = signing_secret or ""
+        self.socket_mode = socket_mode
         self.channel = channel
         self.deciders = deciders
         self.closing = threading.Event()
@@ -163,6 +168,8 @@ class SlackSandbox:
             "default_user": default,
             "permalink_base": PERMALINK_BASE,
             "commands": list(SLASH_COMMANDS),
+            # How the bot is reached, said on the page: its Request URL, or Socket Mode.
+            "transport": "socket_mode" if self.socket_mode else "http",
         }
 
     def changes(
@@ -593,6 +600,8 @@ class SlackSandbox:
         modal.stack[-1] = _ShownView(new, values=kept)
 
     def _post(self, body: str) -> Sent:
+        if self.socket_mode:
+            return self._over_socket(body)
         headers = sign_slack_request(body, self.signing_secret)
         try:
             response = self._http.post(
@@ -605,6 +614,26 @@ class SlackSandbox:
             log.warning("the bot did not answer the sandbox: %s", exc)
             return Sent(None)
         return Sent(response.status_code, response.text)
+
+    def _over_socket(self, body: str) -> Sent:
+        """Send what would have been POSTed as the envelope Slack sends over Socket Mode: an
+        interaction's ``payload`` JSON as is, a slash command's form fields as an object."""
+        form = {k: v[0] for k, v in urllib.parse.parse_qs(body, keep_blank_values=True).items()}
+        if "payload" in form:
+            kind, payload = "interactive", json.loads(form["payload"])
+        else:
+            kind, payload = "slash_commands", form
+        try:
+            envelope = self.fake.socket.send(kind, payload)
+        except NotConnected:
+            log.warning("the bot is not connected to the sandbox's Socket Mode")
+            return Sent(None)
+        try:
+            answer = self.fake.socket.wait_ack(envelope, timeout=SLACK_TIMEOUT)
+        except AssertionError:  # not acknowledged in time, as Slack would report it
+            log.warning("the bot did not acknowledge envelope %s in time", envelope)
+            return Sent(None)
+        return Sent(200, json.dumps(answer) if answer else "")
 
     # -- lookups -------------------------------------------------------------------------------
 

@@ -15,11 +15,12 @@ CHANNEL = "C0CLIMATE"  # FakeSlack's default channel
 
 
 def fake_bot_env(
-    database: str | Path, slack_api_url: str, stripe_api_base: str, **overrides: str
+    database: str | Path, slack_api_url: str, stripe_api_base: str, **overrides: str | None
 ) -> dict[str, str]:
     """The variables of a bot whose database is `database` and whose Slack and Stripe are the
-    fakes at those URLs; `overrides` replace or add variables (other secrets, deciders, PORT)."""
-    return {
+    fakes at those URLs; `overrides` replace or add variables (other secrets, deciders, PORT),
+    and one given as None is left out (a Socket Mode bot has no signing secret)."""
+    env = {
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "STRIPE_API_KEY": STRIPE_KEY,
         "SLACK_BOT_TOKEN": BOT_TOKEN,
@@ -30,3 +31,4 @@ def fake_bot_env(
         "STRIPE_API_BASE": stripe_api_base,
         **overrides,
     }
+    return {name: value for name, value in env.items() if value is not None}

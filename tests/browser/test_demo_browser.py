@@ -63,12 +63,19 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def demo_url(tmp_path) -> Iterator[str]:
+def demo_args(request) -> list[str]:
+    """More arguments of `climate-bot demo` (a test parametrizes them: ``--socket-mode``)."""
+    return list(getattr(request, "param", []))
+
+
+@pytest.fixture
+def demo_url(tmp_path, demo_args) -> Iterator[str]:
     """The demo in its own process; yields the sandbox page's URL. On the way out, SIGTERM must
     stop it cleanly (exit code 0) within a few seconds."""
     log = (tmp_path / "demo.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-c", "from bot.cli import main; main()", "demo", "--fast", "--port", "0"],
+        [sys.executable, "-c", "from bot.cli import main; main()", "demo", "--fast", "--port", "0"]
+        + demo_args,
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
@@ -146,13 +153,24 @@ def card_after(page: Page, card_ts: str):
     return page.locator(f'#messages .sk-msg[data-ts="{card_ts}"] + .sk-ephemeral')
 
 
+@pytest.mark.parametrize(
+    "demo_args", [[], ["--socket-mode"]], indirect=True, ids=["http", "socket-mode"]
+)
 def test_cancel_in_the_sandbox_goes_through_the_modal_and_refusals_sit_under_the_card(
-    demo_url, browser
+    demo_url, demo_args, browser
 ):
+    # The same story and clicks with either transport: signed HTTP requests to the bot, or
+    # Socket Mode envelopes over its websocket and Stripe's Events API read every second.
+    mode = "socket-mode-" if demo_args else ""
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(demo_url)
+    transport = page.locator("#transport")
+    if demo_args:  # the page says how the bot is reached
+        expect(transport).to_contain_text("Socket Mode")
+    else:
+        expect(transport).to_be_hidden()
 
     delayed = delayed_card(page)
     expect(delayed).to_have_count(1, timeout=STORY_SECONDS)
@@ -163,7 +181,7 @@ def test_cancel_in_the_sandbox_goes_through_the_modal_and_refusals_sit_under_the
     expect(cancel).to_be_visible()
     expect(card.locator(".sk-replies")).to_be_visible(timeout=STORY_SECONDS)  # its thread too
     card.evaluate("node => node.scrollIntoView({block: 'start'})")
-    screenshot(page, "1-delayed-card")  # docs/sandbox.png is made from this one
+    screenshot(page, mode + "1-delayed-card")  # docs/sandbox.png is made from this one
 
     # Cancel opens the bot's modal: the order, the refund to expect, a reason to give.
     cancel.click()
@@ -176,7 +194,7 @@ def test_cancel_in_the_sandbox_goes_through_the_modal_and_refusals_sit_under_the
     reason = modal.get_by_label(re.compile("Reason"))
     expect(reason).to_have_attribute("maxlength", "500")
     reason.fill(HOSTILE_REASON)
-    screenshot(page, "2-cancel-modal")
+    screenshot(page, mode + "2-cancel-modal")
     modal.get_by_role("button", name="Cancel order", exact=True).click()
     expect(modal).to_be_hidden(timeout=10_000)  # the bot's empty acknowledgement closed it
 
@@ -189,7 +207,7 @@ def test_cancel_in_the_sandbox_goes_through_the_modal_and_refusals_sit_under_the
     # The bot's answer to alice is under the card, not at the bottom of the channel.
     expect(card_after(page, card_ts)).to_contain_text("Only visible to you", timeout=10_000)
     ARTIFACTS.mkdir(exist_ok=True)
-    card.screenshot(path=str(ARTIFACTS / "3-cancelled-card.png"))
+    card.screenshot(path=str(ARTIFACTS / f"{mode}3-cancelled-card.png"))
     card.locator(".sk-replies").click()  # the thread tells the story, decision included
     replies = page.locator("#thread-messages .sk-msg:not(.thread-parent)")
     expect(replies.first).to_contain_text("Delivery moved from 2027 to 2028")
@@ -204,7 +222,7 @@ def test_cancel_in_the_sandbox_goes_through_the_modal_and_refusals_sit_under_the
     expect(answer).to_contain_text("1 order awaits a decision")  # the substitution, not ours
     expect(answer).not_to_contain_text(order_id)
     expect(answer).to_be_in_viewport()  # a command's answer: at the bottom, in sight
-    screenshot(page, "4-pending-answer")
+    screenshot(page, mode + "4-pending-answer")
 
     # Bob may not decide: his click opens no modal, and only he is told why, under the card.
     page.get_by_label("You are").select_option("U0BOB")
@@ -222,7 +240,7 @@ def test_cancel_in_the_sandbox_goes_through_the_modal_and_refusals_sit_under_the
     expect(refusal).to_be_in_viewport()
     expect(modal).to_be_hidden()
     refusal.evaluate("node => node.scrollIntoView({block: 'end'})")  # the card above it too
-    screenshot(page, "5-bob-refused")
+    screenshot(page, mode + "5-bob-refused")
 
     # The Stripe sandbox really holds the order as cancelled, at the team's request.
     page.goto(demo_url + "stripe")

@@ -528,6 +528,7 @@
     const response = await fetch("/sandbox/workspace", { cache: "no-store" });
     const workspace = await response.json();
     state.permalinkBase = workspace.permalink_base;
+    document.getElementById("transport").hidden = workspace.transport !== "socket_mode";
     for (const person of workspace.users) {
       const option = document.createElement("option");
       option.value = person.id;
