@@ -56,3 +56,13 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    # A worker stopping (a restart, a deploy, SIGTERM) hands on what it holds: the Slack socket
+    # and the Stripe events reading are leases in the database, released here at once, instead
+    # of lapsing half a minute later with no socket open meanwhile.
+    app = getattr(worker, "wsgi", None)
+    bot = getattr(app, "extensions", {}).get("climate-bot")
+    if bot is not None:
+        bot.stop_background()

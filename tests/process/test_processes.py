@@ -1,15 +1,18 @@
-"""Production process layouts: gunicorn with several workers, and web + `climate-bot worker`."""
+"""Production process layouts: gunicorn with several workers, and web + `climate-bot worker`;
+in Socket Mode, one socket per deployment whatever the number of processes."""
 
 from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from bot.sandbox import stripe_objects as so
+from bot.sandbox.slack_requests import slash_command_payload
 from tests.support.bot import CHANNEL, env_for, wait_until
 from tests.support.processes import (
     BIN,
@@ -17,6 +20,7 @@ from tests.support.processes import (
     gunicorn_command,
     post,
     process_env,
+    start_bot,
     start_gunicorn,
 )
 
@@ -108,3 +112,44 @@ def test_gunicorn_removes_its_metrics_directory_when_it_stops(tmp_path, fake_sla
     )
     assert refused.returncode == 2, refused.stderr
     assert metrics_dirs(env) == []
+
+
+@pytest.mark.parametrize("layout", ["gunicorn", "app.py"])
+def test_in_socket_mode_one_socket_answers_and_is_handed_on_when_the_bot_stops(
+    tmp_path, fake_slack, fake_stripe, layout
+):
+    settings = env_for(tmp_path, fake_slack, fake_stripe)
+    del settings["SLACK_SIGNING_SECRET"], settings["STRIPE_WEBHOOK_SECRET"]
+    env = process_env(
+        tmp_path,
+        **settings,
+        PORT=str(free_port()),
+        SLACK_APP_TOKEN=fake_slack.app_token,
+        STRIPE_POLL_INTERVAL="1",
+    )
+    log = tmp_path / f"{layout}.log"
+    if layout == "gunicorn":
+        proc = start_gunicorn(env, tmp_path, log, workers=3)
+    else:
+        proc = start_bot(env, tmp_path, log)
+    try:
+        fake_slack.socket.wait_for_connections(1, 30)
+        # Three gunicorn workers, one socket: every command is answered once, by its holder.
+        envelopes = [
+            fake_slack.socket.send(
+                "slash_commands",
+                slash_command_payload(text="help", response_url=fake_slack.new_response_url()),
+            )
+            for _ in range(10)
+        ]
+        for envelope in envelopes:
+            assert "/climate" in json.dumps(fake_slack.socket.wait_ack(envelope, timeout=10))
+        assert [fake_slack.socket.acks(e) for e in envelopes] == [1] * 10
+        assert fake_slack.socket.connections() == 1 and fake_slack.socket.opened == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    # Stopping, each process gave its leases back: a new deployment connects at once.
+    with sqlite3.connect(env["DATABASE_PATH"]) as db:
+        assert db.execute("SELECT name FROM leases").fetchall() == []
+    assert "Traceback" not in log.read_text(), log.read_text()
