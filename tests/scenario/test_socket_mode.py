@@ -18,6 +18,7 @@ from bot.sandbox.slack_requests import (
     event_callback_payload,
     sign_slack_request,
     slash_command_body,
+    slash_command_payload,
 )
 from bot.slack_socket import LEASE
 from tests.support.bot import CHANNEL, SIGNING_SECRET, RunningBot, serve_bot, wait_until
@@ -216,6 +217,48 @@ def test_two_bots_on_one_database_hold_one_socket_and_the_other_takes_over(
         assert fake_slack.socket.opened == 2
         assert ask(fake_slack, "help")["via"] == "ack"
         assert second.bot.storage.lease_holder(LEASE, now=time.time()) == other.holder
+
+
+def test_with_two_sockets_open_at_once_each_envelope_is_still_handled_once(
+    tmp_path, fake_slack, fake_stripe
+):
+    # Two processes that both hold the socket (during a take-over, or two deployments sharing
+    # a database): Slack spreads envelopes over both, and what one of them changes, the other
+    # sees in the database. Each envelope is answered once; a click or an event told to both
+    # (Slack's redelivery to the other connection) changes things once.
+    settings = socket_settings(tmp_path, fake_slack, fake_stripe)
+    with serve_bot(settings) as first, serve_bot(settings) as second:
+        start_socket(first.bot, fake_slack)
+        quick_socket(second.bot, holder=first.bot.socket.holder).start()  # the same lease holder
+        fake_slack.socket.wait_for_connections(2, 10)
+        envelopes = [
+            fake_slack.socket.send(
+                "slash_commands",
+                slash_command_payload(text="help", response_url=fake_slack.new_response_url()),
+            )
+            for _ in range(6)
+        ]
+        for envelope in envelopes:
+            assert "status <order_id>" in fake_slack.socket.wait_ack(envelope)["text"]
+        assert [fake_slack.socket.acks(e) for e in envelopes] == [1] * 6
+        assert {fake_slack.socket.delivered_on(e)[0] for e in envelopes} == {1, 2}  # both used
+
+        event = {"type": "app_home_opened", "user": "U0ALICE", "channel": "D0HOME", "tab": "home"}
+        for _ in range(2):  # one event, told on each connection
+            envelope = fake_slack.socket.send(
+                "events_api", event_callback_payload(event, event_id="EvTwice")
+            )
+            fake_slack.socket.wait_ack(envelope)
+        wait_until(lambda: fake_slack.calls_to("views.publish"), 5, "no Home view published")
+        assert len(fake_slack.calls_to("views.publish")) == 1
+
+        order = delayed_order(first, fake_stripe)
+        for _ in range(2):  # Accept, told on each connection
+            press(fake_slack, ACCEPT_ACTION, order["id"])
+        first.deliver()
+        second.deliver()
+        outcomes = [r["outcome"] for r in first.bot.storage.audit_rows(order["id"])]
+        assert outcomes.count("accepted") == 1
 
 
 def test_the_lease_of_a_killed_holder_lapses_and_another_bot_connects(
