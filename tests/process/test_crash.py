@@ -79,10 +79,8 @@ def test_sigkill_mid_burst_loses_nothing_and_posts_no_card_twice(tmp_path, fake_
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
-    top = fake_slack.messages(CHANNEL)
-    for order in orders:
-        assert sum(order["id"] in json.dumps(m.blocks) for m in top) == 1, order["id"]
-    assert len(top) == len(orders)
+    assert_one_card_each(fake_slack, orders)
+    assert len(fake_slack.messages(CHANNEL)) == len(orders)
 
 
 @pytest.mark.timeout(240)
@@ -145,12 +143,12 @@ def test_sigkill_mid_page_of_the_events_api_reads_everything_once_after_restart(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
-    top = fake_slack.messages(CHANNEL)
-    for order in orders:
-        assert sum(order["id"] in json.dumps(m.blocks) for m in top) == 1, order["id"]
+    assert_one_card_each(fake_slack, orders)
     with sqlite3.connect(env["DATABASE_PATH"]) as db:
         assert db.execute("SELECT count(*) FROM events").fetchone()[0] == len(changes)
 
 
-def top_level(fake_slack) -> list:
-    return fake_slack.messages(CHANNEL)
+def assert_one_card_each(fake_slack, orders: list[dict]) -> None:
+    top = fake_slack.messages(CHANNEL)
+    for order in orders:
+        assert sum(order["id"] in json.dumps(m.blocks) for m in top) == 1, order["id"]

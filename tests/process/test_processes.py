@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from bot.sandbox import stripe_objects as so
-from bot.sandbox.slack_requests import slash_command_payload
 from tests.support.bot import CHANNEL, env_for, wait_until
 from tests.support.processes import (
     BIN,
@@ -23,6 +22,7 @@ from tests.support.processes import (
     start_bot,
     start_gunicorn,
 )
+from tests.support.socket_bot import send_commands
 
 # Starts processes (or a browser): left out by `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -135,13 +135,7 @@ def test_in_socket_mode_one_socket_answers_and_is_handed_on_when_the_bot_stops(
     try:
         fake_slack.socket.wait_for_connections(1, 30)
         # Three gunicorn workers, one socket: every command is answered once, by its holder.
-        envelopes = [
-            fake_slack.socket.send(
-                "slash_commands",
-                slash_command_payload(text="help", response_url=fake_slack.new_response_url()),
-            )
-            for _ in range(10)
-        ]
+        envelopes = send_commands(fake_slack, "help", 10)
         for envelope in envelopes:
             assert "/climate" in json.dumps(fake_slack.socket.wait_ack(envelope, timeout=10))
         assert [fake_slack.socket.acks(e) for e in envelopes] == [1] * 10

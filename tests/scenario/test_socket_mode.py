@@ -18,7 +18,6 @@ from bot.sandbox.slack_requests import (
     event_callback_payload,
     sign_slack_request,
     slash_command_body,
-    slash_command_payload,
 )
 from bot.slack_socket import LEASE
 from tests.support.bot import CHANNEL, SIGNING_SECRET, RunningBot, serve_bot, wait_until
@@ -29,6 +28,7 @@ from tests.support.socket_bot import (
     cancel_dialog,
     press,
     quick_socket,
+    send_commands,
     socket_settings,
     start_socket,
     submit,
@@ -231,13 +231,7 @@ def test_with_two_sockets_open_at_once_each_envelope_is_still_handled_once(
         start_socket(first.bot, fake_slack)
         quick_socket(second.bot, holder=first.bot.socket.holder).start()  # the same lease holder
         fake_slack.socket.wait_for_connections(2, 10)
-        envelopes = [
-            fake_slack.socket.send(
-                "slash_commands",
-                slash_command_payload(text="help", response_url=fake_slack.new_response_url()),
-            )
-            for _ in range(6)
-        ]
+        envelopes = send_commands(fake_slack, "help", 6)
         for envelope in envelopes:
             assert "status <order_id>" in fake_slack.socket.wait_ack(envelope)["text"]
         assert [fake_slack.socket.acks(e) for e in envelopes] == [1] * 6

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
 
 import requests
 
 from bot.model import CANCEL_ACTION
 from bot.sandbox import stripe_objects as so
 from bot.sandbox.slack import RESPONSE_URL_METHOD
-from bot.sandbox.slack_requests import block_actions_body, sign_slack_request, view_submission_body
+from bot.sandbox.slack_requests import (
+    block_actions_payload,
+    sign_slack_request,
+    view_submission_body,
+)
 from tests.support.bot import CHANNEL, SIGNING_SECRET
 
 
@@ -24,15 +30,16 @@ def post_to_slack_events(bot, body: str) -> requests.Response:
     return response
 
 
-def press(
-    bot, fake_slack, action: str, order_id: str, user: str = "U0ALICE", *, user_team=None
-) -> tuple[str, str]:
-    """Click a card's button as Slack would; return (its response_url, its trigger_id).
-    `user_team`: the clicker's own workspace, when not the bot's (a Slack Connect guest)."""
+def click_payload(
+    fake_slack, action: str, order_id: str, user: str = "U0ALICE", *, user_team=None
+) -> tuple[str, str, dict]:
+    """A click on the first card's button as Slack reports it, over HTTP or Socket Mode alike:
+    (its response_url, its trigger_id, the block_actions payload). `user_team`: the clicker's
+    own workspace, when not the bot's (a Slack Connect guest)."""
     url = fake_slack.new_response_url()
     trigger = fake_slack.new_trigger_id(user=user)
     cards = fake_slack.messages(CHANNEL)
-    body = block_actions_body(
+    payload = block_actions_payload(
         action_id=action,
         value=order_id,
         user_id=user,
@@ -41,7 +48,15 @@ def press(
         trigger_id=trigger,
         user_team_id=user_team,
     )
-    post_to_slack_events(bot, body)
+    return url, trigger, payload
+
+
+def press(
+    bot, fake_slack, action: str, order_id: str, user: str = "U0ALICE", *, user_team=None
+) -> tuple[str, str]:
+    """Click a card's button as Slack would; return (its response_url, its trigger_id)."""
+    url, trigger, payload = click_payload(fake_slack, action, order_id, user, user_team=user_team)
+    post_to_slack_events(bot, urllib.parse.urlencode({"payload": json.dumps(payload)}))
     return url, trigger
 
 

@@ -8,14 +8,14 @@ from typing import Any
 from bot.model import CANCEL_ACTION
 from bot.sandbox.slack import RESPONSE_URL_METHOD
 from bot.sandbox.slack_requests import (
-    block_actions_payload,
     slash_command_payload,
     view_submission_payload,
 )
 from bot.settings import Settings, load_settings
 from bot.slack_socket import SlackSocket
 from bot.wiring import ClimateBot
-from tests.support.bot import CHANNEL, env_for, wait_until
+from tests.support.bot import env_for, wait_until
+from tests.support.decisions import click_payload
 
 # A ping every 0.2 s, a lease renewed every 0.5 s: reconnections and take-overs within a second.
 PING_INTERVAL = 0.2
@@ -57,17 +57,7 @@ def start_socket(bot: ClimateBot, fake_slack, *, timeout: float = 10.0) -> Slack
 def press(fake_slack, action: str, order_id: str, user: str = "U0ALICE") -> tuple[str, str, str]:
     """Click a card's button over the socket; return (response_url, trigger_id, envelope_id)
     once the click is acknowledged."""
-    url = fake_slack.new_response_url()
-    trigger = fake_slack.new_trigger_id(user=user)
-    cards = fake_slack.messages(CHANNEL)
-    payload = block_actions_payload(
-        action_id=action,
-        value=order_id,
-        user_id=user,
-        response_url=url,
-        message=cards[0] if cards else None,
-        trigger_id=trigger,
-    )
+    url, trigger, payload = click_payload(fake_slack, action, order_id, user)
     envelope = fake_slack.socket.send("interactive", payload)
     assert fake_slack.socket.wait_ack(envelope) == {}
     return url, trigger, envelope
@@ -103,3 +93,14 @@ def ask(fake_slack, text: str) -> dict[str, Any]:
     hook = url.rsplit("/", 1)[1]
     fake_slack.wait_for(lambda c: c.method == RESPONSE_URL_METHOD and c.path.endswith(hook))
     return {**fake_slack.responses(url)[0], "via": "response_url"}
+
+
+def send_commands(fake_slack, text: str, count: int) -> list[str]:
+    """Send `/climate <text>` `count` times over the socket; the envelope ids."""
+    return [
+        fake_slack.socket.send(
+            "slash_commands",
+            slash_command_payload(text=text, response_url=fake_slack.new_response_url()),
+        )
+        for _ in range(count)
+    ]
