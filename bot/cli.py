@@ -258,7 +258,7 @@ SLACK_HINTS = {
 
 @main.command()
 def failed() -> None:
-    """List deliveries parked after a permanent error."""
+    """List parked deliveries, and Stripe events that could not be applied."""
     from bot.storage import Storage
 
     storage = Storage(settings_or_exit().database_path)
@@ -266,6 +266,13 @@ def failed() -> None:
     for f in rows:
         click.echo(f"{f.id}\t{f.card_key}\t{f.kind}\t{f.last_error}")
     click.echo(f"{len(rows)} failed deliveries")
+    parked = storage.parked_events()
+    for event in parked:
+        click.echo(
+            f"{event['id']}\t{event['type']}\t{event['object_id'] or '-'}\t{event['apply_error']}"
+        )
+    if parked:
+        click.echo(f"{len(parked)} Stripe events recorded but not applied")
 
 
 @main.command()
@@ -273,12 +280,16 @@ def retry() -> None:
     """Queue every failed delivery again (after fixing what made it fail).
 
     Channels held by a Slack rate limit for more than a minute from now (what /healthz reports)
-    may post again at once; ordinary pacing, a second after each post, is left alone. Gaps found
-    in Stripe's events (a reading after more than 30 days) are acknowledged."""
+    may post again at once; ordinary pacing, a second after each post, is left alone. Stripe
+    events that could not be applied are applied again; gaps found in Stripe's events (a reading
+    after more than 30 days) are acknowledged."""
     from bot.storage import Storage
 
     storage = Storage(settings_or_exit().database_path)
     click.echo(f"{storage.retry_failed()} deliveries queued again")
+    events = storage.retry_parked_events()
+    if events:
+        click.echo(f"{events} Stripe events to be applied again (by the running bot's worker)")
     click.echo(f"{storage.release_long_holds()} channels released from a Slack rate-limit hold")
     gaps = storage.acknowledge_gaps(now=time.time())
     if gaps:

@@ -89,6 +89,10 @@ class Deliverer:
         self.pace_seconds = pace_seconds  # Slack allows about one message per second per channel
         self.now = now
         self.rng = rng if rng is not None else random.Random()  # the jitter of retries' back-off
+        # Applies the events webhooks recorded (`recording.apply_recorded`), before each look
+        # at the outbox, where what they make is queued; returns, for each event applied, the
+        # channel its first row posts to (None: rows that post nothing, or none).
+        self.apply: Callable[[], list[str | None]] = lambda: []
         # Which function carries out which job: the card's own messages here, the work (a
         # cancel at Stripe, a thin event's fetch, direct messages) as `register`ed.
         self.handlers: dict[type[Job], Callable[[Lease, Job], None]] = {
@@ -175,7 +179,17 @@ class Deliverer:
         self.wake.set()
 
     def run_once(self) -> bool:
-        """Deliver one row if one is ready; True if a row was handled."""
+        """Apply the events recorded meanwhile, then deliver one row if one is ready; True if
+        anything was done."""
+        applied = self.apply()
+        if applied:
+            # During a burst into one channel its slot is taken: what was just queued cannot go
+            # before the worker's next look anyway, and a look now would find nothing (with a
+            # backlog, a scan per webhook). Anything else is looked at at once.
+            now = self.now()
+            with self._poke_lock:
+                paced = dict(self._paced)
+            return not all(c is not None and paced.get(c, 0.0) > now for c in applied)
         lease = self.storage.lease_next(self.owner, pace_seconds=self.pace_seconds)
         metrics.DELIVERY_LOOKS.labels("no" if lease is None else "yes").inc()
         if lease is None:

@@ -90,6 +90,22 @@ class OutboxCollector(Collector):
             "Age of the oldest message waiting for delivery (0 when none).",
             value=max(0.0, time.time() - oldest) if oldest else 0.0,
         )
+        to_apply, oldest_recorded = self.storage.apply_backlog()
+        yield GaugeMetricFamily(
+            "climate_bot_events_to_apply",
+            "Stripe events recorded by a webhook and not yet applied by the delivery worker.",
+            value=to_apply,
+        )
+        yield GaugeMetricFamily(
+            "climate_bot_events_to_apply_oldest_age_seconds",
+            "Age of the oldest Stripe event waiting to be applied (0 when none).",
+            value=max(0.0, time.time() - oldest_recorded) if oldest_recorded else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "climate_bot_events_parked",
+            "Stripe events that could not be applied (climate-bot failed lists them).",
+            value=len(self.storage.parked_events()),
+        )
         yield GaugeMetricFamily(
             "climate_bot_outbox_failed",
             "Deliveries parked after a permanent error.",

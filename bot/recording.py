@@ -1,4 +1,8 @@
-"""Where a verified Stripe event becomes state and queued Slack work, in ONE transaction.
+"""Where a verified Stripe event is recorded, and becomes state and queued Slack work.
+
+A webhook only records its event (`record_inbound`) and is acknowledged; the delivery worker then
+applies what was recorded (`apply_recorded`), oldest first, many events to a transaction. A
+replay or a reading of the Events API records and applies at once (`record_event`).
 
 Events arrive late, twice and out of order. An event id seen before is a no-op. A snapshot only
 moves forward by the event's `created` (ties broken by how far along the lifecycle the event is),
@@ -10,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import sqlite3
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
@@ -32,7 +38,13 @@ from bot.jobs import (
 )
 from bot.model import FINAL_STATUSES, HANDLED_EVENTS, ORDER_EVENTS, Change
 from bot.routing import Routing
-from bot.storage import Storage, card_key
+from bot.storage import Storage, StorageUnavailable, card_key
+
+log = logging.getLogger(__name__)
+
+# Events applied in one transaction of the worker: a burst is applied in a few commits, while one
+# batch holds the write lock only a few milliseconds.
+APPLY_BATCH = 200
 
 # How far along its lifecycle an event puts an object; breaks ties between events of one second.
 RANK = {
@@ -149,44 +161,92 @@ def change_key(event_type: str, obj: dict[str, Any], created: int) -> str | None
     return None
 
 
-def record_thin_event(
-    storage: Storage, event: dict[str, Any], raw: str, *, channel: str, routing: Routing | None
-) -> Received:
-    """Record a thin event and queue the fetch of its object (the worker asks Stripe, then
-    ingests it like a snapshot); nothing is fetched on the receiving path."""
-    stype = snapshot_type(event)
-    related = event.get("related_object") or {}
-    handled = stype in HANDLED_EVENTS
-    kind = None if not handled else ("order" if stype in ORDER_EVENTS else "product")
-    account = event.get("context") if isinstance(event.get("context"), str) else None
-    if routing is not None:
-        channel = routing.channel_for(stype, account)
+def _event_row(event: dict[str, Any]) -> dict[str, Any]:
+    """The events table's columns for a verified snapshot or thin event, and whether there is
+    anything to apply (`to_apply`: an event climate-bot posts about)."""
+    if is_thin(event):
+        stype = snapshot_type(event)
+        related = event.get("related_object") or {}
+        handled = stype in HANDLED_EVENTS
+        return {
+            "type": event["type"],
+            "object_kind": _kind(stype) if handled else None,
+            "object_id": related.get("id") if handled else None,
+            "created": thin_created(event),
+            "account": event.get("context") if isinstance(event.get("context"), str) else None,
+            "handled": False,  # the snapshot built from it is the handled one
+            "change_key": None,
+            "to_apply": handled,
+        }
+    etype = event["type"]
+    obj = event["data"]["object"] if etype in HANDLED_EVENTS else None
+    return {
+        "type": etype,
+        "object_kind": _kind(etype) if obj else None,
+        "object_id": obj["id"] if obj else None,
+        "created": event["created"],
+        "account": event.get("account") if isinstance(event.get("account"), str) else None,
+        "handled": obj is not None,
+        "change_key": change_key(etype, obj, event["created"]) if obj else None,
+        "to_apply": obj is not None,
+    }
+
+
+def _kind(event_type: str) -> str:
+    return "order" if event_type in ORDER_EVENTS else "product"
+
+
+def _insert(
+    storage: Storage, event: dict[str, Any], raw: str, row: dict[str, Any], **extra: Any
+) -> bool:
+    fields = {k: v for k, v in row.items() if k != "to_apply"}
+    return storage.insert_event(
+        event_id=event["id"], livemode=bool(event.get("livemode")), payload=raw, **fields, **extra
+    )
+
+
+def record_inbound(storage: Storage, event: dict[str, Any], raw: str) -> Received:
+    """The webhook's whole work: record the verified event (snapshot or thin), to be applied by
+    the delivery worker (`apply_recorded`). QUEUED: recorded, to be applied; DUPLICATE: its id or
+    its change was recorded before; IGNORED: recorded, nothing to apply."""
+    row = _event_row(event)
 
     def record() -> Received:
-        fresh = storage.insert_event(
-            event_id=event["id"],
-            type=event["type"],
-            object_kind=kind,
-            object_id=related.get("id") if handled else None,
-            created=thin_created(event),
-            livemode=bool(event.get("livemode")),
-            account=account,
-            handled=False,  # the snapshot built from it is the handled one
-            payload=raw,
-        )
-        if not fresh:
+        if not _insert(storage, event, raw, row, applied=not row["to_apply"]):
             return Received(Outcome.DUPLICATE)
-        if not handled:
-            return Received(Outcome.IGNORED)
-        storage.enqueue(
-            card_key(kind, related["id"]),
-            FetchJob(type=stype, account=account, snapshot_event=event.get("snapshot_event")),
-            channel=channel,
-            event_id=event["id"],
-        )
-        return Received(Outcome.QUEUED)
+        return Received(Outcome.QUEUED if row["to_apply"] else Outcome.IGNORED)
 
+    # One transaction, shared with other webhooks arriving at once (group commit): the event is
+    # acknowledged only after it is committed.
     return storage.batched(record)
+
+
+def apply_recorded(
+    storage: Storage, *, channel: str, routing: Routing | None, limit: int = APPLY_BATCH
+) -> list[Received]:
+    """Apply up to `limit` recorded events to their snapshots and queue the Slack work, oldest
+    first, in one transaction; an event that cannot be applied (a bug, a payload of a shape no one
+    foresaw) is parked with the reason, rolled back alone, and the others go on."""
+    results: list[Received] = []
+    if not storage.events_to_apply(1):  # a read of an index: most looks find nothing to apply
+        return results
+    with storage.transaction() as conn:
+        # Read again under the write lock: another process may have applied them meanwhile.
+        for event_id, payload in storage.events_to_apply(limit):
+            conn.execute("SAVEPOINT apply_one")
+            try:
+                received = _apply(storage, parse_event(payload.encode("utf-8")), channel, routing)
+                storage.mark_applied(event_id)
+            except (sqlite3.Error, StorageUnavailable):
+                raise  # the database's fault, not the event's: the whole batch is tried again
+            except Exception as exc:
+                conn.execute("ROLLBACK TO apply_one")
+                storage.park_event(event_id, f"{type(exc).__name__}: {exc}"[:1000])
+                log.exception("event %s could not be applied; parked (climate-bot retry)", event_id)
+            else:
+                results.append(received)
+            conn.execute("RELEASE apply_one")
+    return results
 
 
 def record_event(
@@ -198,48 +258,55 @@ def record_event(
     routing: Routing | None = None,
     source: str | None = None,
 ) -> Received:
-    """Record `event`, apply it to its snapshot and queue the Slack work, atomically.
+    """Record a snapshot `event`, apply it to its snapshot and queue the Slack work, atomically:
+    what a replay, a reading of the Events API and a thin event's fetch do (the webhook only
+    records, `record_inbound`).
 
     `source`: where the event came from when not a webhook (``"replay"``), for the record.
 
     The card goes to `routing`'s channel for the event (default: `channel`); a card that exists
     keeps its channel.
     """
+    row = _event_row(event)
+
+    def record() -> Received:
+        if not _insert(storage, event, raw, row, source=source):
+            return Received(Outcome.DUPLICATE)
+        if not row["to_apply"]:
+            return Received(Outcome.IGNORED)
+        return _apply(storage, event, channel, routing)
+
+    return storage.batched(record)
+
+
+def _apply(
+    storage: Storage, event: dict[str, Any], channel: str, routing: Routing | None
+) -> Received:
+    """Apply a recorded event: a snapshot to its order's or product's state, with the Slack work
+    it makes; a thin event, the fetch of its object."""
+    if is_thin(event):
+        stype = snapshot_type(event)
+        if stype not in HANDLED_EVENTS:
+            return Received(Outcome.IGNORED)
+        account = event.get("context") if isinstance(event.get("context"), str) else None
+        related = event["related_object"]
+        storage.enqueue(
+            card_key(_kind(stype), related["id"]),
+            FetchJob(type=stype, account=account, snapshot_event=event.get("snapshot_event")),
+            channel=routing.channel_for(stype, account) if routing is not None else channel,
+            event_id=event["id"],
+        )
+        return Received(Outcome.QUEUED)
     etype = event["type"]
-    handled = etype in HANDLED_EVENTS
-    obj = event["data"]["object"] if handled else None
-    kind = None if obj is None else ("order" if etype in ORDER_EVENTS else "product")
+    obj = event["data"]["object"]
     account = event.get("account") if isinstance(event.get("account"), str) else None
     if routing is not None:
         channel = routing.channel_for(etype, account)
-
-    def record() -> Received:
-        fresh = storage.insert_event(
-            event_id=event["id"],
-            type=etype,
-            object_kind=kind,
-            object_id=obj["id"] if obj else None,
-            created=event["created"],
-            livemode=bool(event.get("livemode")),
-            account=account,
-            handled=handled,
-            payload=raw,
-            change_key=change_key(etype, obj, event["created"]) if obj else None,
-            source=source,
-        )
-        if not fresh:
-            return Received(Outcome.DUPLICATE)
-        if obj is None:
-            return Received(Outcome.IGNORED)
-        apply = _apply_order if kind == "order" else _apply_product
-        late, posts_to = apply(storage, event, obj, account, channel)
-        if late:
-            storage.mark_event_late(event["id"])
-        return Received(Outcome.QUEUED, late=late, posts_to=posts_to)
-
-    # One transaction, shared with other webhooks arriving at once (group commit): the event is
-    # acknowledged only after it is committed.
-    return storage.batched(record)
+    apply = _apply_order if etype in ORDER_EVENTS else _apply_product
+    late, posts_to = apply(storage, event, obj, account, channel)
+    if late:
+        storage.mark_event_late(event["id"])
+    return Received(Outcome.QUEUED, late=late, posts_to=posts_to)
 
 
 def _is_newer(event: dict[str, Any], row: dict[str, Any] | None) -> bool:

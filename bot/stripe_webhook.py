@@ -1,4 +1,5 @@
-"""`POST /stripe/webhook`: verify, record, queue, acknowledge — no Slack or Stripe call here.
+"""`POST /stripe/webhook`: verify, record, acknowledge — no Slack or Stripe call here, and no
+snapshot touched: the delivery worker applies what was recorded (`recording.apply_recorded`).
 
 The signature is checked on the raw body with the SDK (300 s tolerance) and the JSON parsed once;
 building SDK objects for every event cost a third of the receiver's throughput under gunicorn
@@ -16,7 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from bot import metrics
 from bot.event_numbers import MalformedEvent, OutOfRange
-from bot.recording import Outcome, is_thin, parse_event, record_event, record_thin_event
+from bot.recording import Outcome, parse_event, record_inbound
 from bot.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,8 @@ def stripe_webhook():
         return _refuse(str(exc))
     except (UnicodeDecodeError, MalformedEvent) as exc:
         return _refuse(f"malformed event: {exc}")
-    receive = record_thin_event if is_thin(event) else record_event
     try:
-        received = receive(
-            bot.storage,
-            event,
-            text,
-            channel=bot.settings.SLACK_CHANNEL,
-            routing=bot.settings.routing,
-        )
+        received = record_inbound(bot.storage, event, text)
     except StorageUnavailable as exc:
         # Not acknowledged: Stripe retries for three days, by when the database may be back.
         _log_unavailable(str(exc))
@@ -71,9 +65,9 @@ def stripe_webhook():
     outcome = received.outcome.value
     metrics.count_event(metrics.event_label(event["type"].removeprefix("v1.")), outcome)
     if received.outcome is Outcome.QUEUED:
-        bot.deliverer.poke(received.posts_to)
+        bot.deliverer.poke()  # the worker applies it, then posts what it makes
     log.info("stripe event %s (%s): %s", event["id"], event["type"], outcome)
-    return Response(_acknowledgement(outcome, received.late), mimetype="application/json")
+    return Response(_acknowledgement(outcome), mimetype="application/json")
 
 
 _last_unavailable: list[str] = []
@@ -109,9 +103,10 @@ def _verify(raw: bytes, header: str, secrets: tuple[str, ...]) -> str | None:
 
 
 @functools.cache
-def _acknowledgement(outcome: str, late: bool) -> bytes:
-    """The body Stripe gets (it reads only the status), encoded once per outcome."""
-    body = {"late": late, "outcome": outcome, "received": True}
+def _acknowledgement(outcome: str) -> bytes:
+    """The body Stripe gets (it reads only the status), encoded once per outcome. "queued": the
+    event is recorded, and the worker applies it next."""
+    body = {"outcome": outcome, "received": True}
     return json.dumps(body, separators=(",", ":")).encode()
 
 

@@ -20,6 +20,7 @@ from bot.decisions import Deciders, Decisions
 from bot.delivery import Deliverer, start_worker_thread
 from bot.direct_messages import DirectMessages
 from bot.jobs import CancelJob, DirectMessageJob, FetchJob
+from bot.recording import apply_recorded
 from bot.scheduler import Scheduler, start_scheduler_thread
 from bot.settings import Settings
 from bot.slack_gateway import SlackGateway
@@ -94,6 +95,14 @@ class ClimateBot:
         ]
         if len(held) > 10:
             reasons.append(f"and {len(held) - 10} more held channels")
+        parked = self.storage.parked_events()
+        reasons += [
+            f"Stripe event {p['id']} ({p['type']}) could not be applied: {p['apply_error']};"
+            " `climate-bot retry` applies it again"
+            for p in parked[:10]
+        ]
+        if len(parked) > 10:
+            reasons.append(f"and {len(parked) - 10} more Stripe events not applied")
         if self.poller is not None:
             reasons += self.poller.health_reasons(self.poller.clock())
         reasons += self._socket_reasons()
@@ -103,6 +112,7 @@ class ClimateBot:
             "status": "degraded" if reasons else "ok",
             "reasons": reasons,
             "outbox": self.storage.outbox_counts(),
+            "events_to_apply": self.storage.apply_backlog()[0],
             "last_event_received_at": self.storage.last_event_received_at(),
             **self._socket_state(),
             "checked_at": time.time(),
@@ -141,6 +151,12 @@ def build_bot(settings: Settings) -> ClimateBot:
         mentions=settings.allowed_deciders,
     )
     direct_messages = DirectMessages(storage, slack, deciders.users(), deliverer.order_state)
+    deliverer.apply = lambda: [
+        received.posts_to
+        for received in apply_recorded(
+            storage, channel=settings.SLACK_CHANNEL, routing=settings.routing
+        )
+    ]
     deliverer.register(CancelJob, decisions.carry_out_cancel)
     deliverer.register(FetchJob, thin_events.carry_out_fetch)
     deliverer.register(DirectMessageJob, direct_messages.carry_out)

@@ -24,14 +24,17 @@ class EventVerbs:
         payload: str,
         change_key: str | None = None,
         source: str | None = None,
+        applied: bool = True,
     ) -> bool:
         """Record an event; False when its id, or the change it tells, was already recorded.
 
-        `source`: where it came from when not a webhook (``"replay"``)."""
+        `source`: where it came from when not a webhook (``"replay"``). `applied`: False when
+        the delivery worker is still to apply it (`events_to_apply`)."""
+        now = time.time()
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO events (id, type, object_kind, object_id, created, livemode,"
-            " account, handled, received_at, payload, change_key, source)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " account, handled, received_at, payload, change_key, source, applied_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 event_id,
                 type,
@@ -41,13 +44,58 @@ class EventVerbs:
                 int(livemode),
                 account,
                 int(handled),
-                time.time(),
+                now,
                 payload,
                 change_key,
                 source,
+                now if applied else None,
             ),
         )
         return cur.rowcount == 1
+
+    # -- the events recorded and not yet applied (the webhook's inbox) ----------------------
+
+    def events_to_apply(self, limit: int) -> list[tuple[str, str]]:
+        """The oldest `limit` events recorded and not yet applied nor parked, in the order they
+        were received: (id, payload)."""
+        rows = self.conn.execute(
+            "SELECT id, payload FROM events INDEXED BY events_to_apply"
+            " WHERE applied_at IS NULL AND apply_error IS NULL ORDER BY rowid LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def mark_applied(self, event_id: str) -> None:
+        self.conn.execute("UPDATE events SET applied_at = ? WHERE id = ?", (time.time(), event_id))
+
+    def park_event(self, event_id: str, error: str) -> None:
+        """Set an event the worker could not apply aside, with the reason (`retry_parked_events`
+        puts it back)."""
+        self.conn.execute("UPDATE events SET apply_error = ? WHERE id = ?", (error, event_id))
+
+    def parked_events(self) -> list[dict[str, Any]]:
+        """The events that could not be applied, oldest first: id, type, object, error, when."""
+        rows = self.conn.execute(
+            "SELECT id, type, object_id, apply_error, received_at FROM events"
+            " WHERE applied_at IS NULL AND apply_error IS NOT NULL ORDER BY rowid"
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def retry_parked_events(self) -> int:
+        """Put every parked event back to be applied again; how many."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE events SET apply_error = NULL"
+                " WHERE applied_at IS NULL AND apply_error IS NOT NULL"
+            ).rowcount
+
+    def apply_backlog(self) -> tuple[int, float | None]:
+        """How many recorded events wait to be applied, and when the oldest was received."""
+        row = self.conn.execute(
+            "SELECT count(*), min(received_at) FROM events INDEXED BY events_to_apply"
+            " WHERE applied_at IS NULL AND apply_error IS NULL"
+        ).fetchone()
+        return row[0], row[1]
 
     def events_by_source(self) -> dict[str, int]:
         """How many events came from each source other than webhooks (a replay)."""

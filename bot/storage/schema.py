@@ -1,4 +1,4 @@
-"""The database's tables: sqlite-utils migrations m001-m013, applied in order at start-up.
+"""The database's tables: sqlite-utils migrations m001-m014, applied in order at start-up.
 
 A database records each migration it applied by name: never rename, reorder or edit one here
 (an existing database would run it again, or never); add the next one at the end.
@@ -281,4 +281,19 @@ def m013_event_polling(db: sqlite_utils.Database) -> None:
             found_at REAL NOT NULL,
             acknowledged_at REAL
         )"""
+    )
+
+
+@migrations()
+def m014_record_first(db: sqlite_utils.Database) -> None:
+    # A webhook is acknowledged once its event is recorded; the delivery worker applies it to its
+    # snapshot later (`applied_at`), or parks it with the reason (`apply_error`) when it cannot.
+    # Events recorded before this version were applied as they were recorded.
+    db.execute("ALTER TABLE events ADD COLUMN applied_at REAL")
+    db.execute("ALTER TABLE events ADD COLUMN apply_error TEXT")
+    db.execute("UPDATE events SET applied_at = received_at")
+    # What is left to apply, in the order received (an index's entries end with the rowid).
+    db.execute(
+        "CREATE INDEX events_to_apply ON events (applied_at)"
+        " WHERE applied_at IS NULL AND apply_error IS NULL"
     )

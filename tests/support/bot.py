@@ -57,13 +57,27 @@ class RunningBot:
         timestamp: int | None = None,
         secret: str = WEBHOOK_SECRET,
         hostile: bool = False,
+        apply: bool = True,
     ):
-        """POST a signed event; unless `hostile`, Climate events must match Stripe's schemas."""
+        """POST a signed event; unless `hostile`, Climate events must match Stripe's schemas.
+
+        The webhook only records the event; with `apply` (the default) the test then takes the
+        worker's next step and applies it, so that its state and queued rows are there, as they
+        are a moment later in a running bot."""
         climate = isinstance(event, dict) and str(event.get("type", "")).startswith("climate.")
         if climate and not hostile:
             assert validate_event(event) == []
         body, headers = stripe_objects.webhook_request(event, secret, timestamp=timestamp)
-        return requests.post(self.url + "/stripe/webhook", data=body, headers=headers, timeout=10)
+        response = requests.post(
+            self.url + "/stripe/webhook", data=body, headers=headers, timeout=10
+        )
+        if apply:
+            self.apply()
+        return response
+
+    def apply(self) -> list[str | None]:
+        """Apply the events webhooks recorded, as the worker does before each look."""
+        return self.bot.deliverer.apply()
 
     def deliver(self) -> None:
         """Drain the outbox once, as the worker would, and wait for nothing else."""
