@@ -33,10 +33,10 @@ from bot.demo import modals, render
 from bot.demo.stripe_page import stripe_page_html
 from bot.sandbox.slack import PERMALINK_BASE, FakeSlack, Message, view_errors
 from bot.sandbox.slack_requests import (
-    block_actions_body,
+    block_actions_payload,
     sign_slack_request,
-    slash_command_body,
-    view_submission_body,
+    slash_command_payload,
+    view_submission_payload,
 )
 from bot.sandbox.socket_mode import NotConnected
 from bot.sandbox.stripe import FakeStripe
@@ -309,7 +309,7 @@ class SlackSandbox:
         response_url = self.fake.new_response_url(
             channel=self.channel, message_ts=ts, user=user, thread_ts=shown_in
         )
-        body = block_actions_body(
+        payload = block_actions_payload(
             action_id=str(button["action_id"]),
             value=str(button.get("value") or ""),
             user_id=user,
@@ -321,9 +321,8 @@ class SlackSandbox:
             team_id=self.fake.team_id,
             trigger_id=self.fake.new_trigger_id(user=user),
         )
-        payload = json.loads(urllib.parse.parse_qs(body)["payload"][0])
         self._as_slack_reports_it(payload, user, button, ephemeral=ephemeral, thread_ts=thread_ts)
-        sent = self._post(urllib.parse.urlencode({"payload": json.dumps(payload)}))
+        sent = self._post("interactive", payload)
         if sent.status != 200:
             self._slackbot(user, _failure_text("That button", sent), shown_in, answers=ts)
         return sent
@@ -371,7 +370,7 @@ class SlackSandbox:
                 'the "/" character are interpreted as commands.',
             )
             return None
-        body = slash_command_body(
+        form = slash_command_payload(
             text=rest.strip(),
             user_id=user,
             channel_id=self.channel,
@@ -380,10 +379,8 @@ class SlackSandbox:
             team_id=self.fake.team_id,
             trigger_id=self.fake.new_trigger_id(user=user),
         )
-        form = urllib.parse.parse_qs(body, keep_blank_values=True)
-        form = {k: v[0] for k, v in form.items()}
         form["user_name"] = self._user_name(user)
-        sent = self._post(urllib.parse.urlencode(form))
+        sent = self._post("slash_commands", form)
         if sent.status != 200:
             self._slackbot(user, _failure_text(command, sent))
         elif sent.body.strip():
@@ -461,7 +458,7 @@ class SlackSandbox:
             view = copy.deepcopy(shown.view)
             typed = copy.deepcopy(shown.values)
         try:
-            body = view_submission_body(
+            payload = view_submission_payload(
                 view,
                 values=typed,
                 user_id=user,
@@ -469,7 +466,7 @@ class SlackSandbox:
                 team_id=self.fake.team_id,
                 trigger_id=self.fake.new_trigger_id(user=user),
             )
-            sent = self._post(body)
+            sent = self._post("interactive", payload)
         finally:
             with self._modal_lock:
                 modal.sending = False
@@ -599,9 +596,16 @@ class SlackSandbox:
         }
         modal.stack[-1] = _ShownView(new, values=kept)
 
-    def _post(self, body: str) -> Sent:
+    def _post(self, kind: str, payload: dict[str, Any]) -> Sent:
+        """Send the bot what Slack sends for an interaction (`kind` ``interactive``: the payload
+        JSON, form-encoded as ``payload=`` over HTTP) or a slash command (``slash_commands``: its
+        fields, form-encoded), signed over HTTP, or as an envelope over Socket Mode."""
         if self.socket_mode:
-            return self._over_socket(body)
+            return self._over_socket(kind, payload)
+        if kind == "interactive":
+            body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+        else:
+            body = urllib.parse.urlencode(payload)
         headers = sign_slack_request(body, self.signing_secret)
         try:
             response = self._http.post(
@@ -615,14 +619,9 @@ class SlackSandbox:
             return Sent(None)
         return Sent(response.status_code, response.text)
 
-    def _over_socket(self, body: str) -> Sent:
-        """Send what would have been POSTed as the envelope Slack sends over Socket Mode: an
-        interaction's ``payload`` JSON as is, a slash command's form fields as an object."""
-        form = {k: v[0] for k, v in urllib.parse.parse_qs(body, keep_blank_values=True).items()}
-        if "payload" in form:
-            kind, payload = "interactive", json.loads(form["payload"])
-        else:
-            kind, payload = "slash_commands", form
+    def _over_socket(self, kind: str, payload: dict[str, Any]) -> Sent:
+        """Send it as the envelope Slack sends over Socket Mode; the acknowledgement's payload is
+        the answer an HTTP response's body would have been."""
         try:
             envelope = self.fake.socket.send(kind, payload)
         except NotConnected:
