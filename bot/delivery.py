@@ -27,7 +27,7 @@ from bot.jobs import (
     CARD_JOBS,
     REPLY_JOBS,
     CardJob,
-    ChannelNoticeJob,
+    EventsGapNoticeJob,
     Job,
     NoticeJob,
     NotYet,
@@ -101,7 +101,7 @@ class Deliverer:
             OrderReplyJob: self._send_message,
             ProductReplyJob: self._send_message,
             NoticeJob: self._send_message,
-            ChannelNoticeJob: self._send_message,
+            EventsGapNoticeJob: self._send_message,
         }
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.wake = threading.Event()
@@ -309,7 +309,7 @@ class Deliverer:
             return self.slack.post_message(
                 lease.channel, self.render_card(lease.card_key), marker=marker
             )
-        if isinstance(job, ChannelNoticeJob):
+        if isinstance(job, EventsGapNoticeJob):
             message = cards.events_gap_notice(job.since, job.until, job.account)
             return self.slack.post_message(lease.channel, message, marker=marker)
         return self.slack.post_message(

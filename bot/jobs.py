@@ -128,15 +128,14 @@ class DirectMessageJob:
 
 
 @dataclass(frozen=True)
-class ChannelNoticeJob:
+class EventsGapNoticeJob:
     """A message of the bot's own at the top of a channel, about no card: that Stripe events may
-    be lost (`EventsGap` in bot/cards/notices.py). Its row's key is the notice's own."""
+    be lost (`events_gap_notice` in bot/cards/notices.py). Its row's key is the gap's own."""
 
-    kind: ClassVar[str] = "channel_notice"
+    kind: ClassVar[str] = "events_gap_notice"
     posts: ClassVar[bool] = True
     needs_card: ClassVar[bool] = False
 
-    notice: str  # events_gap
     since: int  # the gap's start (unix seconds): when Stripe was last read
     until: int  # its end: the oldest moment Stripe still kept events for
     account: str | None = None  # the connected account whose events, None the platform's
@@ -151,7 +150,7 @@ Job = (
     | CancelJob
     | FetchJob
     | DirectMessageJob
-    | ChannelNoticeJob
+    | EventsGapNoticeJob
 )
 
 JOBS: tuple[type[Job], ...] = get_args(Job)  # every job, in the union's order

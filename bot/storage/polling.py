@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bot.jobs import ChannelNoticeJob
+from bot.jobs import EventsGapNoticeJob
 
 # The platform's own events are stored under this account name (a primary key cannot be NULL).
 PLATFORM = ""
@@ -152,7 +152,7 @@ class PollingVerbs:
             gap = EventGap(cur.lastrowid or 0, account, gap_from, gap_to, now)
             self.enqueue(
                 f"bot:events-gap:{gap.id}",
-                ChannelNoticeJob("events_gap", int(gap_from), int(gap_to), account),
+                EventsGapNoticeJob(int(gap_from), int(gap_to), account),
                 channel=channel,
             )
         return gap
