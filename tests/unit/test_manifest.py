@@ -34,19 +34,18 @@ def schema(relative: str) -> dict:
     return json.loads((SCHEMAS / relative).read_text())
 
 
-@pytest.mark.parametrize("name", MANIFESTS)
-def test_manifest_is_valid_against_slacks_schema(name):
-    validator = jsonschema.Draft7Validator(schema("manifest-schema/manifest.schema.1.0.0.json"))
-    document = yaml.safe_load((REPO / name).read_text())
-    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(document)]
-    assert errors == []
+# Slack's own schema (draft 7) and SchemaStore's (draft 4).
+SCHEMAS_AND_DRAFTS = [
+    ("manifest-schema/manifest.schema.1.0.0.json", jsonschema.Draft7Validator),
+    ("schemastore/slack-app-manifest.json", jsonschema.Draft4Validator),
+]
 
 
 @pytest.mark.parametrize("name", MANIFESTS)
-def test_manifest_is_valid_against_schemastore(name):
-    validator = jsonschema.Draft4Validator(schema("schemastore/slack-app-manifest.json"))
+@pytest.mark.parametrize(("relative", "draft"), SCHEMAS_AND_DRAFTS, ids=["slack", "schemastore"])
+def test_manifest_is_valid_against_each_schema(name, relative, draft):
     document = yaml.safe_load((REPO / name).read_text())
-    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(document)]
+    errors = [f"{list(e.path)}: {e.message}" for e in draft(schema(relative)).iter_errors(document)]
     assert errors == []
 
 
