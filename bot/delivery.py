@@ -107,36 +107,38 @@ class Deliverer:
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._unavailable: str | None = None  # why the database last refused a write
-        # What `poke` needs to know, guarded by `_poke_lock`: when the sleeping worker will look
-        # again on its own (inf while it is awake), until when each paced channel's posting slot
-        # is taken, and what was poked while it was looking.
+        # Guarded by `_poke_lock`: when the sleeping worker will look again on its own (inf while
+        # it is awake), until when each paced channel's posting slot is taken, and whether an
+        # event was recorded while it was awake.
         self._poke_lock = threading.Lock()
         self.sleep_until = math.inf
         self._paced: dict[str, float] = {}
-        self._poked: set[str | None] = set()
+        self._recorded = False
 
     # -- the loop --------------------------------------------------------------------------
 
-    def poke(self, channel: str | None = None) -> None:
-        """Tell the worker that rows were queued; `channel`: their first row posts there.
+    def poke(self) -> None:
+        """Tell the worker that rows were queued: it looks at once, or right after this look."""
+        self.wake.set()
 
-        Every webhook queues rows that post (a card or a thread reply), so their channel's
-        pacing gates them. When that slot is taken past the moment the worker will look again
-        anyway, waking it would only cost a look that finds nothing: during a burst into one
-        channel that was a look per webhook (bench/ingest.py). Anything else wakes it. A poke
-        while the worker is looking is weighed when that look ends.
+    def recorded(self) -> None:
+        """Tell the worker that an event was recorded for it to apply.
+
+        What applying queues is weighed by `run_once`. While the worker is looking, the event
+        is most likely applied by that very look (it applies everything recorded first), so
+        the poke only asks for another apply, not another look at the outbox: during a burst
+        into a paced channel a look per webhook would find nothing.
         """
         with self._poke_lock:
             if self.sleep_until == math.inf:
-                self._poked.add(channel)
-                return
-            if channel is not None and self.sleep_until <= self._paced.get(channel, 0.0):
+                self._recorded = True
                 return
         self.wake.set()
 
     def run(self, *, idle_seconds: float = 1.0) -> None:
         """Deliver until `stop()`; sleeps until woken by a new event or the next row is due."""
         pause = 0.0
+        look = True  # False: woken only to apply what was recorded during the last look
         while not self._stop.is_set():
             # With a long paced backlog each look is a scan (bench/outbox.py); after a look that
             # found nothing, rest a few times what it cost, so looking never takes more than a
@@ -145,8 +147,8 @@ class Deliverer:
                 break
             started = time.monotonic()
             try:
-                if self.run_once():
-                    pause = 0.0
+                if self.run_once(look=look):
+                    pause, look = 0.0, True
                     continue
             except StorageUnavailable as exc:  # told once; looked at again every few seconds
                 if str(exc) != self._unavailable:
@@ -163,11 +165,12 @@ class Deliverer:
             due = self.storage.next_delivery_at()
             wait = max(0.01, idle_seconds if due is None else min(idle_seconds, due - now))
             with self._poke_lock:
-                poked, self._poked = self._poked, set()
+                recorded, self._recorded = self._recorded, False
                 self._paced = paced
-                # Rows queued during the look may be due before the sleep would end: look again.
-                if any(c is None or paced.get(c, 0.0) < now + wait for c in poked):
+                if recorded:  # apply it; a look follows only if what it queued can go now
+                    look = False
                     continue
+                look = True
                 self.sleep_until = now + wait
             self.wake.wait(wait)
             with self._poke_lock:
@@ -178,9 +181,9 @@ class Deliverer:
         self._stop.set()
         self.wake.set()
 
-    def run_once(self) -> bool:
+    def run_once(self, *, look: bool = True) -> bool:
         """Apply the events recorded meanwhile, then deliver one row if one is ready; True if
-        anything was done."""
+        anything was done. `look=False`: only apply."""
         applied = self.apply()
         if applied:
             # During a burst into one channel its slot is taken: what was just queued cannot go
@@ -190,6 +193,8 @@ class Deliverer:
             with self._poke_lock:
                 paced = dict(self._paced)
             return not all(c is not None and paced.get(c, 0.0) > now for c in applied)
+        if not look:
+            return False
         lease = self.storage.lease_next(self.owner, pace_seconds=self.pace_seconds)
         metrics.DELIVERY_LOOKS.labels("no" if lease is None else "yes").inc()
         if lease is None:

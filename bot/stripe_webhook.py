@@ -65,7 +65,7 @@ def stripe_webhook():
     outcome = received.outcome.value
     metrics.count_event(metrics.event_label(event["type"].removeprefix("v1.")), outcome)
     if received.outcome is Outcome.QUEUED:
-        bot.deliverer.poke()  # the worker applies it, then posts what it makes
+        bot.deliverer.recorded()  # the worker applies it, then posts what it makes
     log.info("stripe event %s (%s): %s", event["id"], event["type"], outcome)
     return Response(_acknowledgement(outcome), mimetype="application/json")
 

@@ -160,13 +160,13 @@ def build_bot(settings: Settings) -> ClimateBot:
     deliverer.register(CancelJob, decisions.carry_out_cancel)
     deliverer.register(FetchJob, thin_events.carry_out_fetch)
     deliverer.register(DirectMessageJob, direct_messages.carry_out)
-    decisions.wake = thin_events.wake = deliverer.wake.set
+    decisions.wake = thin_events.wake = deliverer.poke
     decisions.state_of = deliverer.order_state
     scheduler = Scheduler(
         storage,
         settings.SLACK_CHANNEL,
         reminder_days=settings.reminder_days,
-        wake=deliverer.wake.set,
+        wake=deliverer.poke,
     )
     # A person waits for /climate answers: ask Stripe briefly, then fall back to the database.
     quick_stripe = StripeGateway(
@@ -177,7 +177,7 @@ def build_bot(settings: Settings) -> ClimateBot:
     poller = None
     if settings.STRIPE_POLL_INTERVAL is not None:
         interval = settings.STRIPE_POLL_INTERVAL
-        poller = EventPoller(storage, stripe, settings, interval=interval, wake=deliverer.wake.set)
+        poller = EventPoller(storage, stripe, settings, interval=interval, wake=deliverer.poke)
     socket = None
     if settings.SLACK_APP_TOKEN is not None:  # settings.socket_mode
         socket = SlackSocket(
