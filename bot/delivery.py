@@ -136,7 +136,11 @@ class Deliverer:
         self.wake.set()
 
     def run(self, *, idle_seconds: float = 1.0) -> None:
-        """Deliver until `stop()`; sleeps until woken by a new event or the next row is due."""
+        """Deliver until `stop()`; sleeps until woken by a new event or the next row is due.
+
+        Events recorded by other processes (a web tier beside `climate-bot worker`) are applied
+        at its next look, within `idle_seconds`: their webhooks cannot wake it.
+        """
         pause = 0.0
         look = True  # False: woken only to apply what was recorded during the last look
         while not self._stop.is_set():
@@ -192,7 +196,9 @@ class Deliverer:
             now = self.now()
             with self._poke_lock:
                 paced = dict(self._paced)
-            return not all(c is not None and paced.get(c, 0.0) > now for c in applied)
+            if not all(c is not None and paced.get(c, 0.0) > now for c in applied):
+                return True
+            return bool(self.storage.events_to_apply(1))  # a burst: apply the next batch now
         if not look:
             return False
         lease = self.storage.lease_next(self.owner, pace_seconds=self.pace_seconds)

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from bot.delivery import Deliverer
 from bot.jobs import CardJob
+from bot.recording import APPLY_BATCH, record_inbound
 from bot.sandbox import stripe_objects as so
 from bot.slack_gateway import SlackGateway
 from bot.storage import Storage
@@ -305,6 +306,37 @@ def test_test_mode_and_live_mode_cards_differ_visibly(running, fake_slack):
 
 def looks(found: str) -> float:
     return REGISTRY.get_sample_value("climate_bot_delivery_looks_total", {"found": found}) or 0.0
+
+
+def test_a_burst_of_recorded_events_is_applied_batch_after_batch(running, fake_slack):
+    """More events than one batch, all for a channel whose slot is taken: the worker applies the
+    next batch at once, not at its next look (a batch a second behind a web tier whose webhooks
+    cannot wake it, `climate-bot worker`)."""
+    deliverer = running.bot.deliverer
+    deliverer.pace_seconds = 60  # once the first card is posted, the channel stays paced
+    worker = threading.Thread(target=deliverer.run, kwargs={"idle_seconds": 60}, daemon=True)
+    worker.start()
+    try:
+        running.send_event(so.event("climate.order.created", so.order()), apply=False)
+        wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 10, "no card was posted")
+        wait_until(lambda: deliverer.sleep_until < math.inf, 10, "the worker never slept")
+        burst = 2 * APPLY_BATCH + 50
+        for _ in range(burst):  # recorded by another process's web tier: no one tells the worker
+            event = so.event("climate.order.created", so.order())
+            assert record_inbound(running.bot.storage, event, json.dumps(event)).outcome.value == (
+                "queued"
+            )
+        deliverer.poke()  # its next look (here: something else queued)
+        wait_until(
+            lambda: running.bot.storage.apply_backlog()[0] == 0,
+            10,
+            "the worker waited for its next look between batches",
+        )
+        assert running.bot.storage.outbox_counts() == {"done": 1, "pending": burst}
+        assert len(fake_slack.messages(CHANNEL)) == 1
+    finally:
+        deliverer.stop()
+        worker.join(timeout=10)
 
 
 def test_webhooks_into_a_paced_channel_do_not_wake_the_worker_for_nothing(running, fake_slack):
