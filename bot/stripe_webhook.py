@@ -66,7 +66,14 @@ def stripe_webhook():
     metrics.count_event(metrics.event_label(event["type"].removeprefix("v1.")), outcome)
     if received.outcome is Outcome.QUEUED:
         bot.deliverer.recorded()  # the worker applies it, then posts what it makes
-    log.info("stripe event %s (%s): %s", event["id"], event["type"], outcome)
+    # A queued event is logged when the worker applies it: one line, off the request path.
+    log.log(
+        logging.DEBUG if received.outcome is Outcome.QUEUED else logging.INFO,
+        "stripe event %s (%s): %s",
+        event["id"],
+        event["type"],
+        outcome,
+    )
     return Response(_acknowledgement(outcome), mimetype="application/json")
 
 
