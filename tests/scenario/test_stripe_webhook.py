@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 
@@ -119,7 +120,8 @@ def test_redelivered_event_is_acknowledged_and_posted_once(running, fake_slack):
     assert count(running.bot, "SELECT count(*) FROM outbox") == 1
 
 
-def test_the_webhook_only_records_and_the_worker_applies_in_order(running, fake_slack):
+def test_the_webhook_only_records_and_the_worker_applies_in_order(running, fake_slack, caplog):
+    caplog.set_level(logging.INFO)
     order = so.order()
     events = [
         so.event("climate.order.created", order, created=100),
@@ -132,7 +134,11 @@ def test_the_webhook_only_records_and_the_worker_applies_in_order(running, fake_
     assert count(running.bot, "SELECT count(*) FROM orders") == 0
     assert count(running.bot, "SELECT count(*) FROM outbox") == 0
     assert running.bot.health()["events_to_apply"] == 2
+    # One INFO line per event, written by the worker when it applies it, not by the request.
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and "evt_" in r.message]
     assert len(running.apply()) == 2  # both in one step, oldest first
+    applied = [r.getMessage() for r in caplog.records if r.name == "bot.recording"]
+    assert applied == [f"stripe event {e['id']} ({e['type']}) applied" for e in events]
     assert running.bot.storage.order_row(order["id"])["snapshot"]["delayed_at"] == 200
     running.deliver()
     [card] = fake_slack.messages("C0CLIMATE")
