@@ -43,6 +43,7 @@ BENCH = REPO / "bench"
 VENV_BIN = REPO / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 GUNICORN = str(VENV_BIN / "gunicorn")
+CLIMATE_BOT = str(VENV_BIN / "climate-bot")
 
 WEBHOOK_PATH = "/stripe/webhook"
 
