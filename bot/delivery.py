@@ -144,9 +144,10 @@ class Deliverer:
         pause = 0.0
         look = True  # False: woken only to apply what was recorded during the last look
         while not self._stop.is_set():
-            # With a long paced backlog each look is a scan (bench/outbox.py); after a look that
-            # found nothing, rest a few times what it cost, so looking never takes more than a
-            # sixth of a core (and nothing, when cheap).
+            # A look searches the outbox, but still reads the rows it must pass over (many in
+            # back-off, or waiting behind their card); after a look that found nothing, rest a
+            # few times what it cost, so looking never takes more than a sixth of a core (and
+            # nothing, when cheap).
             if pause > 0 and self._stop.wait(pause):
                 break
             started = time.monotonic()
@@ -191,8 +192,8 @@ class Deliverer:
         applied = self.apply()
         if applied:
             # During a burst into one channel its slot is taken: what was just queued cannot go
-            # before the worker's next look anyway, and a look now would find nothing (with a
-            # backlog, a scan per webhook). Anything else is looked at at once.
+            # before the worker's next look anyway, and a look now would find nothing (a look
+            # per webhook). Anything else is looked at at once.
             now = self.now()
             with self._poke_lock:
                 paced = dict(self._paced)
