@@ -9,7 +9,7 @@ gunicorn flags on the command line (2 gthread workers x 8 threads, timeouts, acc
 stdout, no control socket), which override gunicorn.conf.py's identical values; the bare app
 is started from ``bench/`` without the config file, whose start-up check needs the bot's
 settings. A third server, ``split``, is the README's other layout: the bot's app without the
-delivery worker and scheduler threads in its processes (``bench/web_tier_app.py``, under the same
+delivery worker and scheduler threads in its processes (``web_tier:app``, under the same
 gunicorn flags) and beside it one ``climate-bot worker`` process on the same database, which
 applies what the web processes record (their webhooks cannot wake it: it finds their events at
 its next look, within a second, and applies them in batches). Its CPU columns count the worker
@@ -487,14 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             layouts = (
                 ("bare", [], "bare_app:app", BENCH, False, False),
                 ("bot", ["-c", "gunicorn.conf.py"], "app:app", REPO, True, False),
-                (
-                    "split",
-                    ["-c", "gunicorn.conf.py", "--pythonpath", "bench"],
-                    "web_tier_app:app",
-                    REPO,
-                    True,
-                    True,
-                ),
+                ("split", ["-c", "gunicorn.conf.py"], "web_tier:app", REPO, True, True),
             )
             for name, before, module, cwd, is_bot, with_worker in layouts:
                 port = free_port()

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
 from bot.sandbox import stripe_objects as so
 from tests.support.bot import CHANNEL, env_for, wait_until
@@ -66,22 +67,35 @@ def test_gunicorn_with_two_workers_posts_each_card_once(tmp_path, fake_slack, fa
     assert text.count("Booting worker with pid") == 2, text
 
 
-def test_worker_command_delivers_what_the_web_tier_queued(
-    running, tmp_path, fake_slack, fake_stripe
+def test_the_web_tier_only_records_and_the_worker_command_applies_and_delivers(
+    tmp_path, fake_slack, fake_stripe
 ):
-    order = so.order()
-    assert running.send_event(so.event("climate.order.created", order)).status_code == 200
+    """The split layout: `gunicorn web_tier:app` runs no delivery worker, so what its webhooks
+    record waits until `climate-bot worker`, another process, applies it and posts the card."""
     env = bot_env(tmp_path, fake_slack, fake_stripe)
-    log = tmp_path / "worker.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "climate-bot"), "worker"], cwd=tmp_path, env=env, stdout=out, stderr=out
-        )
+    base = f"http://127.0.0.1:{env['PORT']}"
+    web = start_gunicorn(env, tmp_path, tmp_path / "web.log", workers=1, app="web_tier:app")
+    order = so.order()
     try:
-        wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 30, "worker posted nothing")
+        assert post(env, so.event("climate.order.created", order)) == 200
+        assert requests.get(base + "/healthz", timeout=10).json()["events_to_apply"] == 1
+        # No worker looked at the outbox in the web tier (app:app's looks at once on start).
+        assert "climate_bot_delivery_looks_total{" not in requests.get(base + "/metrics").text
+        log = tmp_path / "worker.log"
+        with open(log, "ab") as out:
+            worker = subprocess.Popen(
+                [str(BIN / "climate-bot"), "worker"], cwd=tmp_path, env=env, stdout=out, stderr=out
+            )
+        try:
+            wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 30, "worker posted nothing")
+            health = requests.get(base + "/healthz", timeout=10).json()
+            assert health["events_to_apply"] == 0, health
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=15) == 0, log.read_text()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0, log.read_text()
+        web.send_signal(signal.SIGTERM)
+        assert web.wait(timeout=15) == 0, (tmp_path / "web.log").read_text()
     assert order["id"] in json.dumps(fake_slack.messages(CHANNEL)[0].blocks)
 
 

@@ -45,19 +45,20 @@ def process_env(workdir: Path, **variables: str) -> dict[str, str]:
     }
 
 
-def gunicorn_command(*args: str) -> list[str]:
-    """gunicorn serving the repo's app with its settings file, from any working directory."""
-    return [str(BIN / "gunicorn"), "--config", str(REPO / "gunicorn.conf.py"), *args, "app:app"]
+def gunicorn_command(*args: str, app: str = "app:app") -> list[str]:
+    """gunicorn serving the repo's `app` (or the web tier alone, `web_tier:app`) with its
+    settings file, from any working directory."""
+    return [str(BIN / "gunicorn"), "--config", str(REPO / "gunicorn.conf.py"), *args, app]
 
 
 def start_gunicorn(
-    env: dict[str, str], workdir: Path, log: Path, *, workers: int = 2
+    env: dict[str, str], workdir: Path, log: Path, *, workers: int = 2, app: str = "app:app"
 ) -> subprocess.Popen:
     """gunicorn with `workers` workers on `env`'s PORT, run in `workdir` and writing to `log`;
     returned once /healthz answers (a process that dies first fails the test with its log)."""
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            gunicorn_command("-w", str(workers), "-b", f"127.0.0.1:{env['PORT']}"),
+            gunicorn_command("-w", str(workers), "-b", f"127.0.0.1:{env['PORT']}", app=app),
             cwd=workdir,
             env=env,
             stdout=out,
