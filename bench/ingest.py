@@ -189,6 +189,7 @@ def run_phase(
                 return
             time.sleep(0.005)
 
+    started = time.time()  # the warm-up's events were all received before this
     load = drive(
         server.port,
         requests[warmup:],
@@ -209,7 +210,7 @@ def run_phase(
         )
     phase = Phase(server.name, concurrency, load, server_cpu, web_cpu, others_cpu, tuple(split))
     if server.database is not None:
-        phase.applied, phase.backlog = applied_by(server.database, ended, len(load.ok))
+        phase.applied, phase.backlog = applied_by(server.database, started, ended, len(load.ok))
         phase.drained_after = wait_until_applied(server.database, ended)
     if server.database is not None:
         health = get_json(f"http://127.0.0.1:{server.port}/healthz")
@@ -229,16 +230,18 @@ def _unapplied(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT count(*) FROM events WHERE applied_at IS NULL").fetchone()[0]
 
 
-def applied_by(database: Path, ended: float, sent: int) -> tuple[int, int]:
-    """Of the `sent` events of a phase that ended at `ended`, how many were applied by then and
-    how many were still to apply (read right after the phase)."""
+def applied_by(database: Path, started: float, ended: float, sent: int) -> tuple[int, int]:
+    """Of the `sent` events of a phase timed from `started` to `ended`, how many were applied by
+    its end, and how many events were still to apply (read right after the phase)."""
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         if "applied_at" not in columns:  # a version that applied each event as it recorded it
             return sent, 0
         late = conn.execute(
-            "SELECT count(*) FROM events WHERE applied_at IS NULL OR applied_at > ?", (ended,)
+            "SELECT count(*) FROM events WHERE received_at >= ?"
+            " AND (applied_at IS NULL OR applied_at > ?)",
+            (started, ended),
         ).fetchone()[0]
         return sent - late, _unapplied(conn)
     finally:
