@@ -48,7 +48,14 @@ SLACK_ALLOWED_DECIDERS=U0DEVELOPER
 def test_process_tests_pass_with_a_valid_env_file_in_the_repo(tmp_path):
     tree = tmp_path / "repo"
     tree.mkdir()
-    for name in ("app.py", "gunicorn.conf.py", "pyproject.toml", "README.md", ".env.example"):
+    for name in (
+        "app.py",
+        "web_tier.py",
+        "gunicorn.conf.py",
+        "pyproject.toml",
+        "README.md",
+        ".env.example",
+    ):
         shutil.copy2(REPO / name, tree / name)
     junk = shutil.ignore_patterns("__pycache__", "artifacts", ".hypothesis")
     for name in ("bot", "tests"):
