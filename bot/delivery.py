@@ -108,17 +108,21 @@ class Deliverer:
         self._stop = threading.Event()
         self._unavailable: str | None = None  # why the database last refused a write
         # Guarded by `_poke_lock`: when the sleeping worker will look again on its own (inf while
-        # it is awake), until when each paced channel's posting slot is taken, and whether an
-        # event was recorded while it was awake.
+        # it is awake), until when each paced channel's posting slot is taken, whether an event
+        # was recorded while it was awake, and whether a look is owed (rows were queued, or
+        # came due) that applying must not skip.
         self._poke_lock = threading.Lock()
         self.sleep_until = math.inf
         self._paced: dict[str, float] = {}
         self._recorded = False
+        self._look_wanted = False
 
     # -- the loop --------------------------------------------------------------------------
 
     def poke(self) -> None:
         """Tell the worker that rows were queued: it looks at once, or right after this look."""
+        with self._poke_lock:
+            self._look_wanted = True
         self.wake.set()
 
     def recorded(self) -> None:
@@ -177,10 +181,12 @@ class Deliverer:
                     continue
                 look = True
                 self.sleep_until = now + wait
-            self.wake.wait(wait)
+            woken = self.wake.wait(wait)
             with self._poke_lock:
                 self.sleep_until = math.inf
-            self.wake.clear()
+                self.wake.clear()  # under the lock: a poke from now on is not lost
+                if not woken:  # the look it slept until: a row may have come due
+                    self._look_wanted = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -196,12 +202,14 @@ class Deliverer:
             # per webhook). Anything else is looked at at once.
             now = self.now()
             with self._poke_lock:
-                paced = dict(self._paced)
-            if not all(c is not None and paced.get(c, 0.0) > now for c in applied):
+                paced, wanted = dict(self._paced), self._look_wanted
+            if wanted or not all(c is not None and paced.get(c, 0.0) > now for c in applied):
                 return True
             return bool(self.storage.events_to_apply(1))  # a burst: apply the next batch now
         if not look:
             return False
+        with self._poke_lock:
+            self._look_wanted = False
         lease = self.storage.lease_next(self.owner, pace_seconds=self.pace_seconds)
         metrics.DELIVERY_LOOKS.labels("no" if lease is None else "yes").inc()
         if lease is None:

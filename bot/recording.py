@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # Events applied in one transaction of the worker: a burst is applied in a few commits, while one
 # batch holds the write lock only a few milliseconds.
 APPLY_BATCH = 200
+_LATE = ": older than the state kept"
 
 # How far along its lifecycle an event puts an object; breaks ties between events of one second.
 RANK = {
@@ -68,7 +69,9 @@ class Outcome(Enum):
 class Received:
     outcome: Outcome
     late: bool = False
-    posts_to: str | None = None  # the channel the queued rows post into (None: no rows queued)
+    # The channel all the queued rows post into: None when none was queued, or some wait for no
+    # channel's slot (a direct message).
+    posts_to: str | None = None
 
 
 def parse_event(raw: bytes, *, numbers: bool = True) -> dict[str, Any]:
@@ -230,6 +233,7 @@ def apply_recorded(
     first, in one transaction; an event that cannot be applied (a bug, a payload of a shape no one
     foresaw) is parked with the reason, rolled back alone, and the others go on."""
     results: list[Received] = []
+    applied: list[tuple[str, str, bool]] = []
     if not storage.events_to_apply(1):  # a read of an index: most looks find nothing to apply
         return results
     with storage.transaction() as conn:
@@ -250,13 +254,10 @@ def apply_recorded(
                 log.exception("event %s could not be applied; parked (climate-bot retry)", event_id)
             else:
                 results.append(received)
-                log.info(
-                    "stripe event %s (%s) applied%s",
-                    event_id,
-                    event["type"],
-                    ": older than the state kept" if received.late else "",
-                )
+                applied.append((event_id, event["type"], received.late))
             conn.execute("RELEASE apply_one")
+    for event_id, etype, late in applied:  # once committed, outside the write lock
+        log.info("stripe event %s (%s) applied%s", event_id, etype, _LATE if late else "")
     return results
 
 
@@ -381,6 +382,7 @@ def _apply_order(
         queue_decision_alerts(
             storage, order["id"], change, posts_to, thread_notice=card_channel is None
         )
+        return not newer, None  # and direct messages, which wait for no channel's slot
     return not newer, posts_to
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
 import time
 
 import pytest
@@ -13,7 +15,7 @@ import time_machine
 from bot.model import DECISION_WINDOW_SECONDS
 from bot.sandbox import stripe_objects as so
 from bot.settings import load_settings
-from tests.support.bot import CHANNEL, env_for, serve_bot
+from tests.support.bot import CHANNEL, env_for, serve_bot, wait_until
 
 START = 1_900_000_000
 WEEKS = 6 * 7 * 86400
@@ -112,6 +114,38 @@ def test_a_direct_message_that_fails_is_logged_once_and_never_blocks_the_channel
     )
     assert with_deciders.bot.storage.failures() == []
     assert with_deciders.bot.storage.outbox_counts().get("pending", 0) == 0
+
+
+def test_a_delay_into_a_channel_held_by_slack_reaches_the_deciders_at_once(
+    with_deciders, fake_slack
+):
+    """The channel's slot is taken (a 429's Retry-After): the delay's reply waits for it, but
+    the deciders' direct messages wait for no channel and go at once."""
+    bot = with_deciders
+    order = so.order()
+    bot.send_event(so.event("climate.order.created", order))
+    bot.deliver()
+    [card] = fake_slack.messages(CHANNEL)
+    bot.bot.storage.hold_channel(CHANNEL, 120)  # as Slack's Retry-After does
+    deliverer = bot.bot.deliverer
+    worker = threading.Thread(target=deliverer.run, kwargs={"idle_seconds": 60}, daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: deliverer.sleep_until < math.inf, 10, "the worker never slept")
+        now = int(time.time())
+        delayed = so.event(
+            "climate.order.delayed", so.delayed(order, 2030, at=now), created=now + 1
+        )
+        assert bot.send_event(delayed, apply=False).json()["outcome"] == "queued"
+        wait_until(
+            lambda: direct_messages(fake_slack, "U0BOB") and direct_messages(fake_slack, "U0CAROL"),
+            10,
+            "the direct messages waited for the channel's slot",
+        )
+        assert fake_slack.replies(CHANNEL, card.ts) == []  # the reply still waits for it
+    finally:
+        deliverer.stop()
+        worker.join(timeout=10)
 
 
 def test_a_slack_outage_delays_the_direct_message_but_not_the_card(with_deciders, fake_slack):

@@ -339,6 +339,37 @@ def test_a_burst_of_recorded_events_is_applied_batch_after_batch(running, fake_s
         worker.join(timeout=10)
 
 
+def test_a_poke_is_looked_at_even_when_what_was_applied_waits_for_its_channel(running, fake_slack):
+    """Applying events whose rows all wait for a paced channel skips the look that would find
+    nothing there; it must not skip one owed to rows queued elsewhere (a cancel, a fetch, another
+    channel's card), or they waited out the channel's slot (up to a 429's two minutes)."""
+    deliverer = running.bot.deliverer
+    deliverer.pace_seconds = 60  # once the first card is posted, the channel stays paced
+    worker = threading.Thread(target=deliverer.run, kwargs={"idle_seconds": 60}, daemon=True)
+    worker.start()
+    try:
+        running.send_event(so.event("climate.order.created", so.order()), apply=False)
+        wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 10, "no card was posted")
+        wait_until(lambda: deliverer.sleep_until < math.inf, 10, "the worker never slept")
+        event = so.event("climate.order.created", so.order())  # for the paced channel
+        record_inbound(running.bot.storage, event, json.dumps(event))
+        with running.bot.storage.transaction():
+            running.bot.storage.enqueue("order:elsewhere", CardJob(), channel="C0OTHER")
+        deliverer.poke()  # the worker applies the event first, then owes the poke a look
+
+        def looked_at() -> bool:  # leased and tried (the row names no order: it is parked)
+            row = running.bot.storage.conn.execute(
+                "SELECT attempts FROM outbox WHERE card_key = 'order:elsewhere'"
+            ).fetchone()
+            return row[0] > 0
+
+        wait_until(looked_at, 10, "the poked row waited for the paced channel's slot")
+        assert len(fake_slack.messages(CHANNEL)) == 1
+    finally:
+        deliverer.stop()
+        worker.join(timeout=10)
+
+
 def test_webhooks_into_a_paced_channel_do_not_wake_the_worker_for_nothing(running, fake_slack):
     """During a burst into one channel every webhook used to cost the worker a look at the
     outbox that could find nothing (the channel's slot was taken): a look per request, and with

@@ -145,30 +145,38 @@ def test_the_webhook_only_records_and_the_worker_applies_in_order(running, fake_
     assert len(fake_slack.replies("C0CLIMATE", card.ts)) == 1
 
 
-def test_a_failure_while_applying_loses_nothing_acknowledged(running, fake_slack):
-    """The database refuses the applying (here a trigger; a full disk alike): the batch rolls
-    back, the event stays recorded, and the next step applies it exactly once."""
+def test_a_failure_while_applying_loses_nothing_acknowledged(running, fake_slack, caplog):
+    """The database refuses the applying (here a trigger, at the batch's second event; a full
+    disk alike): the batch rolls back, its events stay recorded, none is logged as applied, and
+    the next step applies each exactly once."""
+    caplog.set_level(logging.INFO)
+    first = so.event("climate.order.created", so.order())
+    second = so.event("climate.order.created", so.order())
     db = sqlite3.connect(running.bot.settings.DATABASE_PATH)
     db.execute(
-        "CREATE TRIGGER outbox_broken BEFORE INSERT ON outbox BEGIN"
+        "CREATE TRIGGER outbox_broken BEFORE INSERT ON outbox"
+        f" WHEN NEW.card_key = 'order:{second['data']['object']['id']}' BEGIN"
         " SELECT RAISE(ABORT, 'disk trouble'); END"
     )
     db.commit()
-    event = so.event("climate.order.created", so.order())
-    response = running.send_event(event, apply=False)
-    assert response.status_code == 200  # recorded: Stripe need not send it again
+    for event in (first, second):
+        response = running.send_event(event, apply=False)
+        assert response.status_code == 200  # recorded: Stripe need not send it again
     with pytest.raises(sqlite3.IntegrityError):
         running.apply()
-    assert count(running.bot, "SELECT count(*) FROM events WHERE applied_at IS NULL") == 1
+    assert count(running.bot, "SELECT count(*) FROM events WHERE applied_at IS NULL") == 2
     assert count(running.bot, "SELECT count(*) FROM orders") == 0
-    assert running.bot.storage.parked_events() == []  # not the event's fault: not parked
+    assert running.bot.storage.parked_events() == []  # not the events' fault: not parked
+    assert not [r for r in caplog.records if "applied" in r.getMessage()]  # rolled back
     db.execute("DROP TRIGGER outbox_broken")
     db.commit()
     db.close()
     # Stripe's redelivery of the same event is a duplicate; the worker applies the one recorded.
-    assert running.send_event(event, apply=False).json()["outcome"] == "duplicate"
+    assert running.send_event(first, apply=False).json()["outcome"] == "duplicate"
     running.deliver()
-    assert len(fake_slack.messages("C0CLIMATE")) == 1
+    assert len(fake_slack.messages("C0CLIMATE")) == 2
+    applied = [r.getMessage() for r in caplog.records if r.name == "bot.recording"]
+    assert applied == [f"stripe event {e['id']} ({e['type']}) applied" for e in (first, second)]
 
 
 def test_an_event_that_cannot_be_applied_is_parked_visibly_and_retried(
