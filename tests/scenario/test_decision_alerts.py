@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import threading
 import time
 
 import pytest
@@ -127,11 +125,8 @@ def test_a_delay_into_a_channel_held_by_slack_reaches_the_deciders_at_once(
     bot.deliver()
     [card] = fake_slack.messages(CHANNEL)
     bot.bot.storage.hold_channel(CHANNEL, 120)  # as Slack's Retry-After does
-    deliverer = bot.bot.deliverer
-    worker = threading.Thread(target=deliverer.run, kwargs={"idle_seconds": 60}, daemon=True)
-    worker.start()
-    try:
-        wait_until(lambda: deliverer.sleep_until < math.inf, 10, "the worker never slept")
+    with bot.worker_running():
+        wait_until(bot.worker_asleep, 10, "the worker never slept")
         now = int(time.time())
         delayed = so.event(
             "climate.order.delayed", so.delayed(order, 2030, at=now), created=now + 1
@@ -143,9 +138,6 @@ def test_a_delay_into_a_channel_held_by_slack_reaches_the_deciders_at_once(
             "the direct messages waited for the channel's slot",
         )
         assert fake_slack.replies(CHANNEL, card.ts) == []  # the reply still waits for it
-    finally:
-        deliverer.stop()
-        worker.join(timeout=10)
 
 
 def test_a_slack_outage_delays_the_direct_message_but_not_the_card(with_deciders, fake_slack):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import threading
 
 import requests
@@ -314,12 +313,10 @@ def test_a_burst_of_recorded_events_is_applied_batch_after_batch(running, fake_s
     cannot wake it, `climate-bot worker`)."""
     deliverer = running.bot.deliverer
     deliverer.pace_seconds = 60  # once the first card is posted, the channel stays paced
-    worker = threading.Thread(target=deliverer.run, kwargs={"idle_seconds": 60}, daemon=True)
-    worker.start()
-    try:
+    with running.worker_running():
         running.send_event(so.event("climate.order.created", so.order()), apply=False)
         wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 10, "no card was posted")
-        wait_until(lambda: deliverer.sleep_until < math.inf, 10, "the worker never slept")
+        wait_until(running.worker_asleep, 10, "the worker never slept")
         burst = 2 * APPLY_BATCH + 50
         for _ in range(burst):  # recorded by another process's web tier: no one tells the worker
             event = so.event("climate.order.created", so.order())
@@ -334,9 +331,6 @@ def test_a_burst_of_recorded_events_is_applied_batch_after_batch(running, fake_s
         )
         assert running.bot.storage.outbox_counts() == {"done": 1, "pending": burst}
         assert len(fake_slack.messages(CHANNEL)) == 1
-    finally:
-        deliverer.stop()
-        worker.join(timeout=10)
 
 
 def test_a_poke_is_looked_at_even_when_what_was_applied_waits_for_its_channel(running, fake_slack):
@@ -345,12 +339,10 @@ def test_a_poke_is_looked_at_even_when_what_was_applied_waits_for_its_channel(ru
     channel's card), or they waited out the channel's slot (up to a 429's two minutes)."""
     deliverer = running.bot.deliverer
     deliverer.pace_seconds = 60  # once the first card is posted, the channel stays paced
-    worker = threading.Thread(target=deliverer.run, kwargs={"idle_seconds": 60}, daemon=True)
-    worker.start()
-    try:
+    with running.worker_running():
         running.send_event(so.event("climate.order.created", so.order()), apply=False)
         wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 10, "no card was posted")
-        wait_until(lambda: deliverer.sleep_until < math.inf, 10, "the worker never slept")
+        wait_until(running.worker_asleep, 10, "the worker never slept")
         event = so.event("climate.order.created", so.order())  # for the paced channel
         record_inbound(running.bot.storage, event, json.dumps(event))
         with running.bot.storage.transaction():
@@ -365,9 +357,6 @@ def test_a_poke_is_looked_at_even_when_what_was_applied_waits_for_its_channel(ru
 
         wait_until(looked_at, 10, "the poked row waited for the paced channel's slot")
         assert len(fake_slack.messages(CHANNEL)) == 1
-    finally:
-        deliverer.stop()
-        worker.join(timeout=10)
 
 
 def test_webhooks_into_a_paced_channel_do_not_wake_the_worker_for_nothing(running, fake_slack):
@@ -376,13 +365,8 @@ def test_webhooks_into_a_paced_channel_do_not_wake_the_worker_for_nothing(runnin
     a backlog each look is a scan, so webhooks arriving during one chained the next."""
     deliverer = running.bot.deliverer
     deliverer.pace_seconds = 60  # the channel stays paced for the whole test
-    worker = threading.Thread(target=deliverer.run, kwargs={"idle_seconds": 60}, daemon=True)
-
-    def asleep() -> bool:
-        return deliverer.sleep_until < math.inf
-
-    worker.start()
-    try:
+    asleep = running.worker_asleep
+    with running.worker_running():
         running.send_event(so.event("climate.order.created", so.order()), apply=False)
         wait_until(lambda: len(fake_slack.messages(CHANNEL)) == 1, 10, "no card was posted")
         with running.bot.storage.transaction():  # a backlog: each look now takes a while
@@ -406,6 +390,3 @@ def test_webhooks_into_a_paced_channel_do_not_wake_the_worker_for_nothing(runnin
         assert looks("no") == before + 1
         assert len(fake_slack.messages(CHANNEL)) == 1
         assert running.bot.storage.outbox_counts() == {"done": 1, "pending": 3030}
-    finally:
-        deliverer.stop()
-        worker.join(timeout=10)

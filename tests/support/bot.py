@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -82,6 +83,24 @@ class RunningBot:
     def deliver(self) -> None:
         """Drain the outbox once, as the worker would, and wait for nothing else."""
         self.bot.deliverer.drain()
+
+    @contextmanager
+    def worker_running(self, *, idle_seconds: float = 60) -> Iterator[None]:
+        """The worker's own loop in a thread for the block (it sleeps up to `idle_seconds`
+        between looks unless woken), stopped and joined after it."""
+        thread = threading.Thread(
+            target=self.bot.deliverer.run, kwargs={"idle_seconds": idle_seconds}, daemon=True
+        )
+        thread.start()
+        try:
+            yield
+        finally:
+            self.bot.deliverer.stop()
+            thread.join(timeout=10)
+
+    def worker_asleep(self) -> bool:
+        """Whether the running worker is sleeping (until woken or its next look)."""
+        return self.bot.deliverer.sleep_until < math.inf
 
 
 @contextmanager
