@@ -5,15 +5,6 @@ Its webhooks record events and answer; the worker process applies them at its ne
 a second) and delivers what they queue. Without a worker running, nothing is posted to Slack.
 """
 
-from bot.cli import configure_logging, database_or_exit, settings_or_exit
+from bot.cli import gunicorn_app
 
-# Under gunicorn, exit code 3 means "worker failed to boot" (as in app.py).
-GUNICORN_BOOT_ERROR = 3
-
-configure_logging()
-settings = settings_or_exit(GUNICORN_BOOT_ERROR)
-
-from bot.web import create_app  # noqa: E402
-
-with database_or_exit(GUNICORN_BOOT_ERROR):
-    app = create_app(settings, start_background=False)
+app = gunicorn_app(start_background=False)

@@ -87,6 +87,23 @@ def serve(host: str, port: int | None) -> None:
     serve_forever(settings_or_exit(), host=host, port=port)
 
 
+# Under gunicorn, exit code 3 means "worker failed to boot": gunicorn stops instead of
+# restarting the worker forever with the same bad configuration.
+GUNICORN_BOOT_ERROR = 3
+
+
+def gunicorn_app(*, start_background: bool) -> Any:
+    """The Flask app a gunicorn worker serves: app.py's, or web_tier.py's without the delivery
+    worker and scheduler. A bad configuration or an unusable database is one message and exit
+    code 3, never a traceback."""
+    configure_logging()
+    settings = settings_or_exit(GUNICORN_BOOT_ERROR)
+    from bot.web import create_app
+
+    with database_or_exit(GUNICORN_BOOT_ERROR):  # read-only, unreadable: one line, no traceback
+        return create_app(settings, start_background=start_background)
+
+
 def serve_forever(settings: Settings, *, host: str = "0.0.0.0", port: int | None = None) -> None:
     from bot.server import make_server
     from bot.web import create_app
